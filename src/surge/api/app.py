@@ -1,0 +1,64 @@
+"""The ASGI application: HTTP API, tracking endpoints and health, on one pool per process."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from surge.api import health
+from surge.api.errors import HANDLERS
+from surge.api.middleware import RequestContext
+from surge.config import Settings
+from surge.db.pool import open_pool
+
+#: Domain modules whose ``routes`` list the app serves. A module may also define
+#: ``async def startup(app)`` and ``async def shutdown(app)`` for per-process state.
+ROUTE_MODULES = (
+    "surge.contacts.endpoints",
+    "surge.campaigns.endpoints",
+    "surge.tracking.endpoints",
+)
+
+
+def _modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in ROUTE_MODULES]
+
+
+def all_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = list(health.routes)
+    for module in _modules():
+        routes.extend(module.routes)
+    return routes
+
+
+def create_app(settings: Settings, database_url: str) -> Starlette:
+    """The application for one API process, connected to ``database_url``."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.pool = await open_pool(database_url, max_size=settings.db_pool_size)
+        hooks = _modules()
+        try:
+            for module in hooks:
+                if hasattr(module, "startup"):
+                    await module.startup(app)
+            yield
+        finally:
+            for module in reversed(hooks):
+                if hasattr(module, "shutdown"):
+                    await module.shutdown(app)
+            await app.state.pool.close()
+
+    return Starlette(
+        routes=all_routes(),
+        middleware=[Middleware(RequestContext)],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,36 @@
+"""API-key authentication for endpoints: ``Authorization: Bearer <key>``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from surge.errors import Forbidden, Unauthorized
+from surge.orgs.service import KeyCache, Principal, authenticate
+
+_cache = KeyCache()
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+async def principal(request: Request, *, publishable_ok: bool = False) -> Principal:
+    """The verified caller. Secret keys may do everything; publishable keys only what allows it."""
+    token = bearer_token(request)
+    found = _cache.get(token)
+    if found is None:
+        async with request.app.state.pool.connection() as conn:
+            found = await authenticate(conn, token)
+        _cache.put(token, found)
+    if found.kind != "secret" and not publishable_ok:
+        raise Forbidden("this endpoint needs a secret key, not a publishable key")
+    return found
+
+
+async def organization_id(request: Request) -> int:
+    """The organisation of a secret-key caller: what nearly every endpoint needs."""
+    return (await principal(request)).organization_id

@@ -1,0 +1,32 @@
+"""``surge api``: serve the HTTP API."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from surge.config import get_settings
+from surge.db.runtime import database
+from surge.observability.logging import configure_logging
+
+
+@click.command("api")
+@click.option("--host", default=None, help="Bind address (default SURGE_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default SURGE_API_PORT).")
+def api_command(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API until SIGTERM or Ctrl-C."""
+    from surge.api.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings, process="api")
+    with database(settings) as url:
+        app = create_app(settings, url)
+        uvicorn.run(
+            app,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )

@@ -1,0 +1,67 @@
+"""The one place where errors become HTTP responses: ``{"error": {code, message, field}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from surge import errors
+from surge.api.responses import json_response
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    errors.Invalid: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+}
+
+
+class PayloadTooLarge(errors.SurgeError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(errors.SurgeError):
+    code = "unsupported_media_type"
+
+
+STATUS[PayloadTooLarge] = 413
+STATUS[UnsupportedMediaType] = 415
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+async def surge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.SurgeError)
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response(error_body(exc.code, exc.message, exc.field), status, headers)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return json_response(error_body(code, str(exc.detail)), exc.status_code, exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    # A bug: log it with its traceback, tell the client nothing about our internals.
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return json_response(error_body("internal", "internal error"), 500)
+
+
+HANDLERS = {
+    errors.SurgeError: surge_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

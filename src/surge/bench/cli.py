@@ -1,0 +1,21 @@
+"""``surge bench <scenario>``: end-to-end benchmarks that print one JSON object each."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Run a benchmark scenario on the embedded database (or SURGE_DATABASE_URL)."""
+
+
+def _register() -> None:
+    from surge.bench.imports import import_command
+    from surge.bench.jobs import jobs_command
+
+    bench_group.add_command(import_command)
+    bench_group.add_command(jobs_command)
+
+
+_register()

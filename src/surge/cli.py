@@ -1,0 +1,59 @@
+"""The ``surge`` command: one sub-command per process or admin task."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import psycopg
+
+from surge import __version__
+from surge.config import ConfigError
+from surge.errors import SurgeError
+
+
+@click.group()
+@click.version_option(__version__, prog_name="surge")
+def cli() -> None:
+    """Surge: messages, donations and events at giving-day scale."""
+
+
+def _register() -> None:
+    # Each area owns its commands; this file only wires them in.
+    from surge.api.cli import api_command
+    from surge.bench.cli import bench_group
+    from surge.contacts.cli import import_group
+    from surge.db.cli import migrate_command
+    from surge.delivery.cli import smtp_sink_command
+    from surge.jobs.cli import jobs_group, worker_command
+    from surge.orgs.cli import org_group
+    from surge.up import up_command
+
+    for command in (
+        api_command,
+        bench_group,
+        import_group,
+        jobs_group,
+        migrate_command,
+        org_group,
+        smtp_sink_command,
+        up_command,
+        worker_command,
+    ):
+        cli.add_command(command)
+
+
+def main() -> None:
+    _register()
+    try:
+        cli.main(prog_name="surge", standalone_mode=True)
+    except SurgeError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(1)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"Error: cannot reach the database: {first_line}", err=True)
+        sys.exit(1)

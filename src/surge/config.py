@@ -1,0 +1,100 @@
+"""Every setting Surge has, read once from ``SURGE_*`` environment variables.
+
+Each field's default is what a single machine running ``surge up`` wants; the README
+has the table. ``Settings.from_env()`` is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A SURGE_* variable holds a value Surge cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: PostgreSQL URL; unset means "start the embedded server in data_dir".
+    database_url: str | None = None
+    #: Where the embedded database, the SMTP sink's mail and other local state live.
+    data_dir: Path = Path(".surge")
+    #: Port of the embedded PostgreSQL server (0 picks a free one).
+    embedded_pg_port: int = 0
+    #: Connections per process in the pool.
+    db_pool_size: int = 10
+    #: Bind address of `surge api`.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    #: Largest request body accepted, in bytes (bigger gets 413).
+    max_body_bytes: int = 1024 * 1024
+    #: Largest CSV upload accepted by POST /v1/imports, in bytes.
+    max_import_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Secret used to sign tokens (tracking, unsubscribe). Generated into data_dir if unset.
+    secret_key: str | None = None
+    #: Log level and format (json | text).
+    log_level: str = "INFO"
+    log_format: str = "json"
+    #: Jobs a worker runs at once.
+    worker_concurrency: int = 50
+    #: Seconds between polls of an idle worker.
+    worker_poll_interval: float = 0.2
+    #: Seconds between heartbeats; a worker silent for heartbeat_timeout is rescued.
+    worker_heartbeat_interval: float = 2.0
+    worker_heartbeat_timeout: float = 15.0
+    #: Seconds a stopping worker waits for its running jobs before handing them back.
+    worker_shutdown_timeout: float = 30.0
+    #: Base URL of the API as recipients reach it: tracking and unsubscribe links use it.
+    public_url: str = "http://127.0.0.1:8000"
+    #: Recipients per send_chunk job, and sends in flight within one chunk.
+    dispatch_chunk_size: int = 1000
+    dispatch_concurrency: int = 50
+    #: Attempts per recipient on temporary (4xx) failures before the delivery fails.
+    dispatch_max_attempts: int = 5
+    #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
+    #: Empty means the development sink (only sensible with `surge up`).
+    smtp_senders: str = ""
+    #: Development SMTP sink (surge up).
+    smtp_sink_host: str = "127.0.0.1"
+    smtp_sink_port: int = 2525
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``SURGE_<FIELD>`` variables; unknown values raise ConfigError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SURGE_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, f.type)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    text = str(kind)
+    try:
+        if text == "int":
+            return int(raw)
+        if text == "float":
+            return float(raw)
+        if text == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ConfigError(f"SURGE_{name.upper()}={raw!r} is not a valid {text}") from None
+    return raw
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings

@@ -1,0 +1,33 @@
+"""``surge migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from surge.config import get_settings
+from surge.db.migrate import migrate
+from surge.db.pool import connect
+from surge.db.runtime import database
+
+
+async def migrate_url(url: str) -> list[str]:
+    """Apply pending migrations to ``url``; returns the names applied."""
+    conn = await connect(url)
+    try:
+        return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
+    finally:
+        await conn.close()
+
+
+@click.command("migrate")
+def migrate_command() -> None:
+    """Apply pending schema migrations (safe to run concurrently and repeatedly)."""
+    with database(get_settings()) as url:
+        applied = asyncio.run(migrate_url(url))
+    if applied:
+        for name in applied:
+            click.echo(f"applied {name}")
+    else:
+        click.echo("database is up to date")

@@ -1,0 +1,99 @@
+"""Forward-only, numbered SQL migrations, applied under a transaction-level advisory lock.
+
+Each ``NNNN_name.sql`` file in ``migrations/`` runs in its own transaction together
+with the row that records it, so a migration is either wholly applied or not at all.
+The lock is ``pg_advisory_xact_lock`` (released at commit, never held by a session),
+so two processes migrating at once simply take turns and the second finds nothing to do.
+A file whose first line is ``-- surge:no-transaction`` runs outside a transaction, for
+``CREATE INDEX CONCURRENTLY`` on big tables; it must be written to be re-runnable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from psycopg import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+# An arbitrary constant: the advisory lock key every Surge process agrees on.
+MIGRATION_LOCK_KEY = 7_310_401_001
+NO_TRANSACTION = "-- surge:no-transaction"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    """The migrations shipped with this version of Surge, in order."""
+    found = []
+    for entry in resources.files("surge.db.migrations").iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a number: {versions}")
+    return found
+
+
+async def _ensure_table(conn: AsyncConnection) -> None:
+    await conn.execute(
+        """
+        create table if not exists schema_migrations (
+            version integer primary key,
+            name text not null,
+            applied_at timestamptz not null default now()
+        )
+        """
+    )
+
+
+async def applied_versions(conn: AsyncConnection) -> set[int]:
+    cur = await conn.execute("select version from schema_migrations")
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def migrate(conn: AsyncConnection) -> list[Migration]:
+    """Apply every pending migration; returns those this call applied."""
+    await conn.set_autocommit(True)
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(%s)", [MIGRATION_LOCK_KEY])
+        await _ensure_table(conn)
+    done: list[Migration] = []
+    for migration in available():
+        if await _apply_one(conn, migration):
+            done.append(migration)
+    return done
+
+
+async def _apply_one(conn: AsyncConnection, migration: Migration) -> bool:
+    if migration.sql.startswith(NO_TRANSACTION):
+        # Concurrent index builds cannot run in a transaction; the file is re-runnable.
+        if migration.version in await applied_versions(conn):
+            return False
+        await conn.execute(migration.sql.encode())
+        await conn.execute(
+            "insert into schema_migrations (version, name) values (%s, %s) on conflict do nothing",
+            [migration.version, migration.name],
+        )
+        return True
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(%s)", [MIGRATION_LOCK_KEY])
+        if migration.version in await applied_versions(conn):
+            return False
+        log.info("applying migration", extra={"version": migration.version})
+        await conn.execute(migration.sql.encode())
+        await conn.execute(
+            "insert into schema_migrations (version, name) values (%s, %s)",
+            [migration.version, migration.name],
+        )
+    return True

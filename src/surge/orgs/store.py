@@ -1,0 +1,43 @@
+"""SQL for organisations and API keys."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+
+async def insert_organization(conn: AsyncConnection, name: str) -> int:
+    cur = await conn.execute("insert into organizations (name) values (%s) returning id", [name])
+    row = await cur.fetchone()
+    assert row is not None
+    org_id: int = row[0]
+    return org_id
+
+
+async def insert_api_key(
+    conn: AsyncConnection, organization_id: int, kind: str, lookup: str, secret_hash: bytes
+) -> None:
+    await conn.execute(
+        "insert into api_keys (organization_id, kind, lookup, secret_hash) values (%s, %s, %s, %s)",
+        [organization_id, kind, lookup, secret_hash],
+    )
+
+
+async def find_api_key(conn: AsyncConnection, lookup: str) -> tuple[int, int, str, bytes] | None:
+    """(key id, organization id, kind, secret hash) of a live key. Uses api_keys.lookup unique."""
+    cur = await conn.execute(
+        "select id, organization_id, kind, secret_hash from api_keys"
+        " where lookup = %s and revoked_at is null",
+        [lookup],
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
+
+
+async def list_organizations(conn: AsyncConnection) -> list[tuple[int, str]]:
+    cur = await conn.execute("select id, name from organizations order by id")
+    return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def organization_exists(conn: AsyncConnection, organization_id: int) -> bool:
+    cur = await conn.execute("select 1 from organizations where id = %s", [organization_id])
+    return await cur.fetchone() is not None
