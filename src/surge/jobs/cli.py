@@ -1,0 +1,150 @@
+"""``surge worker`` and ``surge jobs failed|retry|cancel|stats``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from psycopg import AsyncConnection
+
+from surge.config import ConfigError, Settings, get_settings
+from surge.db.pool import connect, open_pool
+from surge.db.runtime import database
+from surge.errors import SurgeError
+from surge.jobs.admin import cancel_jobs, failed_jobs, retry_jobs
+from surge.jobs.metrics import queue_metrics
+from surge.jobs.registry import QUEUES, load_task_modules
+from surge.jobs.worker import Worker
+from surge.observability.logging import configure_logging
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _queues(value: str) -> list[str]:
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown or not queues:
+        raise click.BadParameter(f"queues are a comma-separated subset of {', '.join(QUEUES)}")
+    return queues
+
+
+@click.command("worker")
+@click.option(
+    "--queues",
+    default=",".join(QUEUES),
+    show_default=True,
+    help="Comma-separated queues to serve, in the order they are claimed from.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs run at once (default: SURGE_WORKER_CONCURRENCY).",
+)
+@click.option(
+    "--tasks-module",
+    "tasks_modules",
+    multiple=True,
+    envvar="SURGE_EXTRA_TASK_MODULES",
+    help="Extra module(s) registering tasks, besides surge.tasks.TASK_MODULES "
+    "(repeatable or comma-separated; env SURGE_EXTRA_TASK_MODULES).",
+)
+def worker_command(queues: str, concurrency: int | None, tasks_modules: tuple[str, ...]) -> None:
+    """Run jobs from the given queues until SIGTERM or Ctrl-C."""
+    settings = _settings()
+    configure_logging(settings, process="worker")
+    served = _queues(queues)
+    load_task_modules(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
+    with database(settings) as url:
+        asyncio.run(_serve(url, settings, served, concurrency))
+
+
+async def _serve(url: str, settings: Settings, queues: list[str], concurrency: int | None) -> None:
+    pool = await open_pool(url, min_size=1, max_size=settings.db_pool_size)
+    # claim, flush and heartbeat each hold one at times, failures a fourth.
+    engine_pool = await open_pool(url, min_size=3, max_size=4)
+    try:
+        worker = Worker(
+            pool, settings, queues=queues, concurrency=concurrency, engine_pool=engine_pool
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+    finally:
+        await engine_pool.close()
+        await pool.close()
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Inspect and manage jobs: dead letters, retries, cancellations, queue figures."""
+
+
+def _run(action: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+    """Run ``action`` on one connection; a domain error is a one-line error and exit 1."""
+    settings = _settings()
+
+    async def go(url: str) -> T:
+        conn = await connect(url)
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        try:
+            return asyncio.run(go(url))
+        except SurgeError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@jobs_group.command("failed")
+@click.option("--queue", type=click.Choice(QUEUES), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def failed_command(queue: str | None, limit: int) -> None:
+    """List discarded jobs (dead letters), newest first."""
+    jobs = _run(lambda conn: failed_jobs(conn, queue, limit))
+    click.echo("id\tkind\tqueue\tattempts\tlast_error")
+    for j in jobs:
+        error = (j.last_error or "").splitlines()[-1:] or [""]
+        click.echo(f"{j.id}\t{j.kind}\t{j.queue}\t{j.attempts}/{j.max_attempts}\t{error[0]}")
+
+
+@jobs_group.command("retry")
+@click.argument("ids", nargs=-1, required=True, type=int)
+def retry_command(ids: tuple[int, ...]) -> None:
+    """Put discarded (or retryable) jobs back to available, attempts reset."""
+    _run(lambda conn: retry_jobs(conn, ids))
+    click.echo(f"retried {len(ids)} job(s)")
+
+
+@jobs_group.command("cancel")
+@click.argument("ids", nargs=-1, required=True, type=int)
+def cancel_command(ids: tuple[int, ...]) -> None:
+    """Cancel available, scheduled or retryable jobs."""
+    _run(lambda conn: cancel_jobs(conn, ids))
+    click.echo(f"cancelled {len(ids)} job(s)")
+
+
+@jobs_group.command("stats")
+def stats_command() -> None:
+    """Jobs per queue and state, and outcome totals."""
+    stats = _run(queue_metrics)
+    click.echo(
+        "queue\tavailable\trunning\tscheduled\tretryable\tdiscarded"
+        "\tcompleted_total\tfailed_total\tretried_total\tdiscarded_total"
+    )
+    for s in stats:
+        figures = [*s.states.values(), *s.counters.values()]
+        click.echo("\t".join([s.queue, *map(str, figures)]))
