@@ -1,0 +1,256 @@
+"""A pool of persistent SMTP connections to one sender, shared by a process's asyncio tasks.
+
+Opening an SMTP connection (TCP, greeting, EHLO, STARTTLS, AUTH) costs several round trips,
+so connections stay open and carry many messages each: a task borrows one, runs one
+MAIL/RCPT/DATA transaction on it and hands it back. At most ``max_connections`` exist at
+once. A connection idle for a while is checked with NOOP before reuse, because servers drop
+idle clients; one that died while idle is replaced without failing the message.
+
+Outcomes follow the reply: 2xx sent, 4xx temporary, 5xx permanent (with ``hard_bounce`` for a
+bad address, see ``bounces``). Connection failures are temporary and feed a circuit breaker:
+while a sender is down, ``send`` answers "sender unavailable" at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+
+from aiosmtplib import (
+    SMTP,
+    SMTPException,
+    SMTPResponseException,
+    SMTPSenderRefused,
+)
+
+from surge.delivery.bounces import SendOutcome, SendStatus, classify, unavailable
+from surge.delivery.circuit import Circuit
+from surge.delivery.senders import SenderConfig
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "sender unavailable"
+# Errors that mean the connection, not the recipient, is the problem.
+_CONNECTION_ERRORS = (SMTPException, OSError, TimeoutError, ssl.SSLError)
+
+
+class _ConnectionLost(Exception):
+    """The connection failed mid-transaction; ``before_data`` says nothing was delivered."""
+
+    def __init__(self, reason: str, before_data: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.before_data = before_data
+
+
+class SenderRefused(Exception):
+    """MAIL FROM was refused: a problem with the sender's setup, not with the recipient."""
+
+
+def tls_context(config: SenderConfig) -> ssl.SSLContext | None:
+    """The client TLS context for ``config`` (None for plain SMTP), built once per pool."""
+    if config.tls == "none":
+        return None
+    context = ssl.create_default_context(cafile=config.ca_file)
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SenderPool:
+    """Persistent connections to one SMTP sender; ``send`` is safe from many tasks at once."""
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        *,
+        circuit: Circuit | None = None,
+        noop_after: float = 5.0,
+        max_idle: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.circuit = circuit or Circuit()
+        #: Seconds idle after which a connection is checked with NOOP before reuse.
+        self.noop_after = noop_after
+        #: Seconds idle after which a connection is closed rather than reused.
+        self.max_idle = max_idle
+        #: Connections opened so far (metrics, and tests that count reuse).
+        self.connections_opened = 0
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self._idle: list[tuple[SMTP, float]] = []
+        self._tls = tls_context(config)
+        self._local_hostname: str | None = None
+        self._closed = False
+
+    def sender_available(self) -> bool:
+        """False while the circuit is open: the dispatcher should defer the whole chunk."""
+        return not self.circuit.is_open
+
+    def retry_after(self) -> float:
+        """Seconds until the sender may be tried again (0 when available)."""
+        return self.circuit.retry_after()
+
+    async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
+        """Offer ``data`` (a whole message, CRLF lines) from ``mail_from`` to ``rcpt``."""
+        if self._closed:
+            raise RuntimeError("send on a closed SenderPool")
+        if self.circuit.is_open:
+            return unavailable(UNAVAILABLE, self.circuit.retry_after())
+        async with self._slots:
+            # The circuit may have opened while this task waited for a slot.
+            started = self.circuit.clock()
+            wait = self.circuit.admit()
+            if wait is not None:
+                return unavailable(UNAVAILABLE, wait)
+            return await self._send_in_slot(mail_from, rcpt, data, started)
+
+    async def _send_in_slot(
+        self, mail_from: str, rcpt: str, data: bytes, started: float
+    ) -> SendOutcome:
+        # Two tries at most: a reused connection may have died while idle, which is only
+        # known when the next command fails; nothing was delivered, so retrying is safe.
+        for _ in range(2):
+            try:
+                conn, reused = await self._checkout()
+            except _CONNECTION_ERRORS as exc:
+                self.circuit.record_failure(started)
+                log.warning("smtp connect failed", extra={"sender": self.config.name})
+                return unavailable(f"{UNAVAILABLE}: {_describe(exc)}", self.circuit.retry_after())
+            try:
+                outcome = await _transaction(conn, mail_from, rcpt, data)
+            except _ConnectionLost as lost:
+                _discard(conn)
+                if reused and lost.before_data:
+                    # Its idle siblings probably died the same way (server restart): retry
+                    # on a new connection, not on another stale one.
+                    self._drop_idle()
+                    continue
+                self.circuit.record_failure(started)
+                return unavailable(lost.reason, self.circuit.retry_after() or None)
+            except SenderRefused as refused:
+                # Every recipient would get the same answer: treat it as the sender being down.
+                self._checkin(conn)
+                self.circuit.record_failure(started)
+                return unavailable(f"{UNAVAILABLE}: {refused}", self.circuit.retry_after() or None)
+            except BaseException:
+                # Cancelled mid-transaction: the connection's state is unknown, so drop it.
+                _discard(conn)
+                raise
+            self.circuit.record_success()
+            self._checkin(conn)
+            return outcome
+        return unavailable("connection lost twice")
+
+    async def _checkout(self) -> tuple[SMTP, bool]:
+        """An idle connection that still works, else a new one; True when reused."""
+        while self._idle:
+            conn, since = self._idle.pop()  # most recent first: the rest may age out
+            idle = time.monotonic() - since
+            if not conn.is_connected or idle > self.max_idle:
+                _discard(conn)
+                continue
+            if idle > self.noop_after:
+                try:
+                    await conn.noop()
+                except _CONNECTION_ERRORS:
+                    _discard(conn)
+                    continue
+            return conn, True
+        return await self._connect(), False
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            _discard(conn)
+
+    def _checkin(self, conn: SMTP) -> None:
+        if self._closed or not conn.is_connected:
+            _discard(conn)
+        else:
+            self._idle.append((conn, time.monotonic()))
+
+    async def _connect(self) -> SMTP:
+        if self._local_hostname is None:
+            # aiosmtplib would look this up (a DNS query) for every connection.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        cfg = self.config
+        conn = SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            local_hostname=self._local_hostname,
+            timeout=cfg.timeout,
+            use_tls=cfg.tls == "implicit",
+            start_tls=cfg.tls == "starttls",
+            tls_context=self._tls,
+        )
+        try:
+            await conn.connect()
+            if conn.is_ehlo_or_helo_needed:
+                await conn.ehlo()
+        except BaseException:
+            _discard(conn)
+            raise
+        self.connections_opened += 1
+        return conn
+
+    async def aclose(self) -> None:
+        """Say QUIT on every idle connection and close it; borrowed ones close on return."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(conn) for conn, _ in idle))
+
+
+async def _transaction(conn: SMTP, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
+    """One MAIL/RCPT/DATA transaction; a refusal becomes an outcome, a lost link raises."""
+    before_data = True
+    try:
+        try:
+            await conn.mail(mail_from)
+        except SMTPSenderRefused as exc:
+            if exc.code == 421:
+                raise
+            await _reset(conn)
+            raise SenderRefused(f"{exc.code} {exc.message}") from None
+        await conn.rcpt(rcpt)
+        before_data = False
+        response = await conn.data(data)
+    except SMTPResponseException as exc:
+        if exc.code == 421:
+            # "Service not available, closing transmission channel": the server is going away.
+            raise _ConnectionLost(f"{exc.code} {exc.message}", before_data) from None
+        await _reset(conn)
+        return classify(exc.code, exc.message)
+    except _CONNECTION_ERRORS as exc:
+        raise _ConnectionLost(f"connection lost: {_describe(exc)}", before_data) from None
+    return SendOutcome(SendStatus.SENT, response.code, response.message)
+
+
+async def _reset(conn: SMTP) -> None:
+    # RSET clears the envelope so the connection can carry the next message.
+    try:
+        await conn.rset()
+    except _CONNECTION_ERRORS:
+        _discard(conn)
+
+
+async def _quit(conn: SMTP) -> None:
+    try:
+        await asyncio.wait_for(conn.quit(), timeout=5)
+    except _CONNECTION_ERRORS:
+        pass
+    finally:
+        conn.close()
+
+
+def _discard(conn: SMTP) -> None:
+    conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
