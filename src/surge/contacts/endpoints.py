@@ -1,0 +1,148 @@
+"""HTTP endpoints for contacts, lists and imports: decode, call the service, encode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from surge.api.auth import organization_id
+from surge.api.decode import read_json
+from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
+from surge.api.responses import json_response
+from surge.contacts import service
+from surge.contacts.schemas import ContactBatch, ListIn, MembersIn
+from surge.errors import Invalid, NotFound
+
+DEFAULT_LIMIT = 100
+MAX_ID = 2**63 - 1
+
+
+def _int(value: str | None, field: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if value is None or not value.strip().lstrip("-").isdigit() or abs(int(value)) > MAX_ID:
+        raise Invalid(field, f"{field} must be an integer")
+    return int(value)
+
+
+def _path_id(request: Request) -> int:
+    # Routes match digits only, so anything else is already a 404; so is a number too big
+    # to be an id, rather than a database error.
+    value: int = request.path_params["id"]
+    if value > MAX_ID:
+        raise NotFound("no such id")
+    return value
+
+
+async def upsert_contacts(request: Request) -> Response:
+    org = await organization_id(request)
+    batch = await read_json(request, ContactBatch)
+    async with request.app.state.pool.connection() as conn:
+        result = await service.upsert_contacts(conn, org, batch)
+    return json_response(result)
+
+
+async def list_contacts(request: Request) -> Response:
+    org = await organization_id(request)
+    query = request.query_params
+    limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.list_contacts(
+            conn, org, after=query.get("after"), limit=limit, email=query.get("email")
+        )
+    return json_response(page)
+
+
+async def get_contact(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        contact = await service.get_contact(conn, org, _path_id(request))
+    return json_response(contact)
+
+
+async def create_list(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, ListIn)
+    async with request.app.state.pool.connection() as conn:
+        created = await service.create_list(conn, org, body.name)
+    return json_response(created, 201)
+
+
+async def get_list(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        found = await service.get_list(conn, org, _path_id(request))
+    return json_response(found)
+
+
+async def add_members(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, MembersIn)
+    async with request.app.state.pool.connection() as conn:
+        result = await service.add_members(conn, org, _path_id(request), body)
+    return json_response(result)
+
+
+async def list_members(request: Request) -> Response:
+    org = await organization_id(request)
+    query = request.query_params
+    limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.list_members(
+            conn, org, _path_id(request), after=query.get("after"), limit=limit
+        )
+    return json_response(page)
+
+
+async def create_import(request: Request) -> Response:
+    org = await organization_id(request)
+    if "csv" not in request.headers.get("content-type", ""):
+        raise UnsupportedMediaType("send the file as the body, with Content-Type: text/csv")
+    limit: int = request.app.state.settings.max_import_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the file is larger than {limit} bytes")
+    list_id = request.query_params.get("list_id")
+    async with request.app.state.pool.connection() as conn:
+        try:
+            created, new = await service.create_import(
+                conn,
+                org,
+                _body(request),
+                max_bytes=limit,
+                list_id=None if list_id is None else _int(list_id, "list_id"),
+                filename=request.query_params.get("filename"),
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
+        except service.TooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+    return json_response(created, 202 if new else 200)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for piece in request.stream():
+        if piece:
+            yield piece
+
+
+async def get_import(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        found = await service.get_import(conn, org, _path_id(request))
+    return json_response(found)
+
+
+routes = [
+    Route("/v1/contacts", upsert_contacts, methods=["POST"]),
+    Route("/v1/contacts", list_contacts, methods=["GET"]),
+    Route("/v1/contacts/{id:int}", get_contact, methods=["GET"]),
+    Route("/v1/lists", create_list, methods=["POST"]),
+    Route("/v1/lists/{id:int}", get_list, methods=["GET"]),
+    Route("/v1/lists/{id:int}/members", add_members, methods=["POST"]),
+    Route("/v1/lists/{id:int}/members", list_members, methods=["GET"]),
+    Route("/v1/imports", create_import, methods=["POST"]),
+    Route("/v1/imports/{id:int}", get_import, methods=["GET"]),
+]

@@ -1,0 +1,351 @@
+"""The CSV import pipeline: stored chunks -> parsed, checked rows -> COPY -> one merge per batch.
+
+Parsing is pure Python and the merge is PostgreSQL's work, so they overlap: a thread parses
+the next batch while the event loop COPYs and merges the current one. Memory is bounded by
+the batch size (a couple of batches in flight), never by the file's size.
+
+Row numbers count the header as row 1, as a spreadsheet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import io
+import re
+import threading
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from surge.contacts import store
+from surge.contacts.schemas import MAX_NAME, STATUSES, RowError, valid_email
+
+T = TypeVar("T")
+
+BATCH_ROWS = 50_000
+#: Each batch is split by email into this many parts, merged at once on their own connections:
+#: no two parts hold the same address, so they never wait on each other's rows.
+SHARDS = 2
+#: How many failed rows an import keeps, with their reasons (all are counted).
+MAX_ERRORS = 100
+KNOWN = ("email", "first_name", "last_name", "status")
+
+# Decoding with surrogateescape keeps undecodable bytes as lone surrogates, so one bad
+# byte sequence fails its own row, not the file. NUL cannot be stored in PostgreSQL text.
+_UNSTORABLE = re.compile("[\x00\udc80-\udcff]")
+# A row without any of these needs no check for the above and no COPY escaping (control
+# characters and quotes become backslash escapes in the attributes' JSON): the common case.
+_SUSPECT = re.compile('[\x00-\x1f\\\\"\udc80-\udcff]')
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+Complete = Callable[[store.Conn], Awaitable[None]]
+
+
+class ImportFailed(Exception):
+    """The file as a whole cannot be imported (no header, no email column...)."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to BATCH_ROWS checked rows, as COPY text, and the rows that failed."""
+
+    #: COPY text of each shard, set when the batch is full.
+    payloads: list[bytes] = field(default_factory=list)
+    lines: list[list[str]] = field(default_factory=lambda: [[] for _ in range(SHARDS)])
+    #: Whether the file has a status column (the merge then reads stored statuses).
+    with_status: bool = False
+    good: int = 0
+    bad: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+# -- parsing (runs in a thread) -------------------------------------------------------------
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Lines with their endings, whatever the chunk boundaries (mid-line, mid-character)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    carry = ""
+    for chunk in chunks:
+        text = carry + decoder.decode(chunk)
+        lines = io.StringIO(text, newline="").readlines()
+        # A last line without "\n" may go on in the next chunk (even after a "\r").
+        carry = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        yield from lines
+    tail = carry + decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+def _copy_escape(value: str | None) -> str:
+    return NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+class RowChecker:
+    """Turns one CSV record into a COPY line or a reason it cannot be imported."""
+
+    def __init__(self, header: list[str]) -> None:
+        names = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
+        named = [n for n in names if n]
+        if len(set(named)) != len(named):
+            dupes = sorted({n for n in named if named.count(n) > 1})
+            raise ImportFailed(f"the header names a column twice: {', '.join(dupes)}")
+        if "email" not in names:
+            raise ImportFailed("the header row has no 'email' column")
+        self.width = len(names)
+        self.email = names.index("email")
+        self.first = names.index("first_name") if "first_name" in names else None
+        self.last = names.index("last_name") if "last_name" in names else None
+        self.status = names.index("status") if "status" in names else None
+        self.extra = [(n, i) for i, n in enumerate(names) if n and n not in KNOWN]
+        self.json = msgspec.json.Encoder()
+
+    def check(self, row: int, fields: list[str]) -> tuple[int, str]:
+        """(shard, COPY line) of a good record; raises ValueError(reason) for a bad one."""
+        if len(fields) != self.width:
+            raise ValueError(f"expected {self.width} columns, found {len(fields)}")
+        suspect = _SUSPECT.search("".join(fields)) is not None
+        if suspect and (bad := _UNSTORABLE.search("".join(fields))) is not None:
+            raise ValueError("contains a NUL character" if bad[0] == "\x00" else "invalid UTF-8")
+        email = fields[self.email].strip()
+        if not email:
+            raise ValueError("email is empty")
+        if not valid_email(email):
+            raise ValueError(f"invalid email address: {email[:100]!r}")
+        first, last = self._name(fields, self.first), self._name(fields, self.last)
+        status, attributes = self._status(fields), self._attributes(fields)
+        # str hashes vary between processes, which is fine: a re-run starts from row one.
+        shard = hash(email.lower()) % SHARDS
+        if suspect:
+            values = (str(row), email, first, last, status, attributes)
+            return shard, "\t".join(map(_copy_escape, values)) + "\n"
+        return shard, (
+            f"{row}\t{email}\t{first or NULL}\t{last or NULL}\t{status or NULL}"
+            f"\t{attributes or NULL}\n"
+        )
+
+    def _name(self, fields: list[str], index: int | None) -> str | None:
+        if index is None:
+            return None
+        value = fields[index].strip()
+        if len(value) > MAX_NAME:
+            raise ValueError(f"name longer than {MAX_NAME} characters")
+        return value or None
+
+    def _status(self, fields: list[str]) -> str | None:
+        if self.status is None:
+            return None
+        value = fields[self.status].strip().lower()
+        if value and value not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(sorted(STATUSES))}")
+        return value or None
+
+    def _attributes(self, fields: list[str]) -> str | None:
+        attributes = {name: value for name, i in self.extra if (value := fields[i])}
+        return self.json.encode(attributes).decode() if attributes else None
+
+
+def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """Parse a CSV file given as byte chunks into batches of checked rows."""
+    reader = csv.reader(_lines(chunks), strict=False)
+    checker: RowChecker | None = None
+    batch, row = Batch(), 0
+    while True:
+        row += 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            _fail(batch, row, f"malformed CSV: {exc}")
+            continue
+        if not fields:
+            continue  # a blank line: counted as a row number, not as a record
+        if checker is None:
+            checker = RowChecker(fields)
+            batch.with_status = checker.status is not None
+            continue
+        try:
+            shard, line = checker.check(row, fields)
+            batch.lines[shard].append(line)
+            batch.good += 1
+        except ValueError as exc:
+            _fail(batch, row, str(exc))
+        if batch.good + batch.bad >= batch_rows:
+            yield _sealed(batch)
+            batch = Batch(with_status=checker.status is not None)
+    if checker is None:
+        raise ImportFailed("the file is empty: a header row with an 'email' column is needed")
+    yield _sealed(batch)
+
+
+def _sealed(batch: Batch) -> Batch:
+    batch.payloads = ["".join(lines).encode() for lines in batch.lines]
+    batch.lines = []
+    return batch
+
+
+def _fail(batch: Batch, row: int, reason: str) -> None:
+    batch.bad += 1
+    batch.errors.append(RowError(row=row, reason=reason))
+
+
+# -- running one import ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Progress:
+    processed: int = 0
+    imported: int = 0
+    failed: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    def add(self, batch: Batch) -> None:
+        self.processed += batch.good + batch.bad
+        self.imported += batch.good
+        self.failed += batch.bad
+        self.errors.extend(batch.errors[: MAX_ERRORS - len(self.errors)])
+
+
+async def process_import(
+    pool: AsyncConnectionPool, org: int, import_id: int, *, complete: Complete | None = None
+) -> str | None:
+    """Run one import to the end; returns its final status (None: nothing left to run).
+
+    A re-run (after a crash) starts again from the first row: every write is an upsert or
+    an "on conflict do nothing", so nothing is doubled, and progress and errors are reset.
+    Errors other than a bad file propagate so that the job is retried.
+    """
+    async with pool.connection() as conn, AsyncExitStack() as stack:
+        started = await store.start_import(conn, org, import_id)
+        if started is None:
+            return None  # finished, or not this organisation's: a duplicate job
+        # Every connection is taken now, none midway: an import never holds one while
+        # waiting for another, so imports filling the pool cannot wait on each other.
+        reader = await stack.enter_async_context(pool.connection())
+        writers = [conn]
+        if _spare_connections(pool) >= SHARDS - 1:
+            for _ in range(SHARDS - 1):
+                writers.append(await stack.enter_async_context(pool.connection()))
+        loop = asyncio.get_running_loop()
+        source = _chunks(loop, reader, org, import_id, started["chunks_total"])
+        progress = Progress()
+        try:
+            async with aclosing(_in_thread(parse_batches(source))) as batches:
+                async for batch in batches:
+                    await _write_batch(writers, org, started["list_id"], batch)
+                    progress.add(batch)
+                    await store.record_progress(
+                        conn,
+                        org,
+                        import_id,
+                        progress.processed,
+                        progress.imported,
+                        progress.failed,
+                        msgspec.json.encode(progress.errors).decode(),
+                    )
+        except ImportFailed as exc:
+            await _finish(conn, org, import_id, "failed", None, str(exc), complete)
+            return "failed"
+        await _finish(conn, org, import_id, "completed", progress.processed, None, complete)
+        return "completed"
+
+
+async def mark_failed(pool: AsyncConnectionPool, org: int, import_id: int, reason: str) -> None:
+    """Give up on an import (its job ran out of attempts)."""
+    async with pool.connection() as conn:
+        await store.finish_import(conn, org, import_id, "failed", None, reason)
+
+
+async def _write_batch(
+    writers: list[store.Conn], org: int, list_id: int | None, batch: Batch
+) -> None:
+    """Merge the batch's shards at once, one per connection (or all on one, if the pool is
+    short of connections); each commits on its own."""
+    payloads = batch.payloads if len(writers) == SHARDS else [b"".join(batch.payloads)]
+    async with asyncio.TaskGroup() as group:
+        for conn, payload in zip(writers, payloads, strict=True):
+            if payload:
+                group.create_task(_merge_shard(conn, org, list_id, payload, batch.with_status))
+
+
+async def _merge_shard(
+    conn: store.Conn, org: int, list_id: int | None, payload: bytes, with_status: bool
+) -> None:
+    async with conn.transaction():
+        # A temporary table per transaction, not per session: safe behind PgBouncer.
+        await conn.execute(store.STAGING_TABLE)
+        async with conn.cursor().copy(store.STAGING_COPY) as copy:
+            await copy.write(payload)
+        await store.merge_staged(conn, org, list_id, with_status)
+
+
+async def _finish(
+    conn: store.Conn,
+    org: int,
+    import_id: int,
+    status: str,
+    rows_total: int | None,
+    error: str | None,
+    complete: Complete | None,
+) -> None:
+    async with conn.transaction():
+        await store.finish_import(conn, org, import_id, status, rows_total, error)
+        if complete is not None:
+            await complete(conn)
+
+
+def _chunks(
+    loop: asyncio.AbstractEventLoop, conn: store.Conn, org: int, import_id: int, count: int
+) -> Iterator[bytes]:
+    """The stored chunks in order, one at a time, read from the parser thread."""
+    for seq in range(count):
+        read = store.read_chunk(conn, org, import_id, seq)
+        yield asyncio.run_coroutine_threadsafe(read, loop).result()
+
+
+def _spare_connections(pool: AsyncConnectionPool) -> int:
+    """Connections the pool could hand out now without anyone waiting."""
+    stats = pool.get_stats()
+    idle_or_unopened = stats["pool_max"] - stats["pool_size"] + stats["pool_available"]
+    return max(0, idle_or_unopened - stats.get("requests_waiting", 0))
+
+
+async def _in_thread(items: Iterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
+    """Run a blocking iterator in a thread, at most ``depth`` items ahead of the consumer."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    room = threading.Semaphore(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not room.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+    thread = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            room.release()
+            yield value
+    finally:
+        stop.set()
+        await thread

@@ -1,0 +1,126 @@
+"""Request and response shapes of the contacts API (msgspec: strict, fast, typed)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+MAX_BATCH = 1000
+
+Status = Literal["subscribed", "unsubscribed", "bounced", "complained"]
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    first_name: Name | None = None
+    last_name: Name | None = None
+    status: Status | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class ContactBatch(msgspec.Struct, forbid_unknown_fields=True):
+    # Bounds are checked by the service so that the 400 names "contacts" with a clear reason.
+    contacts: list[ContactIn]
+
+
+class Written(msgspec.Struct):
+    id: int
+    email: str
+    #: Whether this request created the contact (false: it existed and was updated).
+    created: bool
+
+
+class UpsertResult(msgspec.Struct):
+    created: int
+    updated: int
+    #: contacts[i] is the contact written for the request's contacts[i]; duplicates share one.
+    contacts: list[Written]
+
+
+class Contact(msgspec.Struct):
+    id: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    status: str
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Page(msgspec.Struct):
+    data: list[Contact]
+    #: Cursor of the next page (pass as ``after``); null on the last page.
+    next: str | None
+
+
+class ListIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class ContactList(msgspec.Struct):
+    id: int
+    name: str
+    created_at: datetime
+
+
+class MembersIn(msgspec.Struct, forbid_unknown_fields=True):
+    contact_ids: list[int] = []
+    emails: list[str] = []
+
+
+class NotFoundMembers(msgspec.Struct):
+    contact_ids: list[int]
+    emails: list[str]
+
+
+class MembersResult(msgspec.Struct):
+    #: Contacts that became members with this call.
+    added: int
+    #: Contacts that were found (of this organisation), members now, whether new or not.
+    found: int
+    not_found: NotFoundMembers
+
+
+class RowError(msgspec.Struct):
+    row: int
+    reason: str
+
+
+class Import(msgspec.Struct):
+    id: int
+    status: str
+    list_id: int | None
+    filename: str | None
+    bytes_total: int
+    rows_total: int | None
+    rows_processed: int
+    rows_imported: int
+    rows_failed: int
+    errors: list[RowError]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+STATUSES = frozenset(("subscribed", "unsubscribed", "bounced", "complained"))
+MAX_NAME = 200
+
+# The WHATWG (HTML) e-mail rule, plus a dot in the domain: what browsers accept, which is
+# what people type. Internationalised addresses (non-ASCII) are not accepted yet.
+EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+MAX_EMAIL = 254
+
+
+def valid_email(email: str) -> bool:
+    """Whether ``email`` (already stripped) is an address Surge will store."""
+    return len(email) <= MAX_EMAIL and EMAIL.fullmatch(email) is not None

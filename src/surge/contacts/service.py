@@ -1,0 +1,265 @@
+"""Business rules for contacts, lists and imports. Plain data in, plain data out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+
+from surge.contacts import store
+from surge.contacts.schemas import (
+    MAX_BATCH,
+    STATUSES,
+    Contact,
+    ContactBatch,
+    ContactIn,
+    ContactList,
+    Import,
+    MembersIn,
+    MembersResult,
+    NotFoundMembers,
+    Page,
+    UpsertResult,
+    Written,
+    valid_email,
+)
+from surge.errors import Invalid, NotFound
+from surge.jobs import enqueue
+
+Conn = store.Conn
+
+IMPORT_TASK = "contacts.import"
+#: Size of one stored piece of an upload; the import job reads one at a time.
+CHUNK_BYTES = 1024 * 1024
+
+
+# -- cursors ------------------------------------------------------------------------------
+
+
+def encode_cursor(last_id: int) -> str:
+    """An opaque cursor: clients must not build or parse it, so its format may change."""
+    return base64.urlsafe_b64encode(f"k1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, field: str = "after") -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix == "k1" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise Invalid(field, "invalid cursor; pass the 'next' value of a previous page")
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_BATCH:
+        raise Invalid("limit", f"limit must be between 1 and {MAX_BATCH}")
+    return limit
+
+
+# -- contacts -----------------------------------------------------------------------------
+
+
+def _normalise(batch: ContactBatch) -> list[ContactIn]:
+    if not 1 <= len(batch.contacts) <= MAX_BATCH:
+        raise Invalid("contacts", f"send 1 to {MAX_BATCH} contacts per request")
+    for i, contact in enumerate(batch.contacts):
+        contact.email = contact.email.strip()
+        if not valid_email(contact.email):
+            raise Invalid(f"contacts[{i}].email", f"invalid email address: {contact.email!r}")
+    return batch.contacts
+
+
+async def upsert_contacts(conn: Conn, org: int, batch: ContactBatch) -> UpsertResult:
+    """Create or update contacts by email (case-insensitive), in one statement.
+
+    Fields left out (or null) keep their stored value; attributes are merged key by key.
+    Duplicates inside the batch are merged by the database: the last one wins. Re-sending
+    a batch is harmless (it rewrites the same values), so no Idempotency-Key is needed.
+    """
+    contacts = _normalise(batch)
+    columns: dict[str, list[Any]] = {
+        "ord": list(range(len(contacts))),
+        "email": [c.email for c in contacts],
+        "first_name": [c.first_name for c in contacts],
+        "last_name": [c.last_name for c in contacts],
+        "status": [c.status for c in contacts],
+        "attributes": [
+            None if c.attributes is None else msgspec.json.encode(c.attributes).decode()
+            for c in contacts
+        ],
+    }
+    rows = await store.upsert_contacts(conn, org, columns)
+    by_email = {r["email"].lower(): Written(**r) for r in rows}
+    created = sum(1 for r in rows if r["created"])
+    return UpsertResult(
+        created=created,
+        updated=len(rows) - created,
+        contacts=[by_email[c.email.lower()] for c in contacts],
+    )
+
+
+async def set_status(conn: Conn, org: int, contact_ids: Sequence[int], status: str) -> int:
+    """Set the status of these contacts (unsubscribes, bounces, complaints); returns how
+    many changed. Ids of other organisations or unknown ones are ignored."""
+    if status not in STATUSES:
+        raise Invalid("status", f"status must be one of {', '.join(sorted(STATUSES))}")
+    return await store.set_status(conn, org, contact_ids, status)
+
+
+async def get_contact(conn: Conn, org: int, contact_id: int) -> Contact:
+    """One contact of this organisation; NotFound for another's (indistinguishable)."""
+    row = await store.get_contact(conn, org, contact_id)
+    if row is None:
+        raise NotFound(f"contact {contact_id} not found")
+    return Contact(**row)
+
+
+async def list_contacts(
+    conn: Conn, org: int, *, after: str | None, limit: int, email: str | None = None
+) -> Page:
+    """One page of contacts in id order, and the cursor of the next page."""
+    rows = await store.list_contacts(conn, org, decode_cursor(after), check_limit(limit), email)
+    return _page(rows, limit)
+
+
+def _page(rows: list[store.Row], limit: int) -> Page:
+    data = [Contact(**r) for r in rows]
+    # A full page may be the last one; the next request then returns an empty page.
+    nxt = encode_cursor(data[-1].id) if len(data) == limit else None
+    return Page(data=data, next=nxt)
+
+
+# -- lists --------------------------------------------------------------------------------
+
+
+async def create_list(conn: Conn, org: int, name: str) -> ContactList:
+    """A new, empty list."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise Invalid("name", "name must be 1 to 200 characters")
+    return ContactList(**await store.insert_list(conn, org, name))
+
+
+async def get_list(conn: Conn, org: int, list_id: int) -> ContactList:
+    """One list of this organisation; NotFound otherwise."""
+    row = await store.get_list(conn, org, list_id)
+    if row is None:
+        raise NotFound(f"list {list_id} not found")
+    return ContactList(**row)
+
+
+async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> MembersResult:
+    """Add contacts, by id and/or email, to a list. Others' or unknown ones are "not found"."""
+    if not 1 <= len(body.contact_ids) + len(body.emails) <= MAX_BATCH:
+        raise Invalid("contact_ids", f"send 1 to {MAX_BATCH} contact_ids and emails in total")
+    await get_list(conn, org, list_id)
+    emails = [e.strip().lower() for e in body.emails]
+    found, added = await store.add_members(conn, org, list_id, body.contact_ids, emails)
+    found_ids = {r["id"] for r in found}
+    found_emails = {r["email"] for r in found}
+    return MembersResult(
+        added=added,
+        found=len(found_ids),
+        not_found=NotFoundMembers(
+            contact_ids=[i for i in body.contact_ids if i not in found_ids],
+            emails=[
+                raw for e, raw in zip(emails, body.emails, strict=True) if e not in found_emails
+            ],
+        ),
+    )
+
+
+async def list_members(
+    conn: Conn, org: int, list_id: int, *, after: str | None, limit: int
+) -> Page:
+    """One page of a list's members (contacts) in contact id order."""
+    after_id, limit = decode_cursor(after), check_limit(limit)
+    await get_list(conn, org, list_id)
+    return _page(await store.list_members(conn, org, list_id, after_id, limit), limit)
+
+
+# -- imports ------------------------------------------------------------------------------
+
+
+async def create_import(
+    conn: Conn,
+    org: int,
+    body: AsyncIterator[bytes],
+    *,
+    max_bytes: int,
+    list_id: int | None = None,
+    filename: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Import, bool]:
+    """Store an uploaded CSV and queue its import job, atomically; (import, created now).
+
+    The file is stored in ~1 MiB rows as it streams in, in the same transaction as the
+    import row and its job, so once this returns the upload is durable and will be
+    processed; if anything fails (too large, connection lost) nothing remains. With an
+    ``idempotency_key`` already used by this organisation, the first import is returned and
+    the body is not read.
+    """
+    async with conn.transaction():
+        if not await store.organization_exists(conn, org):
+            raise NotFound(f"organization {org} not found")
+        if list_id is not None:
+            await get_list(conn, org, list_id)
+        import_id = await store.insert_import(conn, org, list_id, filename, idempotency_key)
+        if import_id is None:
+            assert idempotency_key is not None
+            existing = await store.import_by_key(conn, org, idempotency_key)
+            assert existing is not None
+            return await get_import(conn, org, existing), False
+        chunks, size = await _store_chunks(conn, org, import_id, body, max_bytes)
+        await store.set_uploaded(conn, org, import_id, chunks, size)
+        await enqueue(
+            conn,
+            IMPORT_TASK,
+            {"import_id": import_id},
+            organization_id=org,
+            queue="bulk",
+            max_attempts=5,
+        )
+        return await get_import(conn, org, import_id), True
+
+
+class TooLarge(Exception):
+    """The upload passed the size limit; the caller maps it (413 for HTTP)."""
+
+
+async def _store_chunks(
+    conn: Conn, org: int, import_id: int, body: AsyncIterator[bytes], max_bytes: int
+) -> tuple[int, int]:
+    seq = size = 0
+    pending = bytearray()
+    async for piece in body:
+        size += len(piece)
+        if size > max_bytes:
+            raise TooLarge(f"the file is larger than {max_bytes} bytes")
+        pending += piece
+        while len(pending) >= CHUNK_BYTES:
+            await store.insert_chunk(conn, org, import_id, seq, bytes(pending[:CHUNK_BYTES]))
+            del pending[:CHUNK_BYTES]
+            seq += 1
+    if pending:
+        await store.insert_chunk(conn, org, import_id, seq, bytes(pending))
+        seq += 1
+    if size == 0:
+        raise Invalid("body", "the CSV file is empty; a header row with an email column is needed")
+    return seq, size
+
+
+async def get_import(conn: Conn, org: int, import_id: int) -> Import:
+    """An import's status and progress; NotFound if it is not this organisation's."""
+    row = await store.get_import(conn, org, import_id)
+    if row is None:
+        raise NotFound(f"import {import_id} not found")
+    row.pop("chunks_total")
+    return msgspec.convert(row, Import)

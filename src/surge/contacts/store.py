@@ -1,0 +1,315 @@
+"""SQL for contacts, lists, members and imports. Every statement filters by organization_id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+Conn = AsyncConnection[Any]
+Row = dict[str, Any]
+
+CONTACT_COLUMNS = "id, email, first_name, last_name, status, attributes, created_at, updated_at"
+
+# The one merge rule shared by POST /v1/contacts and CSV imports. ``{source}`` yields
+# (ord, email, first_name, last_name, status, attributes); a null field means "not given":
+# it keeps the stored value (or the default, for a new contact).
+_MERGE = """
+with source as (
+    select distinct on (lower(s.email)) s.*
+    from {source} as s
+    order by lower(s.email), s.ord desc              -- duplicates in one batch: last wins
+), merged as (
+    insert into contacts as c
+        (organization_id, email, first_name, last_name, status, attributes)
+    select %(org)s, s.email, s.first_name, s.last_name, {status}, coalesce(s.attributes, '{{}}')
+    from source as s {join}
+    on conflict (organization_id, lower(email)) do update set
+        email = excluded.email,
+        first_name = coalesce(excluded.first_name, c.first_name),
+        last_name = coalesce(excluded.last_name, c.last_name),
+        status = {status_update},
+        attributes = c.attributes || excluded.attributes,
+        updated_at = now()
+    returning c.id, c.email, (c.xmax = 0) as created
+), members as (
+    insert into list_members (organization_id, list_id, contact_id)
+    select %(org)s, %(list)s, id from merged where %(list)s::bigint is not null
+    on conflict do nothing
+)
+"""
+# ``excluded.status`` cannot tell "not given" from the default, so when a batch gives
+# statuses the stored ones are read with a join; without statuses (most imports) the join,
+# a third of the merge's time, is skipped.
+_WITH_STATUS = {
+    "status": sql.SQL("coalesce(s.status, e.status, 'subscribed')"),
+    "join": sql.SQL(
+        "left join contacts as e on e.organization_id = %(org)s and lower(e.email) = lower(s.email)"
+    ),
+    "status_update": sql.SQL("excluded.status"),
+}
+_WITHOUT_STATUS = {
+    "status": sql.SQL("'subscribed'"),
+    "join": sql.SQL(""),
+    "status_update": sql.SQL("c.status"),
+}
+
+
+def _merge(source: sql.Composable, tail: str, with_status: bool) -> sql.Composed:
+    parts = _WITH_STATUS if with_status else _WITHOUT_STATUS
+    return sql.SQL(_MERGE + tail).format(source=source, **parts)
+
+
+_UNNEST = """unnest(
+    %(ord)s::int[], %(email)s::text[], %(first_name)s::text[], %(last_name)s::text[],
+    %(status)s::text[], %(attributes)s::jsonb[]
+) as t(ord, email, first_name, last_name, status, attributes)"""
+
+
+async def upsert_contacts(conn: Conn, org: int, rows: dict[str, list[Any]]) -> list[Row]:
+    """Merge a batch given as parallel arrays; (id, email, created) per distinct email."""
+    source = sql.SQL("(select * from {unnest})").format(unnest=sql.SQL(_UNNEST))
+    with_status = any(s is not None for s in rows["status"])
+    query = _merge(source, "select id, email, created from merged", with_status)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query, {"org": org, "list": None, **rows})
+    return await cur.fetchall()
+
+
+STAGING_TABLE = """
+create temp table import_rows (
+    ord bigint not null, email text not null, first_name text, last_name text,
+    status text, attributes jsonb
+) on commit drop
+"""
+STAGING_COPY = "copy import_rows (ord, email, first_name, last_name, status, attributes) from stdin"
+
+
+async def merge_staged(conn: Conn, org: int, list_id: int | None, with_status: bool) -> int:
+    """Merge the rows COPYed into ``import_rows``; returns how many contacts it wrote."""
+    query = _merge(sql.Identifier("import_rows"), "select count(*) from merged", with_status)
+    cur = await conn.execute(query, {"org": org, "list": list_id})
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def set_status(conn: Conn, org: int, ids: Sequence[int], status: str) -> int:
+    """Uses contacts' primary key (organization_id, id); unchanged rows are not rewritten."""
+    cur = await conn.execute(
+        "update contacts set status = %s, updated_at = now()"
+        " where organization_id = %s and id = any(%s::bigint[]) and status <> %s",
+        [status, org, list(ids), status],
+    )
+    return cur.rowcount
+
+
+async def get_contact(conn: Conn, org: int, contact_id: int) -> Row | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {CONTACT_COLUMNS} from contacts where organization_id = %s and id = %s",
+        [org, contact_id],
+    )
+    return await cur.fetchone()
+
+
+async def list_contacts(
+    conn: Conn, org: int, after: int, limit: int, email: str | None
+) -> list[Row]:
+    """One keyset page, by the primary key (organization_id, id)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {CONTACT_COLUMNS} from contacts"
+        " where organization_id = %(org)s and id > %(after)s"
+        " and (%(email)s::text is null or lower(email) = lower(%(email)s::text))"
+        " order by id limit %(limit)s",
+        {"org": org, "after": after, "limit": limit, "email": email},
+    )
+    return await cur.fetchall()
+
+
+async def insert_list(conn: Conn, org: int, name: str) -> Row:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "insert into lists (organization_id, name) values (%s, %s) returning id, name, created_at",
+        [org, name],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def get_list(conn: Conn, org: int, list_id: int) -> Row | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "select id, name, created_at from lists where organization_id = %s and id = %s",
+        [org, list_id],
+    )
+    return await cur.fetchone()
+
+
+async def add_members(
+    conn: Conn, org: int, list_id: int, ids: Sequence[int], emails: Sequence[str]
+) -> tuple[list[Row], int]:
+    """Add this organisation's contacts found by id or email; (found contacts, newly added)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """
+        with found as (
+            select id, lower(email) as email from contacts
+            where organization_id = %(org)s and id = any(%(ids)s::bigint[])
+            union
+            select id, lower(email) from contacts
+            where organization_id = %(org)s and lower(email) = any(%(emails)s::text[])
+        ), added as (
+            insert into list_members (organization_id, list_id, contact_id)
+            select distinct %(org)s, %(list)s::bigint, id from found
+            on conflict do nothing
+            returning contact_id
+        )
+        select id, email, (select count(*) from added) as added from found
+        """,
+        {"org": org, "list": list_id, "ids": list(ids), "emails": list(emails)},
+    )
+    rows = await cur.fetchall()
+    added = int(rows[0]["added"]) if rows else 0
+    return rows, added
+
+
+async def list_members(conn: Conn, org: int, list_id: int, after: int, limit: int) -> list[Row]:
+    """One keyset page of members, by list_members' primary key."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {', '.join('c.' + c for c in CONTACT_COLUMNS.split(', '))}"
+        " from list_members m"
+        " join contacts c on c.organization_id = m.organization_id and c.id = m.contact_id"
+        " where m.organization_id = %s and m.list_id = %s and m.contact_id > %s"
+        " order by m.contact_id limit %s",
+        [org, list_id, after, limit],
+    )
+    return await cur.fetchall()
+
+
+async def organization_exists(conn: Conn, org: int) -> bool:
+    cur = await conn.execute("select 1 from organizations where id = %s", [org])
+    return await cur.fetchone() is not None
+
+
+# -- imports ------------------------------------------------------------------------------
+
+IMPORT_COLUMNS = (
+    "id, list_id, status, filename, bytes_total, rows_total, rows_processed, rows_imported,"
+    " rows_failed, errors, error, created_at, started_at, finished_at"
+)
+
+
+async def insert_import(
+    conn: Conn, org: int, list_id: int | None, filename: str | None, key: str | None
+) -> int | None:
+    """A new queued import; None if ``key`` already names one of this organisation's."""
+    cur = await conn.execute(
+        "insert into imports (organization_id, list_id, filename, idempotency_key)"
+        " values (%s, %s, %s, %s)"
+        " on conflict (organization_id, idempotency_key) where idempotency_key is not null"
+        " do nothing returning id",
+        [org, list_id, filename, key],
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def import_by_key(conn: Conn, org: int, key: str) -> int | None:
+    cur = await conn.execute(
+        "select id from imports where organization_id = %s and idempotency_key = %s", [org, key]
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def insert_chunk(conn: Conn, org: int, import_id: int, seq: int, data: bytes) -> None:
+    await conn.execute(
+        "insert into import_chunks (organization_id, import_id, seq, data) values (%s, %s, %s, %s)",
+        [org, import_id, seq, data],
+    )
+
+
+async def set_uploaded(conn: Conn, org: int, import_id: int, chunks: int, size: int) -> None:
+    await conn.execute(
+        "update imports set chunks_total = %s, bytes_total = %s"
+        " where organization_id = %s and id = %s",
+        [chunks, size, org, import_id],
+    )
+
+
+async def read_chunk(conn: Conn, org: int, import_id: int, seq: int) -> bytes:
+    cur = await conn.execute(
+        "select data from import_chunks where organization_id = %s and import_id = %s and seq = %s",
+        [org, import_id, seq],
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(f"import {import_id} has no chunk {seq}")
+    return bytes(row[0])
+
+
+async def get_import(conn: Conn, org: int, import_id: int) -> Row | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {IMPORT_COLUMNS}, chunks_total from imports"
+        " where organization_id = %s and id = %s",
+        [org, import_id],
+    )
+    return await cur.fetchone()
+
+
+async def start_import(conn: Conn, org: int, import_id: int) -> Row | None:
+    """Mark running and reset progress: a re-run after a crash starts again from row one."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "update imports set status = 'running', started_at = now(), finished_at = null,"
+        " attempts = attempts + 1, rows_total = null, rows_processed = 0, rows_imported = 0,"
+        " rows_failed = 0, errors = '[]', error = null"
+        " where organization_id = %s and id = %s and status in ('queued', 'running')"
+        f" returning {IMPORT_COLUMNS}, chunks_total",
+        [org, import_id],
+    )
+    return await cur.fetchone()
+
+
+async def record_progress(
+    conn: Conn,
+    org: int,
+    import_id: int,
+    processed: int,
+    imported: int,
+    failed: int,
+    errors: str,
+) -> None:
+    """Progress after one batch; ``errors`` is the JSON array of the first failed rows."""
+    await conn.execute(
+        "update imports set rows_processed = %s, rows_imported = %s, rows_failed = %s,"
+        " errors = %s::jsonb where organization_id = %s and id = %s",
+        [processed, imported, failed, errors, org, import_id],
+    )
+
+
+async def finish_import(
+    conn: Conn,
+    org: int,
+    import_id: int,
+    status: str,
+    rows_total: int | None,
+    error: str | None,
+) -> None:
+    """Final status; the uploaded chunks are no longer needed."""
+    await conn.execute(
+        "update imports set status = %s, rows_total = %s, error = %s, finished_at = now()"
+        " where organization_id = %s and id = %s",
+        [status, rows_total, error, org, import_id],
+    )
+    await conn.execute(
+        "delete from import_chunks where organization_id = %s and import_id = %s",
+        [org, import_id],
+    )
