@@ -13,18 +13,22 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
-import psutil
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
+from surge.bench.common import (
+    PeakRss,
+    check_alive,
+    fresh_database,
+    scalar,
+    stop_all,
+    surge_process,
+)
 from surge.config import get_settings
-from surge.db.migrate import migrate
 from surge.db.pool import connect
 from surge.db.runtime import database
 from surge.jobs.enqueue import NewJob, enqueue_many
@@ -93,7 +97,7 @@ def _result(params: dict[str, Any], count: int, f: Figures, seconds: float) -> d
 
 
 async def _run(url: str, count: int, workers: int, concurrency: int, limit: float) -> Figures:
-    bench_url = await _fresh_database(url)
+    bench_url = await fresh_database(url, BENCH_DATABASE)
     figures = Figures()
     conn = await connect(bench_url)
     try:
@@ -105,10 +109,7 @@ async def _run(url: str, count: int, workers: int, concurrency: int, limit: floa
         try:
             await _drain(conn, procs, count, limit, figures)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=60)
+            stop_all(procs)
         cur = await conn.execute("select count(*), count(distinct id) from job_history")
         figures.finished, figures.distinct = await cur.fetchone() or (0, 0)
         cur = await conn.execute("select count(*) from jobs")
@@ -118,38 +119,9 @@ async def _run(url: str, count: int, workers: int, concurrency: int, limit: floa
     return figures
 
 
-async def _fresh_database(url: str) -> str:
-    """Drop and re-create the bench database on ``url``'s server, migrated."""
-    admin = await connect(url)
-    try:
-        name = sql.Identifier(BENCH_DATABASE)
-        await admin.execute(sql.SQL("drop database if exists {} with (force)").format(name))
-        await admin.execute(sql.SQL("create database {}").format(name))
-    finally:
-        await admin.close()
-    bench_url = urlunsplit(urlsplit(url)._replace(path="/" + BENCH_DATABASE))
-    conn = await connect(bench_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return bench_url
-
-
 def _spawn_worker(url: str, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
-    env.update({"SURGE_DATABASE_URL": url, "SURGE_LOG_LEVEL": "WARNING"})
-    cmd = [
-        sys.executable,
-        "-m",
-        "surge.jobs",
-        "worker",
-        "--queues",
-        "default",
-        "--concurrency",
-        str(concurrency),
-    ]
-    return subprocess.Popen(cmd, env=env)
+    args = ["worker", "--queues", "default", "--concurrency", str(concurrency)]
+    return surge_process(url, args, module="surge.jobs")
 
 
 async def _drain(
@@ -160,41 +132,20 @@ async def _drain(
     figures: Figures,
 ) -> None:
     """Wait for every job to finish, sampling the workers' memory on the way."""
-    watched = [psutil.Process(p.pid) for p in procs]
-    peaks = dict.fromkeys(range(len(procs)), 0)
+    rss = PeakRss({f"worker{i}": p.pid for i, p in enumerate(procs)})
     deadline = time.monotonic() + limit
-    while await _scalar(conn, "select count(*) from job_workers") == 0:
-        _check_alive(procs)
+    while await scalar(conn, "select count(*) from job_workers") == 0:
+        check_alive(procs)
         await asyncio.sleep(0.005)
     t0 = time.perf_counter()
     while time.monotonic() < deadline:
-        for i, proc in enumerate(watched):
-            peaks[i] = max(peaks[i], _rss(proc))
-        done = await _scalar(
+        rss.sample()
+        done = await scalar(
             conn, "select coalesce(sum(n), 0) from job_counters where outcome = 'completed'"
         )
         if done >= count:
             break
-        _check_alive(procs)
+        check_alive(procs)
         await asyncio.sleep(0.02)
     figures.drain_seconds = time.perf_counter() - t0
-    figures.peak_rss = {f"worker{i}": round(v / 2**20, 1) for i, v in peaks.items()}
-
-
-def _rss(proc: psutil.Process) -> int:
-    try:
-        return int(proc.memory_info().rss)
-    except psutil.Error:
-        return 0
-
-
-def _check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is not None:
-            raise click.ClickException(f"worker {p.pid} exited early with {p.returncode}")
-
-
-async def _scalar(conn: AsyncConnection[Any], query: str) -> int:
-    cur = await conn.execute(query)
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    figures.peak_rss = rss.megabytes()
