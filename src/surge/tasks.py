@@ -1,3 +1,3 @@
 """Modules that define job tasks; every worker imports them all at start-up."""
 
-TASK_MODULES: tuple[str, ...] = ("surge.contacts.jobs",)
+TASK_MODULES: tuple[str, ...] = ("surge.contacts.jobs", "surge.dispatch.jobs")

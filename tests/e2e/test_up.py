@@ -50,7 +50,9 @@ def test_up_serves_everything_and_ctrl_c_leaves_no_process(data_dir: Path) -> No
         for role in ("api", "smtp-sink", "critical,default", "bulk"):
             assert role in names, f"{role} not running: {names}"
         # pg_ctl daemonises PostgreSQL, so it is not a child: find it by its pid file.
-        postmaster = psutil.Process(int((data_dir / "pg" / "postmaster.pid").read_text().split()[0]))
+        postmaster = psutil.Process(
+            int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        )
         family.append(postmaster)
         # The sink is a real SMTP server.
         import smtplib

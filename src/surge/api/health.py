@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from surge.api.openapi import openapi_json
 from surge.api.responses import json_response
 from surge.jobs.metrics import queue_metrics
 from surge.observability.metrics import render
@@ -37,4 +38,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]

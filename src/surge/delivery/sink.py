@@ -12,7 +12,6 @@ import logging
 import signal
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -37,6 +36,8 @@ class MailboxHandler:
         self.mbox.write(b"From surge-sink\n" + data.replace(b"\nFrom ", b"\n>From ") + b"\n")
         for _ in envelope.rcpt_tos:
             self.ids.write(message_id.strip() + "\n")
+        # Written through before the 250: what the sink acknowledged, a reader can count.
+        self.flush()
         self.received += 1
         return "250 Message accepted for delivery"
 
@@ -76,18 +77,10 @@ async def serve(host: str, port: int, directory: Path, ready: asyncio.Event | No
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
-    flusher = asyncio.create_task(_flush_every(handler, 0.5))
     try:
         await stop.wait()
     finally:
-        flusher.cancel()
         server.close()
         await server.wait_closed()
         handler.flush()
         handler.close()
-
-
-async def _flush_every(handler: MailboxHandler, seconds: float) -> Any:
-    while True:
-        await asyncio.sleep(seconds)
-        handler.flush()

@@ -1,0 +1,95 @@
+"""HTTP endpoints of campaigns and messages: thin, the service decides."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from surge.api.auth import organization_id
+from surge.api.decode import read_json
+from surge.api.openapi import operation
+from surge.api.responses import json_response
+from surge.campaigns import service
+from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn
+
+
+def _id(request: Request, name: str) -> int:
+    value: int = request.path_params[name]
+    return value
+
+
+async def create_campaign(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, CampaignIn)
+    async with request.app.state.pool.connection() as conn:
+        campaign = await service.create_campaign(conn, org, body)
+    return json_response(campaign, 201)
+
+
+async def get_campaign(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        campaign = await service.get_campaign(conn, org, _id(request, "campaign_id"))
+    return json_response(campaign)
+
+
+async def create_message(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, MessageIn)
+    async with request.app.state.pool.connection() as conn:
+        message = await service.create_message(conn, org, _id(request, "campaign_id"), body)
+    return json_response(message, 201)
+
+
+async def get_message(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        message = await service.get_message(conn, org, _id(request, "message_id"))
+    return json_response(message)
+
+
+def change_status(action: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        org = await organization_id(request)
+        async with request.app.state.pool.connection() as conn:
+            message = await service.change_status(conn, org, _id(request, "message_id"), action)
+        return json_response(message)
+
+    endpoint.__name__ = f"{action}_message"
+    return endpoint
+
+
+operation(
+    "post", "/v1/campaigns", "Create a campaign", request=CampaignIn, response=Campaign, status=201
+)
+operation("get", "/v1/campaigns/{campaign_id}", "Get a campaign", response=Campaign)
+operation(
+    "post",
+    "/v1/campaigns/{campaign_id}/messages",
+    "Create and schedule a message",
+    request=MessageIn,
+    response=Message,
+    status=201,
+)
+operation("get", "/v1/messages/{message_id}", "A message with its progress", response=Message)
+for _action in service.TRANSITIONS:
+    operation(
+        "post",
+        f"/v1/messages/{{message_id}}/{_action}",
+        f"{_action.title()} a message",
+        response=Message,
+    )
+
+routes = [
+    Route("/v1/campaigns", create_campaign, methods=["POST"]),
+    Route("/v1/campaigns/{campaign_id:int}", get_campaign, methods=["GET"]),
+    Route("/v1/campaigns/{campaign_id:int}/messages", create_message, methods=["POST"]),
+    Route("/v1/messages/{message_id:int}", get_message, methods=["GET"]),
+    *(
+        Route(f"/v1/messages/{{message_id:int}}/{action}", change_status(action), methods=["POST"])
+        for action in service.TRANSITIONS
+    ),
+]

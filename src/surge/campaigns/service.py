@@ -1,0 +1,139 @@
+"""Campaigns and messages: creation rules, scheduling and the message state machine.
+
+A message is created ``scheduled`` (to go at ``send_at``, or now) and its tier-1 ``plan``
+job is enqueued in the same transaction with ``run_at = send_at``: the job engine is the
+scheduler. ``plan`` moves it to ``sending``; staff may ``pause``, ``resume`` or ``cancel``;
+the finaliser marks it ``sent``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from surge.campaigns import store
+from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn, Progress
+from surge.contacts import service as contacts
+from surge.dispatch import service as dispatch
+from surge.dispatch import templates
+from surge.errors import Conflict, Invalid, NotFound
+
+Conn = AsyncConnection[Any]
+
+#: Which transitions each action allows: action → (allowed from, to).
+TRANSITIONS = {
+    "pause": ({"scheduled", "sending"}, "paused"),
+    "resume": ({"paused"}, "sending"),
+    "cancel": ({"draft", "scheduled", "sending", "paused"}, "cancelled"),
+}
+
+
+async def create_campaign(conn: Conn, org: int, body: CampaignIn) -> Campaign:
+    """Create a campaign; a goal needs a currency."""
+    if body.goal is not None and body.currency is None:
+        raise Invalid("currency", "a campaign with a goal needs a currency")
+    if body.starts_at and body.ends_at and body.ends_at <= body.starts_at:
+        raise Invalid("ends_at", "ends_at must be after starts_at")
+    row = await store.insert_campaign(conn, org, msgspec.structs.asdict(body))
+    return msgspec.convert(row, Campaign)
+
+
+async def get_campaign(conn: Conn, org: int, campaign_id: int) -> Campaign:
+    row = await store.get_campaign(conn, org, campaign_id)
+    if row is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return msgspec.convert(row, Campaign)
+
+
+async def create_message(conn: Conn, org: int, campaign_id: int, body: MessageIn) -> Message:
+    """Check the templates and audience, store the message and schedule its dispatch."""
+    if body.html is None and body.text is None:
+        raise Invalid("html", "a message needs an html or a text body")
+    templates.check("subject", body.subject)
+    for field in ("html", "text"):
+        source = getattr(body, field)
+        if source is not None:
+            templates.check(field, source)
+    _check_email("from_email", body.from_email)
+    if body.reply_to is not None:
+        _check_email("reply_to", body.reply_to)
+    async with conn.transaction():
+        await get_campaign(conn, org, campaign_id)
+        for index, list_id in enumerate(body.list_ids):
+            try:
+                await contacts.get_list(conn, org, list_id)
+            except NotFound:
+                raise Invalid(f"list_ids[{index}]", f"list {list_id} not found") from None
+        values = msgspec.structs.asdict(body)
+        values.update(campaign_id=campaign_id, status="scheduled")
+        values["list_ids"] = sorted(set(body.list_ids))
+        row = await store.insert_message(conn, org, values)
+        await dispatch.schedule(conn, org, row["id"], body.send_at)
+    return msgspec.convert(row, Message)
+
+
+def _check_email(field: str, value: str) -> None:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c in value for c in " \r\n<>,"):
+        raise Invalid(field, f"'{value}' is not an email address")
+
+
+async def get_message(conn: Conn, org: int, message_id: int) -> Message:
+    """The message with its progress, read from the rollup row (never count(*))."""
+    row = await store.get_message(conn, org, message_id)
+    if row is None:
+        raise NotFound(f"message {message_id} not found")
+    message = msgspec.convert(row, Message)
+    stats = await store.message_stats(conn, message_id)
+    if stats is not None:
+        message.progress = progress(stats, row["status"])
+    return message
+
+
+def progress(stats: dict[str, Any], status: str) -> Progress:
+    """Progress figures from a message_stats row; rate and ETA from the send window."""
+    done = stats["sent"] + stats["failed"] + stats["skipped"]
+    queued = max(stats["total"] - done, 0)
+    rate = 0.0
+    first, last = stats["first_sent_at"], stats["last_sent_at"]
+    if first is not None and last is not None and stats["sent"] > 1:
+        end = stats["now"] if status == "sending" else last
+        window = max((end - first).total_seconds(), 1e-3)
+        rate = round(stats["sent"] / window, 1)
+    eta = round(queued / rate, 1) if rate > 0 and status == "sending" else None
+    return Progress(
+        total=stats["total"],
+        queued=queued,
+        sent=stats["sent"],
+        failed=stats["failed"],
+        skipped=stats["skipped"],
+        bounced=stats["bounced"],
+        opened=stats["opened"],
+        clicked=stats["clicked"],
+        unsubscribed=stats["unsubscribed"],
+        msg_per_s=rate,
+        eta_seconds=eta,
+    )
+
+
+async def change_status(conn: Conn, org: int, message_id: int, action: str) -> Message:
+    """Pause, resume or cancel a message. Takes effect at the next chunk boundary."""
+    allowed, target = TRANSITIONS[action]
+    async with conn.transaction():
+        row = await store.get_message(conn, org, message_id, lock=True)
+        if row is None:
+            raise NotFound(f"message {message_id} not found")
+        if row["status"] not in allowed:
+            raise Conflict(f"cannot {action} a message that is {row['status']}")
+        if action == "resume" and row["started_at"] is None:
+            # Paused before planning: plan it afresh (a plan job still waiting is harmless:
+            # whichever runs second finds the message already planned and stops).
+            await store.set_message_status(conn, message_id, "scheduled")
+            await dispatch.schedule(conn, org, message_id, row["send_at"])
+        else:
+            await store.set_message_status(conn, message_id, target, finished=target == "cancelled")
+            if action == "resume":
+                await dispatch.resume(conn, org, message_id)
+    return await get_message(conn, org, message_id)

@@ -1,0 +1,104 @@
+"""SQL for campaigns and messages. Every query filters by organization_id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+CAMPAIGN_COLUMNS = "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at"
+MESSAGE_COLUMNS = (
+    "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, send_at,"
+    " track_opens, track_clicks, created_at, started_at, finished_at"
+)
+
+
+async def insert_campaign(
+    conn: AsyncConnection[Any], organization_id: int, values: dict[str, Any]
+) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "insert into campaigns (organization_id, name, kind, goal_minor, currency, starts_at,"
+        " ends_at) values (%(org)s, %(name)s, %(kind)s, %(goal)s, %(currency)s, %(starts_at)s,"
+        f" %(ends_at)s) returning {CAMPAIGN_COLUMNS}",
+        {"org": organization_id, **values},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def get_campaign(
+    conn: AsyncConnection[Any], organization_id: int, campaign_id: int
+) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {CAMPAIGN_COLUMNS} from campaigns where organization_id = %s and id = %s",
+        [organization_id, campaign_id],
+    )
+    return await cur.fetchone()
+
+
+async def owned_list_ids(
+    conn: AsyncConnection[Any], organization_id: int, list_ids: list[int]
+) -> set[int]:
+    cur = await conn.execute(
+        "select id from lists where organization_id = %s and id = any(%s)",
+        [organization_id, list_ids],
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def insert_message(
+    conn: AsyncConnection[Any], organization_id: int, values: dict[str, Any]
+) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "insert into messages (organization_id, campaign_id, subject, html, text_body,"
+        " from_email, from_name, reply_to, list_ids, sender, track_opens, track_clicks,"
+        " send_at, status) values (%(org)s, %(campaign_id)s, %(subject)s, %(html)s, %(text)s,"
+        " %(from_email)s, %(from_name)s, %(reply_to)s, %(list_ids)s, %(sender)s,"
+        " %(track_opens)s, %(track_clicks)s, %(send_at)s, %(status)s)"
+        f" returning {MESSAGE_COLUMNS}",
+        {"org": organization_id, **values},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    await conn.execute(
+        "insert into message_stats (message_id, organization_id) values (%s, %s)",
+        [row["id"], organization_id],
+    )
+    return row
+
+
+async def get_message(
+    conn: AsyncConnection[Any], organization_id: int, message_id: int, *, lock: bool = False
+) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {MESSAGE_COLUMNS} from messages where organization_id = %s and id = %s"
+        + (" for update" if lock else ""),
+        [organization_id, message_id],
+    )
+    return await cur.fetchone()
+
+
+async def set_message_status(
+    conn: AsyncConnection[Any], message_id: int, status: str, *, finished: bool = False
+) -> None:
+    await conn.execute(
+        "update messages set status = %s,"
+        " finished_at = case when %s then now() else finished_at end where id = %s",
+        [status, finished, message_id],
+    )
+
+
+async def message_stats(conn: AsyncConnection[Any], message_id: int) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "select total, sent, failed, skipped, bounced, opened, clicked, unsubscribed,"
+        " first_sent_at, last_sent_at, now() as now from message_stats where message_id = %s",
+        [message_id],
+    )
+    return await cur.fetchone()

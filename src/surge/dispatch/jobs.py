@@ -1,0 +1,89 @@
+"""The dispatch tiers as jobs on the ``bulk`` queue: plan → send_chunk × N → finalise."""
+
+from __future__ import annotations
+
+import logging
+
+from surge.dispatch import service, store
+from surge.dispatch.sending import send_chunk_recipients
+from surge.jobs import JobContext, enqueue, task
+
+log = logging.getLogger(__name__)
+
+
+@task("dispatch.plan", queue="bulk", max_attempts=10)
+async def plan(ctx: JobContext) -> None:
+    """Tier 1: snapshot the audience and fan out one send_chunk job per chunk, atomically."""
+    message_id = int(ctx.job.args["message_id"])
+    size = ctx.settings.dispatch_chunk_size
+    async with ctx.pool.connection() as conn, conn.transaction():
+        message = await store.lock_message(conn, message_id)
+        # Paused, cancelled, or already planned by an earlier (duplicate) plan job.
+        if message is None or message["status"] != "scheduled" or message["started_at"]:
+            await ctx.complete_in(conn)
+            return
+        org = message["organization_id"]
+        total = await store.snapshot_audience(conn, org, message_id, message["list_ids"], size)
+        chunks = await store.create_chunks(conn, message_id, total, size)
+        if chunks == 0:
+            await store.finish_message(conn, message_id)
+        else:
+            await service.enqueue_chunks(conn, org, message_id, list(range(chunks)))
+        await ctx.complete_in(conn)
+    log.info("message planned", extra={"message_id": message_id, "recipients": total})
+
+
+@task("dispatch.send_chunk", queue="bulk", max_attempts=25)
+async def send_chunk(ctx: JobContext) -> None:
+    """Tier 2: send one chunk to its recipients still queued; see dispatch/sending.py."""
+    message_id = int(ctx.job.args["message_id"])
+    chunk = int(ctx.job.args["chunk"])
+    async with ctx.pool.connection() as conn:
+        if not await store.claim_chunk(conn, message_id, chunk, ctx.job.id):
+            return  # done already, or another job owns it
+        status = await store.message_status(conn, message_id)
+    if status == "paused":
+        async with ctx.pool.connection() as conn:
+            await store.release_chunk(conn, message_id, chunk, done=False)
+        return
+    if status == "cancelled":
+        async with ctx.pool.connection() as conn, conn.transaction():
+            await store.cancel_queued(conn, message_id, chunk)
+            await store.release_chunk(conn, message_id, chunk, done=True)
+        return
+    result = await send_chunk_recipients(ctx, message_id, chunk)
+    async with ctx.pool.connection() as conn, conn.transaction():
+        org = ctx.job.organization_id
+        if result.retry_after is not None:
+            # Temporary failures left: the chunk goes back to pending and a later job retries
+            # only those recipients (sent rows are never sent again).
+            await store.release_chunk(conn, message_id, chunk, done=False)
+            await service.retry_chunk(conn, org, message_id, chunk, result.retry_after)
+        else:
+            await store.release_chunk(conn, message_id, chunk, done=True)
+            await _finalise_if_last(conn, org, message_id)
+
+
+async def _finalise_if_last(conn: store.Conn, org: int | None, message_id: int) -> None:
+    # Serialise the "am I last?" check on the message_stats row: a concurrent chunk's count
+    # then runs after our commit and sees our chunk done, so exactly one of us enqueues.
+    await conn.execute("select 1 from message_stats where message_id = %s for update", [message_id])
+    if await store.unfinished_chunks(conn, message_id) == 0:
+        await enqueue(
+            conn,
+            "dispatch.finalise",
+            {"message_id": message_id},
+            queue="bulk",
+            organization_id=org,
+            unique_key=f"dispatch.finalise:{message_id}",
+        )
+
+
+@task("dispatch.finalise", queue="bulk", max_attempts=10)
+async def finalise(ctx: JobContext) -> None:
+    """Tier 3: the last chunk is done; the message is sent."""
+    message_id = int(ctx.job.args["message_id"])
+    async with ctx.pool.connection() as conn, conn.transaction():
+        if await store.finish_message(conn, message_id):
+            log.info("message sent", extra={"message_id": message_id})
+        await ctx.complete_in(conn)

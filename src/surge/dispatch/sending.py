@@ -1,0 +1,262 @@
+"""Tier 2 of dispatch: one chunk of recipients, rendered and sent, outcomes recorded in batches.
+
+One query loads the chunk; templates are compiled once; ``dispatch_concurrency`` sends are in
+flight over the sender's persistent connections, within its rate limit shared by all worker
+processes. Outcomes are written every ``FLUSH_EVERY`` recipients (and at the end), each
+batch in one statement that only touches rows still ``queued``.
+
+Exactly-once, and its bound: a recipient whose row says ``sent`` is never sent again. A
+worker killed mid-chunk loses the outcomes it had not yet written, and the re-run sends
+those recipients again: at most ``FLUSH_EVERY + dispatch_concurrency`` duplicates per chunk
+that was running at the moment of the kill (the unflushed outcomes plus the sends in
+flight). No recipient is skipped, because a row leaves ``queued`` only when its outcome is
+written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from surge.config import Settings
+from surge.contacts import service as contacts
+from surge.delivery.bounces import SendOutcome, SendStatus
+from surge.delivery.mime import Composer
+from surge.delivery.ratelimit import TokenBucket
+from surge.delivery.senders import SenderConfig, load_senders
+from surge.delivery.smtp import SenderPool
+from surge.dispatch import store
+from surge.dispatch.templates import CompiledMessage, compile_message
+from surge.jobs import JobContext
+from surge.tracking.links import add_pixel, track_links
+from surge.tracking.tokens import TokenSigner, signing_key
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 100
+
+
+@dataclass
+class ChunkResult:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    #: Seconds until the recipients that failed temporarily should be tried again.
+    retry_after: float | None = None
+
+
+class Senders:
+    """The SMTP pools and rate limits of this worker process, one per configured sender."""
+
+    def __init__(self, settings: Settings) -> None:
+        configs = load_senders(settings)
+        self.default = configs[0].name
+        self.configs: dict[str, SenderConfig] = {c.name: c for c in configs}
+        self.pools: dict[str, SenderPool] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def get(self, name: str | None, pool: Any) -> tuple[SenderPool, TokenBucket]:
+        config = self.configs.get(name or self.default) or self.configs[self.default]
+        if config.name not in self.pools:
+            self.pools[config.name] = SenderPool(config)
+            self.buckets[config.name] = TokenBucket(pool, config.name, config.rate, config.burst)
+        return self.pools[config.name], self.buckets[config.name]
+
+
+_senders: Senders | None = None
+_signer: TokenSigner | None = None
+
+
+def _process_state(settings: Settings) -> tuple[Senders, TokenSigner]:
+    global _senders, _signer
+    if _senders is None or _signer is None:
+        _senders = Senders(settings)
+        _signer = TokenSigner(signing_key(settings))
+    return _senders, _signer
+
+
+@dataclass
+class Renderer:
+    """Everything per-message that each recipient's email is made from."""
+
+    message_id: int
+    compiled: CompiledMessage
+    composer: Composer
+    signer: TokenSigner
+    public_url: str
+    track_opens: bool
+    track_clicks: bool
+
+    def render(self, row: tuple[Any, ...]) -> bytes:
+        contact_id, _attempts, email, first_name, last_name, attributes, _status = row
+        unsubscribe_url = self._url("u", "unsubscribe", contact_id)
+        subject, html, text = self.compiled.render(
+            {
+                "email": email,
+                "first_name": first_name or "",
+                "last_name": last_name or "",
+                "attributes": attributes or {},
+                "unsubscribe_url": unsubscribe_url,
+            }
+        )
+        if html is not None:
+            if self.track_clicks:
+                html = track_links(html, lambda url: self._url("t/c", "click", contact_id, url))
+            if self.track_opens:
+                html = add_pixel(html, self._url("t/o", "open", contact_id))
+        name = " ".join(p for p in (first_name, last_name) if p)
+        return self.composer.compose(
+            email,
+            subject,
+            text=text,
+            html=html,
+            to_name=name,
+            message_id=message_id_for(self.message_id, contact_id, self.composer),
+            unsubscribe_url=unsubscribe_url,
+        )
+
+    def _url(self, path: str, kind: str, contact_id: int, url: str | None = None) -> str:
+        token = self.signer.sign(kind, self.message_id, contact_id, url)
+        return f"{self.public_url}/{path}/{token}"
+
+
+def message_id_for(message_id: int, contact_id: int, composer: Composer) -> str:
+    """Deterministic per delivery, so a duplicate send is recognisable downstream."""
+    domain = composer.from_domain or composer.from_email.rpartition("@")[2]
+    return f"<m{message_id}.c{contact_id}@{domain}>"
+
+
+@dataclass
+class Outcomes:
+    """Outcomes waiting to be written, and the running totals of the chunk."""
+
+    contact_ids: list[int] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    bounced: list[int] = field(default_factory=list)
+    result: ChunkResult = field(default_factory=ChunkResult)
+
+    def add(self, contact_id: int, status: str, error: str | None = None) -> None:
+        self.contact_ids.append(contact_id)
+        self.statuses.append(status)
+        self.errors.append(error)
+
+    def take(self) -> tuple[list[int], list[str], list[str | None], list[int]]:
+        batch = (self.contact_ids, self.statuses, self.errors, self.bounced)
+        self.contact_ids, self.statuses, self.errors, self.bounced = [], [], [], []
+        return batch
+
+
+async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) -> ChunkResult:
+    """Send to the chunk's queued recipients; returns totals and whether retries remain."""
+    senders, signer = _process_state(ctx.settings)
+    async with ctx.pool.connection() as conn:
+        message = await store.message_for_send(conn, message_id)
+        rows = await store.chunk_recipients(conn, message_id, chunk)
+    assert message is not None
+    smtp, bucket = senders.get(message["sender"], ctx.pool)
+    if not smtp.sender_available():
+        return ChunkResult(retry_after=smtp.retry_after())
+    renderer = Renderer(
+        message_id,
+        compile_message(message["subject"], message["html"], message["text_body"]),
+        Composer(
+            message["from_email"],
+            message["from_name"] or "",
+            headers={"Reply-To": message["reply_to"]} if message["reply_to"] else {},
+            from_domain=smtp.config.from_domain,
+        ),
+        signer,
+        ctx.settings.public_url.rstrip("/"),
+        message["track_opens"],
+        message["track_clicks"],
+    )
+    run = _ChunkRun(ctx, message, renderer, smtp, bucket)
+    await run.send_all(rows)
+    return run.outcomes.result
+
+
+class _ChunkRun:
+    def __init__(
+        self,
+        ctx: JobContext,
+        message: dict[str, Any],
+        renderer: Renderer,
+        smtp: SenderPool,
+        bucket: TokenBucket,
+    ) -> None:
+        self.ctx = ctx
+        self.message = message
+        self.renderer = renderer
+        self.smtp = smtp
+        self.bucket = bucket
+        self.outcomes = Outcomes()
+        self.max_attempts = ctx.settings.dispatch_max_attempts
+        self._flush_lock = asyncio.Lock()
+        self._retry_after: float | None = None
+
+    async def send_all(self, rows: list[tuple[Any, ...]]) -> None:
+        pending = iter(rows)
+        lanes = min(self.ctx.settings.dispatch_concurrency, max(len(rows), 1))
+        await asyncio.gather(*(self._lane(pending) for _ in range(lanes)))
+        await self._flush()
+        self.outcomes.result.retry_after = self._retry_after
+
+    async def _lane(self, pending: Any) -> None:
+        for row in pending:
+            contact_id, attempts, email, status = row[0], row[1], row[2], row[6]
+            if status != "subscribed":
+                self.outcomes.add(contact_id, "skipped", f"contact is {status}")
+            elif not self.smtp.sender_available():
+                self._later(self.smtp.retry_after())
+            else:
+                await self.bucket.take()
+                data = self.renderer.render(row)
+                outcome = await self.smtp.send(self.message["from_email"], email, data)
+                self._record(contact_id, attempts, outcome)
+            if len(self.outcomes.contact_ids) >= FLUSH_EVERY:
+                await self._flush()
+
+    def _record(self, contact_id: int, attempts: int, outcome: SendOutcome) -> None:
+        if outcome.status is SendStatus.SENT:
+            self.outcomes.add(contact_id, "sent")
+        elif outcome.status is SendStatus.PERMANENT:
+            self.outcomes.add(contact_id, "failed", outcome.reply[:500])
+            if outcome.hard_bounce:
+                self.outcomes.bounced.append(contact_id)
+        elif outcome.sender_unavailable:
+            # The sender is down, not this recipient: leave the row untouched (no attempt
+            # burned) and retry the chunk when the circuit allows.
+            self._later(outcome.retry_after or 30.0)
+        elif attempts + 1 >= self.max_attempts:
+            self.outcomes.add(contact_id, "failed", outcome.reply[:500])
+        else:
+            self.outcomes.add(contact_id, "queued", outcome.reply[:500])
+            self._later(outcome.retry_after or _backoff(attempts + 1))
+
+    def _later(self, seconds: float) -> None:
+        self._retry_after = max(self._retry_after or 0.0, seconds)
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            ids, statuses, errors, bounced = self.outcomes.take()
+            if not ids:
+                return
+            org = self.message["organization_id"]
+            message_id = self.message["id"]
+            async with self.ctx.pool.connection() as conn, conn.transaction():
+                counts = await store.record_outcomes(conn, message_id, ids, statuses, errors)
+                if bounced:
+                    await contacts.set_status(conn, org, bounced, "bounced")
+                    await store.count_bounces(conn, message_id, len(bounced))
+            result = self.outcomes.result
+            result.sent += counts.get("sent", 0)
+            result.failed += counts.get("failed", 0)
+            result.skipped += counts.get("skipped", 0)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before a recipient's next try after a 4xx: 1 min, 2, 4 … capped at 1 h."""
+    return float(min(60 * 2 ** (attempt - 1), 3600))
