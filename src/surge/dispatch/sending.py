@@ -24,8 +24,8 @@ from surge.config import Settings
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
 from surge.delivery.mime import Composer
+from surge.delivery.pools import process_senders
 from surge.delivery.ratelimit import TokenBucket
-from surge.delivery.senders import SenderConfig, load_senders
 from surge.delivery.smtp import SenderPool
 from surge.dispatch import store
 from surge.dispatch.templates import CompiledMessage, compile_message
@@ -47,34 +47,14 @@ class ChunkResult:
     retry_after: float | None = None
 
 
-class Senders:
-    """The SMTP pools and rate limits of this worker process, one per configured sender."""
-
-    def __init__(self, settings: Settings) -> None:
-        configs = load_senders(settings)
-        self.default = configs[0].name
-        self.configs: dict[str, SenderConfig] = {c.name: c for c in configs}
-        self.pools: dict[str, SenderPool] = {}
-        self.buckets: dict[str, TokenBucket] = {}
-
-    def get(self, name: str | None, pool: Any) -> tuple[SenderPool, TokenBucket]:
-        config = self.configs.get(name or self.default) or self.configs[self.default]
-        if config.name not in self.pools:
-            self.pools[config.name] = SenderPool(config)
-            self.buckets[config.name] = TokenBucket(pool, config.name, config.rate, config.burst)
-        return self.pools[config.name], self.buckets[config.name]
-
-
-_senders: Senders | None = None
 _signer: TokenSigner | None = None
 
 
-def _process_state(settings: Settings) -> tuple[Senders, TokenSigner]:
-    global _senders, _signer
-    if _senders is None or _signer is None:
-        _senders = Senders(settings)
+def _signer_for(settings: Settings) -> TokenSigner:
+    global _signer
+    if _signer is None:
         _signer = TokenSigner(signing_key(settings))
-    return _senders, _signer
+    return _signer
 
 
 @dataclass
@@ -151,7 +131,7 @@ class Outcomes:
 
 async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) -> ChunkResult:
     """Send to the chunk's queued recipients; returns totals and whether retries remain."""
-    senders, signer = _process_state(ctx.settings)
+    senders, signer = process_senders(ctx.settings), _signer_for(ctx.settings)
     async with ctx.pool.connection() as conn:
         message = await store.message_for_send(conn, message_id)
         rows = await store.chunk_recipients(conn, message_id, chunk)

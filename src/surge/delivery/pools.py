@@ -1,0 +1,48 @@
+"""This process's SMTP pools and rate limits: one per configured sender, made on first use.
+
+Dispatch chunks, receipts and transactional mail of one worker process all share them, so
+connections stay warm across jobs and the shared rate limit is taken in batches per process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from surge.config import Settings
+from surge.delivery.ratelimit import TokenBucket
+from surge.delivery.senders import SenderConfig, load_senders
+from surge.delivery.smtp import SenderPool
+
+
+class Senders:
+    """The configured senders; ``get`` returns a sender's pool and its rate limiter."""
+
+    def __init__(self, settings: Settings) -> None:
+        configs = load_senders(settings)
+        self.default = configs[0].name
+        self.configs: dict[str, SenderConfig] = {c.name: c for c in configs}
+        self.pools: dict[str, SenderPool] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def get(self, name: str | None, db: Any) -> tuple[SenderPool, TokenBucket]:
+        """The pool and limiter of sender ``name`` (the first configured one if unknown)."""
+        config = self.configs.get(name or self.default) or self.configs[self.default]
+        if config.name not in self.pools:
+            self.pools[config.name] = SenderPool(config)
+            self.buckets[config.name] = TokenBucket(db, config.name, config.rate, config.burst)
+        return self.pools[config.name], self.buckets[config.name]
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            await pool.aclose()
+
+
+_senders: Senders | None = None
+
+
+def process_senders(settings: Settings) -> Senders:
+    """The process-wide ``Senders``, built from ``settings`` on first call."""
+    global _senders
+    if _senders is None:
+        _senders = Senders(settings)
+    return _senders
