@@ -55,6 +55,8 @@ class Settings:
     dispatch_concurrency: int = 50
     #: Attempts per recipient on temporary (4xx) failures before the delivery fails.
     dispatch_max_attempts: int = 5
+    #: First retry delay of a temporarily refused recipient, doubled per attempt (cap 1 h).
+    dispatch_retry_base_seconds: float = 60.0
     #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
     #: Empty means the development sink (only sensible with `surge up`).
     smtp_senders: str = ""

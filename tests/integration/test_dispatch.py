@@ -18,6 +18,7 @@ import pytest
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
 from tests.conftest import Process, create_org, surge_env
+from tests.helpers import make_audience, make_message, start_api, wait_for
 
 SECRET = "test-signing-key"
 
@@ -54,18 +55,8 @@ def api_port() -> int:
 
 @pytest.fixture(scope="module")
 def base(env: dict[str, str], api_port: int) -> Iterator[str]:
-    server = Process(["api", "--port", str(api_port)], env)
-    url = f"http://127.0.0.1:{api_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, server.stop()
-        time.sleep(0.1)
-    yield url
+    server = start_api(env, api_port)
+    yield f"http://127.0.0.1:{api_port}"
     server.stop()
 
 
@@ -82,49 +73,6 @@ def client(base: str, database_url: str, worker: Process) -> Iterator[httpx.Clie
     headers = {"Authorization": f"Bearer {org['secret_key']}"}
     with httpx.Client(base_url=base, headers=headers, timeout=10) as c:
         yield c
-
-
-def make_audience(client: httpx.Client, prefix: str, n: int) -> tuple[int, list[int]]:
-    contacts = [
-        {"email": f"{prefix}{i}@example.org", "first_name": f"Name{i}", "attributes": {"n": i}}
-        for i in range(n)
-    ]
-    response = client.post("/v1/contacts", json={"contacts": contacts})
-    assert response.status_code == 200, response.text
-    ids = [c["id"] for c in response.json()["contacts"]]
-    lst = client.post("/v1/lists", json={"name": prefix}).json()
-    added = client.post(f"/v1/lists/{lst['id']}/members", json={"contact_ids": ids})
-    assert added.status_code == 200, added.text
-    return lst["id"], ids
-
-
-def make_message(client: httpx.Client, list_id: int, **extra: Any) -> dict[str, Any]:
-    campaign = client.post("/v1/campaigns", json={"name": "Spring appeal"}).json()
-    body = {
-        "subject": "Hello {{ first_name }}",
-        "html": '<p>Dear {{ first_name }}, see <a href="https://example.org/give?a=1&amp;b=2">'
-        "this</a>.</p><p>{{ attributes.n }}</p>",
-        "from_email": "appeals@charity.example",
-        "from_name": "The Charity",
-        "list_ids": [list_id],
-        **extra,
-    }
-    response = client.post(f"/v1/campaigns/{campaign['id']}/messages", json=body)
-    assert response.status_code == 201, response.text
-    message: dict[str, Any] = response.json()
-    return message
-
-
-def wait_for(
-    client: httpx.Client, message_id: int, status: str, timeout: float = 30
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        message: dict[str, Any] = client.get(f"/v1/messages/{message_id}").json()
-        if message["status"] == status:
-            return message
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
 
 
 def received_for(sink_dir: Path, message_id: int) -> dict[str, int]:

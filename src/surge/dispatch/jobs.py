@@ -52,13 +52,19 @@ async def send_chunk(ctx: JobContext) -> None:
             await store.release_chunk(conn, message_id, chunk, done=True)
         return
     result = await send_chunk_recipients(ctx, message_id, chunk)
+    org = ctx.job.organization_id
     async with ctx.pool.connection() as conn, conn.transaction():
-        org = ctx.job.organization_id
-        if result.retry_after is not None:
+        if result.stopped_by == "cancelled":
+            await store.cancel_queued(conn, message_id, chunk)
+            await store.release_chunk(conn, message_id, chunk, done=True)
+        elif result.stopped_by == "paused":
+            # Left pending: resume re-enqueues it, and only its queued rows are sent.
+            await store.release_chunk(conn, message_id, chunk, done=False)
+        elif result.retry_after is not None:
             # Temporary failures left: the chunk goes back to pending and a later job retries
             # only those recipients (sent rows are never sent again).
             await store.release_chunk(conn, message_id, chunk, done=False)
-            await service.retry_chunk(conn, org, message_id, chunk, result.retry_after)
+            await service.retry_chunk(conn, org, message_id, chunk, max(result.retry_after, 1.0))
         else:
             await store.release_chunk(conn, message_id, chunk, done=True)
             await _finalise_if_last(conn, org, message_id)

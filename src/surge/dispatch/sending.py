@@ -2,21 +2,23 @@
 
 One query loads the chunk; templates are compiled once; ``dispatch_concurrency`` sends are in
 flight over the sender's persistent connections, within its rate limit shared by all worker
-processes. Outcomes are written every ``FLUSH_EVERY`` recipients (and at the end), each
-batch in one statement that only touches rows still ``queued``.
+processes. Outcomes are written every ``FLUSH_EVERY`` recipients or ``FLUSH_SECONDS`` (and at the
+end), each batch in one statement that only touches rows still ``queued``; each flush also
+reads the message's status, so a pause or cancel stops a running chunk at its next flush.
 
 Exactly-once, and its bound: a recipient whose row says ``sent`` is never sent again. A
 worker killed mid-chunk loses the outcomes it had not yet written, and the re-run sends
 those recipients again: at most ``FLUSH_EVERY + dispatch_concurrency`` duplicates per chunk
 that was running at the moment of the kill (the unflushed outcomes plus the sends in
-flight). No recipient is skipped, because a row leaves ``queued`` only when its outcome is
-written.
+flight), and never more than the chunk's size. No recipient is skipped, because a row
+leaves ``queued`` only when its outcome is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ from surge.tracking.tokens import TokenSigner, signing_key
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 100
+FLUSH_SECONDS = 1.0
 
 
 @dataclass
@@ -45,6 +48,8 @@ class ChunkResult:
     skipped: int = 0
     #: Seconds until the recipients that failed temporarily should be tried again.
     retry_after: float | None = None
+    #: 'paused' or 'cancelled' if staff stopped the message while this chunk ran.
+    stopped_by: str | None = None
 
 
 _signer: TokenSigner | None = None
@@ -175,6 +180,7 @@ class _ChunkRun:
         self.outcomes = Outcomes()
         self.max_attempts = ctx.settings.dispatch_max_attempts
         self._flush_lock = asyncio.Lock()
+        self._flushed_at = time.monotonic()
         self._retry_after: float | None = None
 
     async def send_all(self, rows: list[tuple[Any, ...]]) -> None:
@@ -186,6 +192,8 @@ class _ChunkRun:
 
     async def _lane(self, pending: Any) -> None:
         for row in pending:
+            if self.outcomes.result.stopped_by is not None:
+                return  # paused or cancelled: the rest stays queued
             contact_id, attempts, email, status = row[0], row[1], row[2], row[6]
             if status != "subscribed":
                 self.outcomes.add(contact_id, "skipped", f"contact is {status}")
@@ -193,10 +201,13 @@ class _ChunkRun:
                 self._later(self.smtp.retry_after())
             else:
                 await self.bucket.take()
+                if self.outcomes.result.stopped_by is not None:
+                    return  # stopped while this lane waited for its turn
                 data = self.renderer.render(row)
                 outcome = await self.smtp.send(self.message["from_email"], email, data)
                 self._record(contact_id, attempts, outcome)
-            if len(self.outcomes.contact_ids) >= FLUSH_EVERY:
+            due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+            if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:
                 await self._flush()
 
     def _record(self, contact_id: int, attempts: int, outcome: SendOutcome) -> None:
@@ -209,34 +220,40 @@ class _ChunkRun:
         elif outcome.sender_unavailable:
             # The sender is down, not this recipient: leave the row untouched (no attempt
             # burned) and retry the chunk when the circuit allows.
-            self._later(outcome.retry_after or 30.0)
+            self._later(outcome.retry_after or self._backoff(1))
         elif attempts + 1 >= self.max_attempts:
             self.outcomes.add(contact_id, "failed", outcome.reply[:500])
         else:
             self.outcomes.add(contact_id, "queued", outcome.reply[:500])
-            self._later(outcome.retry_after or _backoff(attempts + 1))
+            self._later(outcome.retry_after or self._backoff(attempts + 1))
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds before a recipient's next try after a 4xx: base, 2x, 4x … capped at 1 h."""
+        base = self.ctx.settings.dispatch_retry_base_seconds
+        return float(min(base * 2 ** (attempt - 1), 3600.0))
 
     def _later(self, seconds: float) -> None:
         self._retry_after = max(self._retry_after or 0.0, seconds)
 
     async def _flush(self) -> None:
+        """Write the outcomes so far, and learn whether the message was paused or cancelled."""
         async with self._flush_lock:
+            self._flushed_at = time.monotonic()
             ids, statuses, errors, bounced = self.outcomes.take()
-            if not ids:
-                return
             org = self.message["organization_id"]
             message_id = self.message["id"]
             async with self.ctx.pool.connection() as conn, conn.transaction():
-                counts = await store.record_outcomes(conn, message_id, ids, statuses, errors)
+                if ids:
+                    counts = await store.record_outcomes(conn, message_id, ids, statuses, errors)
+                else:
+                    counts = {}
                 if bounced:
                     await contacts.set_status(conn, org, bounced, "bounced")
                     await store.count_bounces(conn, message_id, len(bounced))
+                status = await store.message_status(conn, message_id)
             result = self.outcomes.result
+            if status in ("paused", "cancelled"):
+                result.stopped_by = status
             result.sent += counts.get("sent", 0)
             result.failed += counts.get("failed", 0)
             result.skipped += counts.get("skipped", 0)
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before a recipient's next try after a 4xx: 1 min, 2, 4 … capped at 1 h."""
-    return float(min(60 * 2 ** (attempt - 1), 3600))

@@ -1,0 +1,77 @@
+"""Helpers shared by test modules that drive a whole Surge stack over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import Process
+
+
+def start_api(env: dict[str, str], port: int) -> Process:
+    """A real ``surge api`` on ``port``, returned once /healthz answers."""
+    server = Process(["api", "--port", str(port)], env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("surge api did not start:\n" + server.stop())
+        time.sleep(0.1)
+
+
+def make_audience(client: httpx.Client, prefix: str, n: int) -> tuple[int, list[int]]:
+    """``n`` contacts ``<prefix><i>@example.org`` in a new list; returns (list id, contact ids)."""
+    contacts = [
+        {"email": f"{prefix}{i}@example.org", "first_name": f"Name{i}", "attributes": {"n": i}}
+        for i in range(n)
+    ]
+    ids: list[int] = []
+    for start in range(0, n, 1000):
+        response = client.post("/v1/contacts", json={"contacts": contacts[start : start + 1000]})
+        assert response.status_code == 200, response.text
+        ids += [c["id"] for c in response.json()["contacts"]]
+    lst = client.post("/v1/lists", json={"name": prefix}).json()
+    for start in range(0, n, 1000):
+        added = client.post(
+            f"/v1/lists/{lst['id']}/members", json={"contact_ids": ids[start : start + 1000]}
+        )
+        assert added.status_code == 200, added.text
+    return lst["id"], ids
+
+
+def make_message(client: httpx.Client, list_id: int, **extra: Any) -> dict[str, Any]:
+    """A campaign and a scheduled message to ``list_id`` with a personalised HTML body."""
+    campaign = client.post("/v1/campaigns", json={"name": "Spring appeal"}).json()
+    body = {
+        "subject": "Hello {{ first_name }}",
+        "html": '<p>Dear {{ first_name }}, see <a href="https://example.org/give?a=1&amp;b=2">'
+        "this</a>.</p><p>{{ attributes.n }}</p>",
+        "from_email": "appeals@charity.example",
+        "from_name": "The Charity",
+        "list_ids": [list_id],
+        **extra,
+    }
+    response = client.post(f"/v1/campaigns/{campaign['id']}/messages", json=body)
+    assert response.status_code == 201, response.text
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def wait_for(
+    client: httpx.Client, message_id: int, status: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Poll GET /v1/messages/{id} until it has ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message: dict[str, Any] = client.get(f"/v1/messages/{message_id}").json()
+        if message["status"] == status:
+            return message
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)

@@ -1,0 +1,188 @@
+"""Dispatch against an SMTP server that refuses, bounces, goes down, and comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from surge.db.embedded import free_port
+from tests.conftest import Process, create_org, surge_env
+from tests.helpers import make_audience, make_message, start_api, wait_for
+
+
+@dataclass
+class Mailbox:
+    """Replies by the recipient's local part: temp* 451 twice, gone* 550 5.1.1, reject* 554."""
+
+    received: Counter[str] = field(default_factory=Counter)
+    temp_failures: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        local = address.split("@")[0]
+        with self.lock:
+            if local.startswith("temp") and self.temp_failures[address] < 2:
+                self.temp_failures[address] += 1
+                return "451 4.3.0 try again later"
+        if local.startswith("gone"):
+            return "550 5.1.1 no such user"
+        if local.startswith("reject"):
+            return "554 5.7.1 message refused"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received[rcpt] += 1
+        return "250 2.0.0 queued"
+
+
+class SmtpServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.mailbox = Mailbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(database_url: str, smtp: SmtpServer) -> Iterator[httpx.Client]:
+    api_port = free_port()
+    env = surge_env(
+        database_url,
+        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{smtp.port}?tls=none&rate=50&burst=10",
+        SURGE_SECRET_KEY="k",
+        SURGE_DISPATCH_CHUNK_SIZE="10",
+        SURGE_DISPATCH_CONCURRENCY="4",
+        SURGE_DISPATCH_MAX_ATTEMPTS="5",
+        SURGE_DISPATCH_RETRY_BASE_SECONDS="0.2",
+    )
+    api = start_api(env, api_port)
+    # Two chunks at a time, so that a pause has chunks left to hold back.
+    worker = Process(["worker", "--queues", "bulk", "--concurrency", "2"], env)
+    org = create_org(database_url, "Failures Org")
+    headers = {"Authorization": f"Bearer {org['secret_key']}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers=headers) as c:
+        yield c
+    worker.stop()
+    api.stop()
+
+
+def contact_statuses(database_url: str, ids: list[int]) -> dict[int, str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("select id, status from contacts where id = any(%s)", [ids])
+        return dict(rows.fetchall())
+
+
+def test_refusals_are_retried_failed_or_bounced_as_the_reply_says(
+    client: httpx.Client, smtp: SmtpServer, database_url: str
+) -> None:
+    list_id, _ = make_audience(client, "ok", 3)
+    contacts = client.post(
+        "/v1/contacts",
+        json={
+            "contacts": [
+                {"email": "temp1@example.org"},
+                {"email": "gone1@example.org"},
+                {"email": "reject1@example.org"},
+            ]
+        },
+    ).json()["contacts"]
+    ids = [c["id"] for c in contacts]
+    client.post(f"/v1/lists/{list_id}/members", json={"contact_ids": ids})
+    message = make_message(client, list_id)
+    done = wait_for(client, message["id"], "sent", timeout=30)
+    progress = done["progress"]
+    assert progress["sent"] == 4  # three ok + temp after two 451s
+    assert progress["failed"] == 2
+    assert progress["bounced"] == 1
+    assert smtp.mailbox.received["temp1@example.org"] == 1
+    assert smtp.mailbox.temp_failures["temp1@example.org"] == 2
+    statuses = contact_statuses(database_url, ids)
+    assert statuses[ids[1]] == "bounced"  # 5.1.1: the address is bad
+    assert statuses[ids[2]] == "subscribed"  # 5.7.1: this message, not the address
+    with psycopg.connect(database_url) as conn:
+        attempts = conn.execute(
+            "select attempts, last_error from deliveries where message_id = %s and contact_id = %s",
+            [message["id"], ids[0]],
+        ).fetchone()
+    assert attempts is not None and attempts[0] == 3
+
+
+def test_a_down_sender_delays_sending_without_burning_attempts(
+    client: httpx.Client, smtp: SmtpServer, database_url: str
+) -> None:
+    list_id, _ = make_audience(client, "down", 12)
+    smtp.stop()
+    try:
+        message = make_message(client, list_id)
+        time.sleep(3)
+        current = client.get(f"/v1/messages/{message['id']}").json()
+        assert current["status"] == "sending"
+        assert current["progress"]["sent"] == 0
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "select max(attempts), count(*) filter (where status = 'queued')"
+                " from deliveries where message_id = %s",
+                [message["id"]],
+            ).fetchone()
+        assert row == (0, 12)  # nobody's retries were spent on the outage
+    finally:
+        smtp.start()
+    done = wait_for(client, message["id"], "sent", timeout=60)
+    assert done["progress"]["sent"] == 12
+
+
+def test_pause_stops_within_a_chunk_and_resume_finishes_each_recipient_once(
+    client: httpx.Client, smtp: SmtpServer
+) -> None:
+    list_id, _ = make_audience(client, "pausing", 150)
+    message = make_message(client, list_id)
+    deadline = time.monotonic() + 20
+    while client.get(f"/v1/messages/{message['id']}").json()["progress"]["sent"] < 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    paused = client.post(f"/v1/messages/{message['id']}/pause").json()
+    assert paused["status"] == "paused"
+    time.sleep(2)  # running chunks stop at their next flush (1 s); no new chunk starts
+    settled = client.get(f"/v1/messages/{message['id']}").json()["progress"]["sent"]
+    time.sleep(1.5)
+    still = client.get(f"/v1/messages/{message['id']}").json()["progress"]["sent"]
+    assert still == settled < 150
+    # At most what remained of the two running chunks (10 recipients each) goes out.
+    assert settled - paused["progress"]["sent"] <= 2 * 10
+    assert client.post(f"/v1/messages/{message['id']}/resume").json()["status"] == "sending"
+    done = wait_for(client, message["id"], "sent", timeout=30)
+    assert done["progress"]["sent"] == 150
+    mine = {k: v for k, v in smtp.mailbox.received.items() if k.startswith("pausing")}
+    assert len(mine) == 150
+    assert set(mine.values()) == {1}
