@@ -11,9 +11,11 @@ def bench_group() -> None:
 
 
 def _register() -> None:
+    from surge.bench.dispatch import dispatch_command
     from surge.bench.imports import import_command
     from surge.bench.jobs import jobs_command
 
+    bench_group.add_command(dispatch_command)
     bench_group.add_command(import_command)
     bench_group.add_command(jobs_command)
 

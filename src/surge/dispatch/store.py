@@ -66,7 +66,8 @@ async def create_chunks(conn: Conn, message_id: int, total: int, chunk_size: int
 async def claim_chunk(conn: Conn, message_id: int, chunk: int, job_id: int) -> bool:
     """Take the chunk for this job: free, or already ours (a rescued re-run of the job)."""
     cur = await conn.execute(
-        "update dispatch_chunks set status = 'running', owner_job = %(job)s, updated_at = now()"
+        "update dispatch_chunks set status = 'running', owner_job = %(job)s,"
+        " started_at = now(), updated_at = now()"
         " where message_id = %(m)s and chunk = %(c)s"
         " and (status = 'pending' or (status = 'running' and owner_job = %(job)s))",
         {"m": message_id, "c": chunk, "job": job_id},

@@ -2,22 +2,31 @@
 
 A token carries what the hit is about (message, contact, and for clicks the target URL)
 and an HMAC over it, so the endpoint needs no lookup to trust it; a tampered or forged
-token does not verify and the endpoint answers 404. Each kind has its own salt, so an
-open token cannot be replayed as an unsubscribe.
+token does not verify and the endpoint answers 404. Each kind has its own key (derived
+from the signing key), so an open token cannot be replayed as an unsubscribe.
+
+Why not itsdangerous: a message carries one token per link plus two, a million messages
+need millions, and its JSON-and-layers path was an eighth of a dispatch worker's time. The
+format here is the minimum: ``base64url(payload) "." base64url(HMAC-SHA256[:16])`` with a
+fixed binary payload, and verification in constant time.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from itsdangerous import BadSignature, URLSafeSerializer
 
 from surge.config import Settings
 
 KINDS = ("open", "click", "unsubscribe")
+_IDS = struct.Struct(">QQ")  # message id, contact id
+_MAC_BYTES = 16  # 128-bit tags: forging one is out of reach
 
 
 def signing_key(settings: Settings) -> str:
@@ -41,34 +50,46 @@ class Hit:
     url: str | None = None
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class TokenSigner:
     def __init__(self, key: str) -> None:
-        self._serializers = {kind: URLSafeSerializer(key, salt=kind) for kind in KINDS}
+        self._keys = {
+            kind: hmac.new(key.encode(), b"surge-token:" + kind.encode(), hashlib.sha256).digest()
+            for kind in KINDS
+        }
+
+    def _mac(self, kind: str, payload: bytes) -> bytes:
+        return hmac.new(self._keys[kind], payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def sign(self, kind: str, message_id: int, contact_id: int, url: str | None = None) -> str:
-        payload: list[object] = (
-            [message_id, contact_id]
-            if url is None
-            else [
-                message_id,
-                contact_id,
-                url,
-            ]
-        )
-        token: str = self._serializers[kind].dumps(payload)
-        return token
+        payload = _IDS.pack(message_id, contact_id)
+        if url is not None:
+            payload += url.encode("utf-8")
+        return f"{_b64(payload)}.{_b64(self._mac(kind, payload))}"
 
     def verify(self, kind: str, token: str) -> Hit | None:
         """The hit a token stands for, or None if it was not signed by us for ``kind``."""
+        body, _, tag = token.partition(".")
         try:
-            payload = self._serializers[kind].loads(token)
-        except (BadSignature, UnicodeDecodeError, ValueError):
+            payload, mac = _unb64(body), _unb64(tag)
+        except ValueError:
             return None
-        if not isinstance(payload, list) or len(payload) not in (2, 3):
+        if len(payload) < _IDS.size or not hmac.compare_digest(mac, self._mac(kind, payload)):
             return None
-        if not all(isinstance(v, int) for v in payload[:2]):
+        message_id, contact_id = _IDS.unpack_from(payload)
+        url = None
+        if len(payload) > _IDS.size:
+            try:
+                url = payload[_IDS.size :].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if (url is None) != (kind != "click"):
             return None
-        url = payload[2] if len(payload) == 3 else None
-        if url is not None and not isinstance(url, str):
-            return None
-        return Hit(kind, payload[0], payload[1], url)
+        return Hit(kind, message_id, contact_id, url)

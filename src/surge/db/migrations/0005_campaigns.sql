@@ -64,6 +64,7 @@ create table dispatch_chunks (
     status text not null default 'pending' check (status in ('pending', 'running', 'done')),
     owner_job bigint,
     recipients integer not null,
+    started_at timestamptz,                  -- when the current (or last) run claimed it
     updated_at timestamptz not null default now(),
     primary key (message_id, chunk)
 );
