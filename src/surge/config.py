@@ -57,6 +57,11 @@ class Settings:
     dispatch_max_attempts: int = 5
     #: First retry delay of a temporarily refused recipient, doubled per attempt (cap 1 h).
     dispatch_retry_base_seconds: float = 60.0
+    #: Seconds between webhook delivery attempts, comma-separated (empty: the built-in
+    #: Standard Webhooks schedule over ~3 days), and how long an endpoint may fail before
+    #: it is disabled.
+    webhook_retry_schedule: str = ""
+    webhook_disable_after: float = 5 * 24 * 3600
     #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
     #: Empty means the development sink (only sensible with `surge up`).
     smtp_senders: str = ""

@@ -1,3 +1,7 @@
 """Modules that define job tasks; every worker imports them all at start-up."""
 
-TASK_MODULES: tuple[str, ...] = ("surge.contacts.jobs", "surge.dispatch.jobs")
+TASK_MODULES: tuple[str, ...] = (
+    "surge.contacts.jobs",
+    "surge.dispatch.jobs",
+    "surge.webhooks.jobs",
+)

@@ -23,6 +23,7 @@ ROUTE_MODULES = (
     "surge.contacts.endpoints",
     "surge.campaigns.endpoints",
     "surge.tracking.endpoints",
+    "surge.webhooks.endpoints",
 )
 
 

@@ -1,0 +1,119 @@
+"""HTTP endpoints of webhook endpoints and their delivery logs: thin, the service decides."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from surge.api.auth import organization_id
+from surge.api.decode import read_json
+from surge.api.openapi import operation
+from surge.api.responses import json_response
+from surge.errors import Invalid
+from surge.webhooks import service
+from surge.webhooks.schemas import (
+    DeliveryPage,
+    Endpoint,
+    EndpointCreated,
+    EndpointIn,
+    EndpointList,
+    EndpointPatch,
+)
+
+
+def _id(request: Request) -> int:
+    value: int = request.path_params["endpoint_id"]
+    return value
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return service.DEFAULT_LIMIT
+    if not value.isdigit() or len(value) > 6:
+        raise Invalid("limit", f"limit must be an integer from 1 to {service.MAX_LIMIT}")
+    return int(value)
+
+
+async def create_endpoint(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, EndpointIn)
+    async with request.app.state.pool.connection() as conn:
+        created = await service.create_endpoint(conn, org, body)
+    return json_response(created, 201)
+
+
+async def list_endpoints(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        found = await service.list_endpoints(conn, org)
+    return json_response(found)
+
+
+async def get_endpoint(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        found = await service.get_endpoint(conn, org, _id(request))
+    return json_response(found)
+
+
+async def update_endpoint(request: Request) -> Response:
+    org = await organization_id(request)
+    patch = await read_json(request, EndpointPatch)
+    async with request.app.state.pool.connection() as conn:
+        updated = await service.update_endpoint(conn, org, _id(request), patch)
+    return json_response(updated)
+
+
+async def delete_endpoint(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        await service.delete_endpoint(conn, org, _id(request))
+    return Response(status_code=204)
+
+
+async def list_deliveries(request: Request) -> Response:
+    org = await organization_id(request)
+    query = request.query_params
+    limit = _limit(query.get("limit"))
+    async with request.app.state.pool.connection() as conn:
+        page = await service.list_deliveries(
+            conn, org, _id(request), after=query.get("after"), limit=limit
+        )
+    return json_response(page)
+
+
+ONE = "/v1/webhook-endpoints/{endpoint_id}"
+operation(
+    "post",
+    "/v1/webhook-endpoints",
+    "Register a webhook endpoint (the signing secret is shown only here)",
+    request=EndpointIn,
+    response=EndpointCreated,
+    status=201,
+)
+operation("get", "/v1/webhook-endpoints", "List webhook endpoints", response=EndpointList)
+operation("get", ONE, "Get a webhook endpoint and its state", response=Endpoint)
+operation(
+    "patch",
+    ONE,
+    "Change a webhook endpoint; enabled=true re-enables it and clears its failures",
+    request=EndpointPatch,
+    response=Endpoint,
+)
+operation("delete", ONE, "Delete a webhook endpoint and its delivery log", status=204)
+operation(
+    "get",
+    ONE + "/deliveries",
+    "The endpoint's delivery log, newest first (keyset pages: after, limit)",
+    response=DeliveryPage,
+)
+
+routes = [
+    Route("/v1/webhook-endpoints", create_endpoint, methods=["POST"]),
+    Route("/v1/webhook-endpoints", list_endpoints, methods=["GET"]),
+    Route("/v1/webhook-endpoints/{endpoint_id:int}", get_endpoint, methods=["GET"]),
+    Route("/v1/webhook-endpoints/{endpoint_id:int}", update_endpoint, methods=["PATCH"]),
+    Route("/v1/webhook-endpoints/{endpoint_id:int}", delete_endpoint, methods=["DELETE"]),
+    Route("/v1/webhook-endpoints/{endpoint_id:int}/deliveries", list_deliveries, methods=["GET"]),
+]

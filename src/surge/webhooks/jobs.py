@@ -1,0 +1,138 @@
+"""Webhook tasks: the relay (outbox → deliveries) and one delivery attempt per job.
+
+The relay is periodic (``every=1``; the maintenance leader enqueues it on each heartbeat
+tick, ~2 s) and each run keeps relaying for ``RELAY_WINDOW`` seconds, polling every
+``RELAY_POLL`` when the outbox is empty, so there is nearly always one relay running and an
+event waits ~0.25 s, not a whole tick, before its first attempt. Two relays overlapping is
+harmless: they claim disjoint events with SKIP LOCKED.
+
+A delivery job makes one HTTP attempt, then records the outcome, enqueues the next attempt
+(``run_at`` from the retry schedule) and completes itself, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+
+from surge.jobs import JobContext, NewJob, enqueue, enqueue_many, task
+from surge.webhooks import service, signing
+
+RELAY_BATCH = 1000
+RELAY_WINDOW = 2.0
+RELAY_POLL = 0.25
+#: The whole attempt (connect, send, response headers and the bit of body we read).
+TIMEOUT = 10.0
+#: Of a response body, only this much is read (to reuse the connection) and 200 bytes kept.
+MAX_RESPONSE_BYTES = 64 * 1024
+USER_AGENT = "Surge-Webhooks/1"
+
+DELIVER = "webhooks.deliver"
+
+_client: httpx.AsyncClient | None = None
+
+
+def client() -> httpx.AsyncClient:
+    """The worker process's one HTTP client: connections to an endpoint are reused."""
+    global _client
+    if _client is None:
+        _client = httpx.AsyncClient(
+            timeout=httpx.Timeout(TIMEOUT),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={"user-agent": USER_AGENT},
+        )
+    return _client
+
+
+@task("webhooks.relay", queue="default", every=1, max_attempts=1)
+async def relay(ctx: JobContext) -> None:
+    deadline = time.monotonic() + RELAY_WINDOW
+    while time.monotonic() < deadline:
+        async with ctx.pool.connection() as conn, conn.transaction():
+            events, ids, orgs = await service.relay(conn, RELAY_BATCH)
+            if ids:
+                await enqueue_many(
+                    conn,
+                    (
+                        NewJob(DELIVER, {"delivery_id": i, "attempt": 1}, organization_id=o)
+                        for i, o in zip(ids, orgs, strict=True)
+                    ),
+                )
+        if events < RELAY_BATCH:
+            await asyncio.sleep(RELAY_POLL)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def payload(delivery: dict[str, Any]) -> bytes:
+    """The body: ``{"type", "timestamp", "data"}``, data copied as stored (no re-parse)."""
+    occurred: datetime = delivery["occurred_at"]
+    return _encode(
+        {
+            "type": delivery["type"],
+            "timestamp": occurred.astimezone(UTC),
+            "data": msgspec.Raw(delivery["data"].encode()),
+        }
+    )
+
+
+async def attempt(url: str, body: bytes, headers: dict[str, str]) -> service.Outcome:
+    """One POST; never raises for what the receiver or the network does."""
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT),
+            client().stream("POST", url, content=body, headers=headers) as response,
+        ):
+            excerpt = await _read_some(response)
+    except TimeoutError:
+        return service.Outcome(None, f"timed out after {TIMEOUT:g} s")
+    except httpx.HTTPError as exc:
+        return service.Outcome(None, f"{type(exc).__name__}: {exc}"[:500] or "HTTP error")
+    if 200 <= response.status_code < 300:
+        return service.Outcome(response.status_code, None)
+    return service.Outcome(response.status_code, f"HTTP {response.status_code}: {excerpt}")
+
+
+async def _read_some(response: httpx.Response) -> str:
+    received = b""
+    async for chunk in response.aiter_raw():
+        received += chunk
+        if len(received) >= MAX_RESPONSE_BYTES:
+            break
+    return received[:200].decode("utf-8", "replace")
+
+
+@task(DELIVER, queue="default", max_attempts=5)
+async def deliver(ctx: JobContext) -> None:
+    delivery_id = int(ctx.job.args["delivery_id"])
+    async with ctx.pool.connection() as conn:
+        delivery = await service.load_delivery(conn, delivery_id)
+    # Gone (endpoint deleted), finished, or a stale job of an attempt already recorded.
+    if delivery is None or delivery["attempts"] + 1 != ctx.job.args.get("attempt", 1):
+        return
+    if not delivery["enabled"]:
+        async with ctx.pool.connection() as conn:
+            await service.cancel_delivery(conn, delivery_id, "endpoint disabled")
+        return
+    body = payload(delivery)
+    msg_id = service.event_id(delivery["event_id"])
+    headers = signing.headers(delivery["secret"], msg_id, int(time.time()), body)
+    outcome = await attempt(delivery["url"], body, headers)
+    async with ctx.pool.connection() as conn, conn.transaction():
+        retry_at = await service.record_outcome(conn, delivery, outcome)
+        if retry_at is not None:
+            await enqueue(
+                conn,
+                DELIVER,
+                {"delivery_id": delivery_id, "attempt": delivery["attempts"] + 2},
+                run_at=retry_at,
+                organization_id=ctx.job.organization_id,
+            )
+        await ctx.complete_in(conn)
