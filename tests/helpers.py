@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -75,3 +81,59 @@ def wait_for(
             return message
         assert time.monotonic() < deadline, message
         time.sleep(0.1)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server recording every request; ``?fail=N`` fails the first N per path,
+    ``?fail=always`` fails them all."""
+
+    base: str
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            url = urlsplit(self.path)
+            fail = parse_qs(url.query).get("fail", ["0"])[0]
+            with receiver.lock:
+                receiver.requests.append(Received(url.path, dict(self.headers.items()), body))
+                seen = sum(1 for r in receiver.requests if r.path == url.path)
+            failing = fail == "always" or seen <= int(fail)
+            self.send_response(503 if failing else 204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    """A real HTTP server on loopback that records the webhooks it receives."""
+    recorder = Receiver("")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
+    recorder.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()

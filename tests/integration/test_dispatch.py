@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, make_message, start_api, wait_for
+from tests.helpers import make_audience, make_message, start_api, wait_for, webhook_receiver
 
 SECRET = "test-signing-key"
 
@@ -224,3 +225,32 @@ def test_bad_messages_are_400_naming_the_field(
     error = response.json()["error"]
     assert error["field"] == field
     assert words in error["message"]
+
+
+def test_completion_and_unsubscribe_are_announced_by_webhook(
+    client: httpx.Client, sink: tuple[int, Path]
+) -> None:
+    with webhook_receiver() as receiver:
+        endpoint = client.post(
+            "/v1/webhook-endpoints",
+            json={
+                "url": receiver.base + "/hooks",
+                "event_types": ["message.completed", "contact.unsubscribed"],
+            },
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        list_id, ids = make_audience(client, "hooks", 2)
+        message = make_message(client, list_id)
+        wait_for(client, message["id"], "sent")
+        mail = mails_for(sink[1], message["id"])[0]
+        unsubscribe = re.search(r"<(http[^>]+/u/[^>]+)>", str(mail["List-Unsubscribe"]))
+        assert unsubscribe
+        httpx.post(unsubscribe[1], data={"List-Unsubscribe": "One-Click"})
+        deadline = time.monotonic() + 10
+        while len(receiver.at("/hooks")) < 2:
+            assert time.monotonic() < deadline, receiver.requests
+            time.sleep(0.1)
+    events = {json.loads(r.body)["type"]: json.loads(r.body)["data"] for r in receiver.at("/hooks")}
+    assert events["message.completed"]["message_id"] == message["id"]
+    assert events["message.completed"]["sent"] == 2
+    assert events["contact.unsubscribed"]["contact_id"] in ids

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
@@ -24,60 +21,13 @@ from standardwebhooks import Webhook
 from surge.db.embedded import free_port
 from surge.webhooks.service import emit
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import start_api
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server recording every request; ``?fail=N`` fails the first N per path,
-    ``?fail=always`` fails them all."""
-
-    base: str
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def at(self, path: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.requests if r.path == path]
-
-
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            url = urlsplit(self.path)
-            fail = parse_qs(url.query).get("fail", ["0"])[0]
-            with receiver.lock:
-                receiver.requests.append(Received(url.path, dict(self.headers.items()), body))
-                seen = sum(1 for r in receiver.requests if r.path == url.path)
-            failing = fail == "always" or seen <= int(fail)
-            self.send_response(503 if failing else 204)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
+from tests.helpers import Received, Receiver, start_api, webhook_receiver
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    recorder = Receiver("")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
-    recorder.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield recorder
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as recorder:
+        yield recorder
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import logging
 from surge.dispatch import service, store
 from surge.dispatch.sending import send_chunk_recipients
 from surge.jobs import JobContext, enqueue, task
+from surge.webhooks.service import emit
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +92,7 @@ async def finalise(ctx: JobContext) -> None:
     message_id = int(ctx.job.args["message_id"])
     async with ctx.pool.connection() as conn, conn.transaction():
         if await store.finish_message(conn, message_id):
+            stats = await store.final_stats(conn, message_id)
+            await emit(conn, stats["organization_id"], "message.completed", stats)
             log.info("message sent", extra={"message_id": message_id})
         await ctx.complete_in(conn)

@@ -20,6 +20,7 @@ from surge.dispatch import store
 from surge.errors import NotFound
 from surge.jobs import NewJob, enqueue, enqueue_many
 from surge.tracking.tokens import Hit
+from surge.webhooks.service import emit
 
 Conn = AsyncConnection[Any]
 QUEUE = "bulk"
@@ -77,6 +78,12 @@ async def unsubscribe(conn: Conn, message_id: int, contact_id: int) -> None:
         changed = await contacts.set_status(conn, org, [contact_id], "unsubscribed")
         if changed:
             await store.count_unsubscribe(conn, message_id)
+            await emit(
+                conn,
+                org,
+                "contact.unsubscribed",
+                {"contact_id": contact_id, "message_id": message_id, "via": "unsubscribe_link"},
+            )
 
 
 async def retry_chunk(

@@ -239,3 +239,17 @@ async def count_bounces(conn: Conn, message_id: int, n: int) -> None:
     await conn.execute(
         "update message_stats set bounced = bounced + %s where message_id = %s", [n, message_id]
     )
+
+
+async def final_stats(conn: Conn, message_id: int) -> dict[str, Any]:
+    """What message.completed announces: the message's final figures."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "select m.organization_id, m.id as message_id, m.campaign_id, s.total, s.sent,"
+        " s.failed, s.skipped, s.bounced from messages m"
+        " join message_stats s on s.message_id = m.id where m.id = %s",
+        [message_id],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
