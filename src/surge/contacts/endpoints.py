@@ -11,9 +11,20 @@ from starlette.routing import Route
 from surge.api.auth import organization_id
 from surge.api.decode import read_json
 from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
+from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.contacts import service
-from surge.contacts.schemas import ContactBatch, ListIn, MembersIn
+from surge.contacts.schemas import (
+    Contact,
+    ContactBatch,
+    ContactList,
+    Import,
+    ListIn,
+    MembersIn,
+    MembersResult,
+    Page,
+    UpsertResult,
+)
 from surge.errors import Invalid, NotFound
 
 DEFAULT_LIMIT = 100
@@ -134,6 +145,38 @@ async def get_import(request: Request) -> Response:
         found = await service.get_import(conn, org, _path_id(request))
     return json_response(found)
 
+
+operation(
+    "post",
+    "/v1/contacts",
+    "Create or update up to 1,000 contacts by email",
+    request=ContactBatch,
+    response=UpsertResult,
+)
+operation("get", "/v1/contacts", "Contacts, one keyset page at a time", response=Page)
+operation("get", "/v1/contacts/{id}", "One contact", response=Contact)
+operation("post", "/v1/lists", "Create a list", request=ListIn, response=ContactList, status=201)
+operation("get", "/v1/lists/{id}", "One list", response=ContactList)
+operation(
+    "post",
+    "/v1/lists/{id}/members",
+    "Add up to 1,000 contacts to a list",
+    request=MembersIn,
+    response=MembersResult,
+)
+operation(
+    "get", "/v1/lists/{id}/members", "A list's members, one keyset page at a time", response=Page
+)
+operation(
+    "post",
+    "/v1/imports",
+    "Upload a CSV of contacts to import in the background",
+    request=str,
+    response=Import,
+    status=202,
+    request_media="text/csv",
+)
+operation("get", "/v1/imports/{id}", "An import's progress and first errors", response=Import)
 
 routes = [
     Route("/v1/contacts", upsert_contacts, methods=["POST"]),
