@@ -64,19 +64,25 @@ def check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 class PeakRss:
-    """Samples the resident memory of named processes and keeps each one's peak."""
+    """Samples named processes: each one's peak resident memory and CPU time used."""
 
     def __init__(self, procs: dict[str, int]) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in procs.items()}
         self.peaks = dict.fromkeys(procs, 0)
+        self.cpu = dict.fromkeys(procs, 0.0)
 
     def sample(self) -> None:
         for name, proc in self._procs.items():
             with contextlib.suppress(psutil.Error):  # it may have just exited
                 self.peaks[name] = max(self.peaks[name], int(proc.memory_info().rss))
+                times = proc.cpu_times()
+                self.cpu[name] = times.user + times.system
 
     def megabytes(self) -> dict[str, float]:
         return {name: round(v / 2**20, 1) for name, v in self.peaks.items()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {name: round(v, 2) for name, v in self.cpu.items()}
 
 
 async def scalar(conn: AsyncConnection[Any], query: str, params: Any = None) -> Any:

@@ -298,6 +298,7 @@ def _result(
         "p99_chunk_s": _p99(ours.chunk_seconds),
         "chunks": len(ours.chunk_seconds),
         "peak_rss_mb": rss.megabytes(),
+        "cpu_seconds": rss.cpu_seconds(),
         "lost": ours.lost,
         "duplicated": ours.duplicated,
         "baseline": None
