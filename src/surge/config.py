@@ -62,6 +62,13 @@ class Settings:
     #: it is disabled.
     webhook_retry_schedule: str = ""
     webhook_disable_after: float = 5 * 24 * 3600
+    #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
+    payment_gateway: str = "sandbox"
+    #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).
+    donations_charge_attempts: int = 8
+    donations_charge_backoff: float = 2.0
+    #: Sender address of donation receipts.
+    donations_receipt_from: str = "receipts@surge.localhost"
     #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
     #: Empty means the development sink (only sensible with `surge up`).
     smtp_senders: str = ""

@@ -4,4 +4,5 @@ TASK_MODULES: tuple[str, ...] = (
     "surge.contacts.jobs",
     "surge.dispatch.jobs",
     "surge.webhooks.jobs",
+    "surge.donations.jobs",
 )

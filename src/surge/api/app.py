@@ -24,6 +24,7 @@ ROUTE_MODULES = (
     "surge.campaigns.endpoints",
     "surge.tracking.endpoints",
     "surge.webhooks.endpoints",
+    "surge.donations.endpoints",
 )
 
 

@@ -1,0 +1,85 @@
+"""HTTP endpoints of donations and public campaign totals: thin, the service decides."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from surge.api.auth import organization_id, principal
+from surge.api.decode import read_json
+from surge.api.openapi import operation
+from surge.api.responses import json_response
+from surge.donations import service
+from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
+
+# The donation form and the totals page run in donors' browsers on the organisation's own
+# site, so these endpoints answer cross-origin requests (there is no cookie to protect).
+CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key",
+    "Access-Control-Max-Age": "600",
+}
+#: Browsers and CDNs may keep totals as long as the server does.
+TOTALS_HEADERS = {**CORS, "Cache-Control": "public, max-age=1"}
+
+
+def _id(request: Request, name: str) -> int:
+    value: int = request.path_params[name]
+    return value
+
+
+async def create_donation(request: Request) -> Response:
+    who = await principal(request, publishable_ok=True)
+    key = service.check_idempotency_key(request.headers.get(service.IDEMPOTENCY_HEADER))
+    body = await read_json(request, DonationIn)
+    async with request.app.state.pool.connection() as conn:
+        donation, replayed = await service.create_donation(
+            conn, who.organization_id, _id(request, "campaign_id"), key, body
+        )
+    headers = {**CORS, "Idempotent-Replayed": "true"} if replayed else CORS
+    return json_response(donation, 202, headers)
+
+
+async def donation_preflight(request: Request) -> Response:
+    return Response(status_code=204, headers=PREFLIGHT)
+
+
+async def get_donation(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        donation = await service.get_donation(conn, org, _id(request, "donation_id"))
+    return json_response(donation)
+
+
+async def campaign_totals(request: Request) -> Response:
+    totals = await service.public_totals(request.app.state.pool, _id(request, "campaign_id"))
+    return json_response(totals, headers=TOTALS_HEADERS)
+
+
+operation(
+    "post",
+    "/v1/campaigns/{campaign_id}/donations",
+    "Donate to a campaign (Idempotency-Key header required); charged asynchronously",
+    request=DonationIn,
+    response=DonationAccepted,
+    status=202,
+    auth="publishable",
+)
+operation("get", "/v1/donations/{donation_id}", "Get a donation", response=Donation)
+operation(
+    "get",
+    "/v1/campaigns/{campaign_id}/totals",
+    "A campaign's public totals (at most ~1 s old)",
+    response=Totals,
+    auth=None,
+)
+
+routes = [
+    Route("/v1/campaigns/{campaign_id:int}/donations", create_donation, methods=["POST"]),
+    Route("/v1/campaigns/{campaign_id:int}/donations", donation_preflight, methods=["OPTIONS"]),
+    Route("/v1/donations/{donation_id:int}", get_donation, methods=["GET"]),
+    Route("/v1/campaigns/{campaign_id:int}/totals", campaign_totals, methods=["GET"]),
+]

@@ -1,0 +1,110 @@
+"""The donation jobs, both on the ``critical`` queue: charge, then receipt.
+
+Exactly once, and the bound on "once":
+- charge: the gateway is asked with a key fixed per donation, so a re-run (worker crash
+  after the gateway answered, rescue, duplicate job) gets the first charge back and never
+  charges twice; the decision, totals, receipt job, webhook event and job completion commit
+  together, and a donation already final is never charged again.
+- receipt: ``receipt_sent_at`` is committed with the job's completion, so a re-run does not
+  send again. A crash between the SMTP server's 250 and that commit sends one duplicate
+  (same Message-ID); nothing can close that window without the server's help.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from surge.config import get_settings
+from surge.delivery.bounces import SendStatus
+from surge.delivery.pools import process_senders
+from surge.donations import receipts, service, store
+from surge.donations.gateway import ChargeResult, GatewayUnavailable, process_gateway
+from surge.errors import Invalid
+from surge.jobs import JobContext, task
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between two charge attempts, in seconds.
+CHARGE_BACKOFF_CAP = 600.0
+
+
+def charge_backoff(attempt: int) -> float:
+    """Seconds before charge attempt ``attempt + 1``: base × 2^(attempt-1), jittered ±50%.
+
+    The base is ``donations_charge_backoff`` (default 2 s: 2, 4, 8 … s, ~4 min over the
+    default 8 attempts, enough to ride out a short gateway blip).
+    """
+    base = get_settings().donations_charge_backoff
+    delay = min(base * 2.0 ** (attempt - 1), CHARGE_BACKOFF_CAP)
+    return delay * random.uniform(0.5, 1.5)
+
+
+class ReceiptDeferred(Exception):
+    """The SMTP server refused the receipt for now (4xx or unreachable): retry later."""
+
+
+@task(
+    "donations.charge",
+    queue="critical",
+    max_attempts=service.charge_max_attempts(),
+    backoff=charge_backoff,
+)
+async def charge(ctx: JobContext) -> None:
+    """Charge a pending donation once, then record the outcome atomically with the job."""
+    donation_id = int(ctx.job.args["donation_id"])
+    async with ctx.pool.connection() as conn:
+        donation = await store.donation_to_charge(conn, donation_id)
+    if donation is None or donation["status"] != "pending":
+        return  # final already (a duplicate run) or deleted with its campaign
+    gateway = process_gateway(ctx.settings, ctx.pool)
+    try:
+        result = await gateway.charge(
+            amount=donation["amount_minor"],
+            currency=donation["currency"],
+            token=donation["token"],
+            idempotency_key=service.gateway_key(
+                donation["organization_id"], donation["idempotency_key"]
+            ),
+            description=f"Donation to {donation['campaign_name']}",
+        )
+    except GatewayUnavailable as exc:
+        if ctx.job.attempt < ctx.job.max_attempts:
+            raise  # the job engine retries with charge_backoff
+        log.warning("charge gave up", extra={"donation": donation_id, "error": str(exc)})
+        result = ChargeResult("declined", reason="gateway_unavailable")
+    async with ctx.pool.connection() as conn, conn.transaction():
+        await service.finish_charge(conn, donation_id, result)
+        await ctx.complete_in(conn)
+
+
+@task("donations.receipt", queue="critical", max_attempts=10)
+async def receipt(ctx: JobContext) -> None:
+    """Email the receipt of a succeeded donation, once (see the module docstring)."""
+    donation_id = int(ctx.job.args["donation_id"])
+    async with ctx.pool.connection() as conn:
+        donation = await store.donation_to_receipt(conn, donation_id)
+    if donation is None or donation["status"] != "succeeded":
+        return
+    if donation["receipt_sent_at"] is not None or donation["receipt_error"] is not None:
+        return  # sent (or refused for good) by an earlier run
+    error = await _send(ctx, donation)
+    async with ctx.pool.connection() as conn, conn.transaction():
+        await store.record_receipt(conn, donation_id, error)
+        await ctx.complete_in(conn)
+
+
+async def _send(ctx: JobContext, donation: dict[str, Any]) -> str | None:
+    """Send the receipt; None when sent, the reason when refused for good; raise to retry."""
+    from_email = receipts.receipt_from(ctx.settings)
+    try:
+        data = receipts.compose(donation, from_email)
+    except Invalid as exc:
+        return f"cannot compose: {exc.message}"
+    smtp, bucket = process_senders(ctx.settings).get(None, ctx.pool)
+    await bucket.take()
+    outcome = await smtp.send(from_email, str(donation["email"]), data)
+    if outcome.status is SendStatus.TEMPORARY:
+        raise ReceiptDeferred(outcome.reply)
+    return None if outcome.sent else outcome.reply

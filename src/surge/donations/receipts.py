@@ -1,0 +1,83 @@
+"""The donation receipt: a short email, plain text and HTML, rendered from the donation."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from surge.config import Settings
+from surge.delivery.mime import Composer
+from surge.donations.currencies import format_amount
+
+
+def receipt_from(settings: Settings) -> str:
+    """The envelope and header sender of receipts."""
+    return settings.donations_receipt_from
+
+
+def message_id(donation_id: int, from_email: str) -> str:
+    """One Message-ID per donation: a duplicate send (see jobs.py) is recognisably one."""
+    return f"<receipt.{donation_id}@{from_email.rpartition('@')[2]}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    subject: str
+    text: str
+    html: str
+
+
+def render(donation: dict[str, Any]) -> Receipt:
+    """The receipt of a succeeded donation (a row of ``store.donation_to_receipt``)."""
+    amount = format_amount(donation["amount"], donation["currency"])
+    org = donation["organization_name"]
+    campaign = donation["campaign_name"]
+    when: datetime = donation["succeeded_at"]
+    date = when.strftime("%d %B %Y, %H:%M UTC")
+    reference = f"{donation['id']} ({donation['gateway_reference']})"
+    greeting = f"Dear {donation['name']}," if donation["name"] else "Dear supporter,"
+    lines = [
+        ("Amount", amount),
+        ("Campaign", campaign),
+        ("Date", date),
+        ("Donation", reference),
+    ]
+    text = "\n".join(
+        [
+            greeting,
+            "",
+            f"Thank you for your gift of {amount} to {org}.",
+            "",
+            *(f"{label}: {value}" for label, value in lines),
+            "",
+            "Please keep this email as your receipt.",
+            f"— {org}",
+        ]
+    )
+    rows = "".join(
+        f"<tr><th align='left'>{label}</th><td>{html.escape(value)}</td></tr>"
+        for label, value in lines
+    )
+    body = (
+        f"<p>{html.escape(greeting)}</p>"
+        f"<p>Thank you for your gift of <strong>{html.escape(amount)}</strong>"
+        f" to {html.escape(org)}.</p><table>{rows}</table>"
+        f"<p>Please keep this email as your receipt.<br>— {html.escape(org)}</p>"
+    )
+    return Receipt(f"Your receipt: {amount} to {org}", text, body)
+
+
+def compose(donation: dict[str, Any], from_email: str) -> bytes:
+    """The receipt as message bytes for SMTP DATA; a bad address raises ``Invalid``."""
+    receipt = render(donation)
+    composer = Composer(from_email, donation["organization_name"])
+    return composer.compose(
+        donation["email"],
+        receipt.subject,
+        text=receipt.text,
+        html=receipt.html,
+        to_name=donation["name"] or "",
+        message_id=message_id(donation["id"], from_email),
+    )

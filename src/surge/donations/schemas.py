@@ -1,0 +1,83 @@
+"""Request and response bodies of donations and campaign totals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+#: The largest donation accepted, in minor units: what card gateways accept in one charge
+#: (Stripe's limit is 99,999,999, i.e. 999,999.99 in a 2-decimal currency).
+MAX_AMOUNT_MINOR = 99_999_999
+
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+#: Integers a JSON reader in any language can hold (JavaScript's safe range).
+SafeInt = Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=500)] | SafeInt | float | bool | None
+
+
+class DonationIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT_MINOR)]
+    currency: Annotated[str, msgspec.Meta(min_length=1, max_length=3)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=50)] = {}
+
+
+class DonationAccepted(msgspec.Struct):
+    """The answer to POST …/donations: the donation as accepted (a replay gets it again)."""
+
+    id: int
+    campaign_id: int
+    status: str
+    amount: int
+    currency: str
+    email: str
+    name: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class Donation(msgspec.Struct):
+    """A donation as staff see it (GET /v1/donations/{id})."""
+
+    id: int
+    campaign_id: int
+    status: str
+    amount: int
+    currency: str
+    email: str
+    name: str | None
+    metadata: dict[str, Any]
+    idempotency_key: str
+    gateway_reference: str | None
+    failure_reason: str | None
+    created_at: datetime
+    succeeded_at: datetime | None
+    failed_at: datetime | None
+    receipt_sent_at: datetime | None
+
+
+class CurrencyTotal(msgspec.Struct):
+    currency: str
+    raised: int
+    donations: int
+
+
+class Totals(msgspec.Struct):
+    """A campaign's public totals. ``raised`` is in minor units of ``currency``.
+
+    A campaign without a currency that received several currencies has ``currency`` and
+    ``raised`` null; ``by_currency`` has each one. ``donations`` counts succeeded donations.
+    """
+
+    campaign_id: int
+    currency: str | None
+    goal: int | None
+    raised: int | None
+    donations: int
+    percent_of_goal: float | None
+    as_of: datetime
+    by_currency: list[CurrencyTotal]

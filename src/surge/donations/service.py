@@ -1,0 +1,200 @@
+"""Donations: the rules of taking one, charging it exactly once and counting it.
+
+A donation is stored ``pending`` together with its ``donations.charge`` job (one
+transaction), keyed by the organisation and the client's Idempotency-Key. The charge job
+asks the gateway with a key derived from that one, so no re-run ever charges twice, and
+then, in one transaction, makes the donation final, adds it to the campaign's sharded
+totals, enqueues the receipt and emits the webhook event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from surge.campaigns import service as campaigns
+from surge.config import get_settings
+from surge.donations import currencies, store
+from surge.donations.gateway import ChargeResult
+from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
+from surge.donations.totals import TotalsCache, build_totals
+from surge.errors import Conflict, Invalid, NotFound
+from surge.jobs import enqueue
+from surge.webhooks.service import emit
+
+Conn = AsyncConnection[Any]
+
+QUEUE = "critical"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+MAX_ID = 2**63 - 1
+
+
+def charge_max_attempts() -> int:
+    """Attempts of a charge job before the donation fails (temporary gateway errors)."""
+    return max(1, get_settings().donations_charge_attempts)
+
+
+# -- taking a donation -----------------------------------------------------------------------
+
+
+def check_idempotency_key(value: str | None) -> str:
+    """The Idempotency-Key header's value, or Invalid naming the header."""
+    if value is None or not value.strip():
+        raise Invalid(IDEMPOTENCY_HEADER, "the Idempotency-Key header is required")
+    if len(value) > MAX_KEY_LENGTH:
+        raise Invalid(IDEMPOTENCY_HEADER, f"Idempotency-Key is longer than {MAX_KEY_LENGTH}")
+    return value
+
+
+def check_donation(body: DonationIn) -> DonationIn:
+    """``body`` with its currency upper-cased, or Invalid naming the first bad field."""
+    _check_text(body)
+    currency = body.currency.upper()
+    if not currencies.is_active(currency):
+        raise Invalid("currency", f"{body.currency!r} is not an active ISO 4217 currency code")
+    email = body.email.strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain or any(c in email for c in " \t\r\n<>,;"):
+        raise Invalid("email", f"{body.email!r} is not an email address")
+    name = body.name.strip() if body.name else None
+    return msgspec.structs.replace(body, currency=currency, email=email, name=name or None)
+
+
+def _check_text(body: DonationIn) -> None:
+    # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail in SQL.
+    for field in ("currency", "email", "token", "name"):
+        if "\x00" in (getattr(body, field) or ""):
+            raise Invalid(field, f"{field} must not contain NUL characters")
+    for key, value in body.metadata.items():
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise Invalid("metadata", "metadata must not contain NUL characters")
+
+
+def request_hash(campaign_id: int, body: DonationIn) -> bytes:
+    """sha256 of what the request asked for, independent of key order and whitespace."""
+    canonical = msgspec.json.encode(
+        {"campaign_id": campaign_id, **msgspec.structs.asdict(body)}, order="sorted"
+    )
+    return hashlib.sha256(canonical).digest()
+
+
+async def create_donation(
+    conn: Conn, org: int, campaign_id: int, key: str, body: DonationIn
+) -> tuple[DonationAccepted, bool]:
+    """Store a pending donation and its charge job, once per (organisation, key).
+
+    Returns the donation as accepted and whether this was a replay of an earlier request
+    (which then creates nothing). The same key with another body is a Conflict.
+    """
+    body = check_donation(body)
+    digest = request_hash(campaign_id, body)
+    async with conn.transaction():
+        campaign = await _campaign(conn, org, campaign_id)
+        if campaign.currency is not None and campaign.currency != body.currency:
+            raise Invalid("currency", f"this campaign takes donations in {campaign.currency}")
+        values = msgspec.structs.asdict(body)
+        values.update(org=org, campaign_id=campaign_id, key=key, hash=digest)
+        row = await store.insert_donation(conn, values)
+        if row is not None:
+            await enqueue(
+                conn,
+                "donations.charge",
+                {"donation_id": row["id"]},
+                queue=QUEUE,
+                organization_id=org,
+                max_attempts=charge_max_attempts(),
+            )
+            return _accepted(row), False
+    return await _replay(conn, org, key, digest), True
+
+
+async def _campaign(conn: Conn, org: int, campaign_id: int) -> Any:
+    if campaign_id > MAX_ID:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return await campaigns.get_campaign(conn, org, campaign_id)
+
+
+async def _replay(conn: Conn, org: int, key: str, digest: bytes) -> DonationAccepted:
+    # Read after the transaction: the winner of a race committed before our insert gave up.
+    row = await store.donation_by_key(conn, org, key)
+    if row is None:  # the winner rolled back between our insert and this read: rare
+        raise Conflict("a request with this Idempotency-Key is in flight; retry it")
+    if bytes(row["request_hash"]) != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body;"
+            " use a new key for a new donation"
+        )
+    return _accepted(row)
+
+
+def _accepted(row: dict[str, Any]) -> DonationAccepted:
+    # The first response described the donation as just accepted: a replay gets the same
+    # body, whatever the charge has done since (GET /v1/donations/{id} has the news).
+    return msgspec.convert({**row, "status": "pending"}, DonationAccepted)
+
+
+async def get_donation(conn: Conn, org: int, donation_id: int) -> Donation:
+    """One of the organisation's donations, for staff."""
+    row = await store.get_donation(conn, org, donation_id) if donation_id <= MAX_ID else None
+    if row is None:
+        raise NotFound(f"donation {donation_id} not found")
+    return msgspec.convert(row, Donation)
+
+
+# -- charging --------------------------------------------------------------------------------
+
+
+def gateway_key(org: int, key: str) -> str:
+    """The key the gateway sees: the client's key is unique only within its organisation."""
+    return f"surge:{org}:{key}"
+
+
+async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> Donation | None:
+    """Record the gateway's decision, inside the caller's transaction.
+
+    A succeeded donation is added to the campaign's totals and gets a receipt job; both
+    outcomes emit a webhook event. Returns None (and does nothing) if the donation was
+    final already: a duplicate job run.
+    """
+    status = "succeeded" if result.succeeded else "failed"
+    row = await store.finish_donation(conn, donation_id, status, result.reference, result.reason)
+    if row is None:
+        return None
+    donation = msgspec.convert(row, Donation)
+    org = int(row["organization_id"])
+    if result.succeeded:
+        await store.add_to_totals(conn, org, row)
+        receipt = {"donation_id": donation_id}
+        await enqueue(conn, "donations.receipt", receipt, queue=QUEUE, organization_id=org)
+    await emit(conn, org, f"donation.{status}", event_data(donation))
+    return donation
+
+
+def event_data(donation: Donation) -> dict[str, Any]:
+    """The webhook payload of donation.succeeded / donation.failed."""
+    data: dict[str, Any] = msgspec.to_builtins(donation)
+    data.pop("idempotency_key", None)  # the client's, not the organisation's business
+    return data
+
+
+# -- public totals ---------------------------------------------------------------------------
+
+_totals = TotalsCache()
+
+
+async def public_totals(pool: AsyncConnectionPool, campaign_id: int) -> Totals:
+    """A campaign's totals for anyone who knows its id, at most about a second old."""
+
+    async def load(cid: int) -> Totals | None:
+        async with pool.connection() as conn:
+            return build_totals(await store.public_totals(conn, cid))
+
+    found = await _totals.get(campaign_id, load) if campaign_id <= MAX_ID else None
+    if found is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return found

@@ -1,0 +1,115 @@
+"""Public campaign totals: summed from the shards, cached per process for a second.
+
+A giving-day page polls ``GET /v1/campaigns/{id}/totals`` from every visitor's browser. The
+cache answers from memory; when an entry is older than ``TTL`` the first caller reloads it
+and every concurrent caller awaits that same load (single flight), so 10,000 polls a second
+cost about one query a second per process. An entry is born when its load *starts*, so what
+a caller sees is at most ``TTL`` plus one query's time old. Unknown campaigns are cached the
+same way, so polling ids that do not exist costs no more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from surge.donations.schemas import CurrencyTotal, Totals
+
+#: Seconds an entry is served before it is reloaded.
+TTL = 1.0
+#: Entries kept per process; past this, expired ones are dropped, then the oldest.
+MAX_ENTRIES = 10_000
+
+Loader = Callable[[int], Awaitable[Totals | None]]
+
+
+class TotalsCache:
+    """campaign id → (born, Totals or None for "no such campaign"), with single-flight loads."""
+
+    def __init__(self, ttl: float = TTL, max_entries: int = MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.loads = 0  # queries made (tests and metrics)
+        self._entries: dict[int, tuple[float, Totals | None]] = {}
+        self._loading: dict[int, asyncio.Task[Totals | None]] = {}
+
+    async def get(self, campaign_id: int, load: Loader) -> Totals | None:
+        entry = self._entries.get(campaign_id)
+        if entry is not None and time.monotonic() - entry[0] < self.ttl:
+            return entry[1]
+        task = self._loading.get(campaign_id)
+        if task is None:
+            task = asyncio.create_task(self._load(campaign_id, load))
+            task.add_done_callback(_retrieve)
+            self._loading[campaign_id] = task
+        # The load runs as its own task and is shielded: a caller that goes away (client
+        # disconnect) cancels only its own wait, never the load the others await.
+        return await asyncio.shield(task)
+
+    async def _load(self, campaign_id: int, load: Loader) -> Totals | None:
+        born = time.monotonic()
+        try:
+            value = await load(campaign_id)
+            self._store(campaign_id, born, value)
+            return value
+        finally:
+            del self._loading[campaign_id]
+            self.loads += 1
+
+    def _store(self, campaign_id: int, born: float, value: Totals | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            now = time.monotonic()
+            for key in [k for k, (b, _) in self._entries.items() if now - b >= self.ttl]:
+                del self._entries[key]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]  # dicts keep insertion order
+        self._entries.pop(campaign_id, None)  # re-insert: order stays oldest-first
+        self._entries[campaign_id] = (born, value)
+
+
+def _retrieve(task: asyncio.Task[Totals | None]) -> None:
+    # Mark a failed load's error as seen: every waiter re-raises it already.
+    if not task.cancelled():
+        task.exception()
+
+
+def build_totals(rows: list[dict[str, Any]]) -> Totals | None:
+    """Totals from the rows of ``store.public_totals`` (one per currency received)."""
+    if not rows:
+        return None
+    first = rows[0]
+    by_currency = [
+        CurrencyTotal(r["currency"], int(r["raised"]), int(r["donations"]))
+        for r in rows
+        if r["currency"] is not None
+    ]
+    currency: str | None = first["campaign_currency"]
+    if currency is None and len(by_currency) == 1:
+        currency = by_currency[0].currency
+    raised: int | None = None
+    if currency is not None:
+        raised = sum(c.raised for c in by_currency if c.currency == currency)
+    goal: int | None = first["goal"]
+    return Totals(
+        campaign_id=first["id"],
+        currency=currency,
+        goal=goal,
+        raised=raised,
+        donations=sum(c.donations for c in by_currency),
+        percent_of_goal=_percent(raised, goal),
+        as_of=_as_of(first["as_of"]),
+        by_currency=by_currency,
+    )
+
+
+def _percent(raised: int | None, goal: int | None) -> float | None:
+    if raised is None or not goal:
+        return None
+    return round(100 * raised / goal, 1)
+
+
+def _as_of(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
