@@ -119,8 +119,8 @@ async def _bench(
     conn = await connect(bench_url)
     try:
         org = (await create_organization(conn, "Bench")).id
-        ours_list = await _seed(conn, org, "r", n)
-        base_list = await _seed(conn, org, "b", baseline_n) if baseline_n else None
+        ours_list = await seed_contacts(conn, org, "r", n)
+        base_list = await seed_contacts(conn, org, "b", baseline_n) if baseline_n else None
         for i in range(workers):
             # A few chunks per worker at a time: each chunk already has its own send lanes,
             # and a worker that claims every chunk leaves the other idle on small audiences.
@@ -140,7 +140,7 @@ async def _bench(
     return _result(n, baseline_n, workers, ours, baseline, rss)
 
 
-async def _seed(conn: AsyncConn, org: int, prefix: str, n: int) -> int:
+async def seed_contacts(conn: AsyncConn, org: int, prefix: str, n: int) -> int:
     """N contacts with COPY, all in one new list; returns the list id."""
     cur = await conn.execute(
         "insert into lists (organization_id, name) values (%s, %s) returning id", [org, prefix]

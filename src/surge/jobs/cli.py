@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -59,11 +60,22 @@ def _queues(value: str) -> list[str]:
     help="Extra module(s) registering tasks, besides surge.tasks.TASK_MODULES "
     "(repeatable or comma-separated; env SURGE_EXTRA_TASK_MODULES).",
 )
-def worker_command(queues: str, concurrency: int | None, tasks_modules: tuple[str, ...]) -> None:
+@click.option(
+    "--nice",
+    type=click.IntRange(min=0, max=19),
+    default=None,
+    help="CPU niceness of this worker (default: 10 when it serves only bulk, else 0).",
+)
+def worker_command(
+    queues: str, concurrency: int | None, tasks_modules: tuple[str, ...], nice: int | None
+) -> None:
     """Run jobs from the given queues until SIGTERM or Ctrl-C."""
     settings = _settings()
     configure_logging(settings, process="worker")
     served = _queues(queues)
+    # Bulk work is huge and patient: on a shared machine it yields the CPU to the API and
+    # to critical jobs (donations, receipts) instead of competing with them as an equal.
+    os.nice(nice if nice is not None else (10 if served == ["bulk"] else 0))
     load_task_modules(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
     with database(settings) as url:
         asyncio.run(_serve(url, settings, served, concurrency))

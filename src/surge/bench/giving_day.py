@@ -1,0 +1,383 @@
+"""``surge bench giving-day``: donations ramping up while a blast goes out, totals polled.
+
+The first minutes of a giving day on one machine: a real ``surge api``, a worker for
+``critical,default``, a worker for ``bulk`` and the development SMTP sink. A message to
+``--recipients`` contacts is dispatched on ``bulk`` while donations arrive over HTTP at a
+rate that steps up until the machine stops keeping up (or ``--max-rate``), and a poller
+reads the public totals ten times a second. Figures: the donation rate reached, API
+latency, donation-to-receipt latency (created → receipt sent, from the database), how stale
+the totals ever were, and the checks that matter: errors, lost donations, double charges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from surge.bench.common import PeakRss, check_alive, fresh_database, scalar, stop_all, surge_process
+from surge.bench.dispatch import HTML, seed_contacts
+from surge.campaigns import service as campaigns
+from surge.campaigns.schemas import CampaignIn, MessageIn
+from surge.config import get_settings
+from surge.db.embedded import free_port
+from surge.db.pool import AsyncConn, connect
+from surge.db.runtime import database
+from surge.orgs.service import create_organization
+
+BENCH_DATABASE = "surge_bench_giving_day"
+
+
+@dataclass
+class Load:
+    """What the donors saw."""
+
+    accepted: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+@dataclass
+class Totals:
+    """What the giving-day page saw."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    max_stale: float = 0.0
+    went_backwards: int = 0
+    last_raised: int = 0
+
+
+@click.command("giving-day")
+@click.option("--recipients", type=click.IntRange(min=0), default=100_000, show_default=True)
+@click.option("--step-seconds", type=float, default=8.0, show_default=True)
+@click.option("--start-rate", type=float, default=25.0, show_default=True)
+@click.option("--max-rate", type=float, default=3200.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def giving_day_command(
+    recipients: int, step_seconds: float, start_rate: float, max_rate: float, as_json: bool
+) -> None:
+    """Ramp donations up while a blast runs on bulk; check receipts, totals and money."""
+    with database(get_settings()) as url:
+        result = asyncio.run(_bench(url, recipients, step_seconds, start_rate, max_rate))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key}: {value}")
+
+
+async def _bench(
+    url: str, recipients: int, step_seconds: float, start_rate: float, max_rate: float
+) -> dict[str, Any]:
+    bench_url = await fresh_database(url, BENCH_DATABASE)
+    sink_dir = Path(tempfile.mkdtemp(prefix="surge-bench-giving-"))
+    sink_port, api_port = free_port(), free_port()
+    env = {
+        "SURGE_SMTP_SENDERS": f"smtp://127.0.0.1:{sink_port}?tls=none&rate=100000&burst=10000",
+        "SURGE_SECRET_KEY": "bench",
+        "SURGE_DATA_DIR": str(sink_dir),
+    }
+    procs = {
+        "sink": surge_process(bench_url, ["smtp-sink", "--port", str(sink_port)], env),
+        "api": surge_process(bench_url, ["api", "--port", str(api_port)], env),
+        "worker_critical_default": surge_process(
+            bench_url, ["worker", "--queues", "critical,default"], env
+        ),
+        "worker_bulk": surge_process(
+            bench_url, ["worker", "--queues", "bulk", "--concurrency", "4"], env
+        ),
+    }
+    rss = PeakRss({name: p.pid for name, p in procs.items()})
+    conn = await connect(bench_url)
+    try:
+        org = await create_organization(conn, "Giving Day")
+        campaign = await campaigns.create_campaign(
+            conn,
+            org.id,
+            CampaignIn(name="Giving day", kind="fundraising", goal=10**9, currency="USD"),
+        )
+        base = f"http://127.0.0.1:{api_port}"
+        await _wait_ready(base, procs)
+        blast = await _start_blast(conn, org.id, campaign.id, recipients) if recipients else None
+        load, totals, blast_sent = await _drive(
+            base,
+            org.publishable_key,
+            campaign.id,
+            procs,
+            rss,
+            conn,
+            blast,
+            step_seconds,
+            start_rate,
+            max_rate,
+        )
+        outcome = await _settle(conn, load, procs, rss)
+        final_raised = await _final_totals(base, campaign.id)
+    finally:
+        await conn.close()
+        stop_all(list(procs.values()))
+    return {
+        "scenario": "giving-day",
+        "params": {
+            "recipients": recipients,
+            "step_seconds": step_seconds,
+            "start_rate": start_rate,
+            "max_rate": max_rate,
+            "cpus": os.cpu_count(),
+        },
+        "donations_accepted": len(load.accepted),
+        "max_sustained_donations_per_s": _max_sustained(load.steps),
+        "steps": load.steps,
+        "api_latency_ms": _percentiles(load.latencies, scale=1000),
+        "donation_to_receipt_s": _percentiles(outcome["receipt_latencies"]),
+        "totals": {
+            "polls": totals.polls,
+            "failed_polls": totals.failed_polls,
+            "max_stale_s": round(totals.max_stale, 3),
+            "went_backwards": totals.went_backwards,
+            "final_matches_succeeded": final_raised == outcome["succeeded_amount"],
+        },
+        "blast": {"recipients": recipients, "sent_during_load": blast_sent},
+        "errors": load.errors,
+        "lost": outcome["lost"],
+        "double_charges": outcome["double_charges"],
+        "unfinished": outcome["unfinished"],
+        "peak_rss_mb": rss.megabytes(),
+    }
+
+
+async def _wait_ready(base: str, procs: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            check_alive(list(procs.values()))
+            try:
+                if (await client.get(base + "/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise click.ClickException("the API did not become ready")
+            await asyncio.sleep(0.1)
+
+
+async def _start_blast(conn: AsyncConn, org: int, campaign_id: int, recipients: int) -> int:
+    list_id = await seed_contacts(conn, org, "donor", recipients)
+    message = await campaigns.create_message(
+        conn,
+        org,
+        campaign_id,
+        MessageIn(
+            subject="{{ first_name }}, it's giving day",
+            from_email="appeals@charity.example",
+            list_ids=[list_id],
+            html=HTML,
+        ),
+    )
+    return message.id
+
+
+async def _drive(
+    base: str,
+    key: str,
+    campaign_id: int,
+    procs: dict[str, Any],
+    rss: PeakRss,
+    conn: AsyncConn,
+    blast: int | None,
+    step_seconds: float,
+    start_rate: float,
+    max_rate: float,
+) -> tuple[Load, Totals, int]:
+    load, totals = Load(), Totals()
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        stop = asyncio.Event()
+        poller = asyncio.create_task(_poll_totals(client, campaign_id, totals, stop))
+        sent_before = await _blast_sent(conn, blast)
+        rate = start_rate
+        while rate <= max_rate:
+            step = await _step(client, key, campaign_id, rate, step_seconds, load)
+            rss.sample()
+            check_alive(list(procs.values()))
+            load.steps.append(step)
+            # The machine stops keeping up: the rate achieved falls short, or latency soars.
+            if step["achieved_per_s"] < 0.9 * rate or (step["p99_ms"] or 0) > 2000:
+                break
+            rate *= 2
+        stop.set()
+        await poller
+        sent_during = await _blast_sent(conn, blast) - sent_before
+    return load, totals, sent_during
+
+
+async def _step(
+    client: httpx.AsyncClient, key: str, campaign_id: int, rate: float, seconds: float, load: Load
+) -> dict[str, Any]:
+    """Open-loop: one donation every 1/rate seconds, whatever the previous ones are doing."""
+    headers = {"Authorization": f"Bearer {key}"}
+    path = f"/v1/campaigns/{campaign_id}/donations"
+    latencies: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def donate() -> None:
+        body = {"amount": 2500, "currency": "USD", "email": "d@example.org", "token": "tok_ok"}
+        t0 = time.perf_counter()
+        try:
+            response = await client.post(
+                path, json=body, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+            )
+        except httpx.HTTPError as exc:
+            load.error(type(exc).__name__)
+            return
+        elapsed = time.perf_counter() - t0
+        if response.status_code == 202:
+            load.accepted.append(int(response.json()["id"]))
+            latencies.append(elapsed)
+        else:
+            load.error(str(response.status_code))
+
+    start = time.perf_counter()
+    count = int(rate * seconds)
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(donate()))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    load.latencies.extend(latencies)
+    return {
+        "target_per_s": rate,
+        "achieved_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": _pct(latencies, 50, 1000),
+        "p99_ms": _pct(latencies, 99, 1000),
+    }
+
+
+async def _poll_totals(
+    client: httpx.AsyncClient, campaign_id: int, totals: Totals, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        try:
+            response = await client.get(f"/v1/campaigns/{campaign_id}/totals")
+        except httpx.HTTPError:
+            totals.failed_polls += 1
+        else:
+            if response.status_code != 200:
+                totals.failed_polls += 1
+            else:
+                body = response.json()
+                as_of = datetime.fromisoformat(body["as_of"])
+                stale = (datetime.now(UTC) - as_of).total_seconds()
+                totals.max_stale = max(totals.max_stale, stale)
+                raised = int(body["raised"] or 0)
+                if raised < totals.last_raised:
+                    totals.went_backwards += 1
+                totals.last_raised = max(totals.last_raised, raised)
+                totals.polls += 1
+        await asyncio.sleep(0.1)
+
+
+async def _blast_sent(conn: AsyncConn, message_id: int | None) -> int:
+    if message_id is None:
+        return 0
+    sent = await scalar(conn, "select sent from message_stats where message_id = %s", [message_id])
+    return int(sent or 0)
+
+
+async def _settle(
+    conn: AsyncConn, load: Load, procs: dict[str, Any], rss: PeakRss
+) -> dict[str, Any]:
+    """Wait for every accepted donation to be charged and receipted, then check the money."""
+    ids = load.accepted
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rss.sample()
+        check_alive(list(procs.values()))
+        waiting = await scalar(
+            conn,
+            "select count(*) from donations where id = any(%s)"
+            " and (status = 'pending' or (status = 'succeeded' and receipt_sent_at is null))",
+            [ids],
+        )
+        if not waiting:
+            break
+        await asyncio.sleep(0.5)
+    cur = await conn.execute(
+        "select extract(epoch from receipt_sent_at - created_at) from donations"
+        " where id = any(%s) and receipt_sent_at is not null",
+        [ids],
+    )
+    receipt_latencies = [float(r[0]) for r in await cur.fetchall()]
+    found = await scalar(conn, "select count(*) from donations where id = any(%s)", [ids])
+    unfinished = await scalar(
+        conn,
+        "select count(*) from donations where id = any(%s)"
+        " and (status = 'pending' or (status = 'succeeded' and receipt_sent_at is null))",
+        [ids],
+    )
+    # Each succeeded donation must have exactly one sandbox charge, under its own key.
+    double = await scalar(
+        conn,
+        "select count(*) from (select d.id from donations d join sandbox_charges c"
+        " on c.reference = d.gateway_reference where d.id = any(%s)"
+        " group by d.id having count(*) > 1) x",
+        [ids],
+    )
+    charges = await scalar(conn, "select count(*) from sandbox_charges")
+    succeeded = await scalar(conn, "select count(*) from donations where status = 'succeeded'")
+    amount = await scalar(
+        conn, "select coalesce(sum(amount_minor), 0) from donations where status = 'succeeded'"
+    )
+    return {
+        "receipt_latencies": receipt_latencies,
+        "lost": len(ids) - int(found),
+        "unfinished": int(unfinished),
+        "double_charges": int(double) + max(0, int(charges) - int(succeeded)),
+        "succeeded_amount": int(amount),
+    }
+
+
+async def _final_totals(base: str, campaign_id: int) -> int:
+    await asyncio.sleep(2.1)  # past the cache's lifetime
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"{base}/v1/campaigns/{campaign_id}/totals")).json()
+    return int(body["raised"] or 0)
+
+
+def _pct(values: list[float], q: int, scale: float = 1.0) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0] * scale, 2)
+    return round(statistics.quantiles(values, n=100)[q - 1] * scale, 2)
+
+
+def _percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | None]:
+    return {
+        "p50": _pct(values, 50, scale),
+        "p99": _pct(values, 99, scale),
+        "max": round(max(values) * scale, 2) if values else None,
+    }
+
+
+def _max_sustained(steps: list[dict[str, Any]]) -> float:
+    kept = [s["achieved_per_s"] for s in steps if s["achieved_per_s"] >= 0.9 * s["target_per_s"]]
+    return max(kept, default=0.0)
