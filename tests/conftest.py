@@ -142,23 +142,28 @@ class Process:
         self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def api(database_url: str) -> Iterator[str]:
-    """Base URL of a real ``surge api`` process serving this module's database."""
-    port = free_port()
-    server = Process(["api", "--port", str(port)], surge_env(database_url))
-    base = f"http://127.0.0.1:{port}"
+def start_api(env: dict[str, str], port: int) -> Process:
+    """A real ``surge api`` on ``port``, returned once /healthz answers."""
+    server = Process(["api", "--port", str(port)], env)
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return server
         except httpx.TransportError:
             pass
         if server.proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("surge api did not start:\n" + server.stop())
         time.sleep(0.1)
-    yield base
+
+
+@pytest.fixture(scope="module")
+def api(database_url: str) -> Iterator[str]:
+    """Base URL of a real ``surge api`` process serving this module's database."""
+    port = free_port()
+    server = start_api(surge_env(database_url), port)
+    yield f"http://127.0.0.1:{port}"
     server.stop()
 
 

@@ -13,23 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.conftest import Process
+from tests.conftest import start_api
 
-
-def start_api(env: dict[str, str], port: int) -> Process:
-    """A real ``surge api`` on ``port``, returned once /healthz answers."""
-    server = Process(["api", "--port", str(port)], env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("surge api did not start:\n" + server.stop())
-        time.sleep(0.1)
+__all__ = ["start_api"]
 
 
 def make_audience(client: httpx.Client, prefix: str, n: int) -> tuple[int, list[int]]:

@@ -22,7 +22,7 @@ import pytest
 
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import Process, create_org, start_api, surge_env
 
 FINAL = ("succeeded", "failed")
 
@@ -53,19 +53,8 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def base(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    server = Process(["api", "--port", str(port)], env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("surge api did not start:\n" + server.stop())
-        time.sleep(0.1)
-    yield url
+    server = start_api(env, port)
+    yield f"http://127.0.0.1:{port}"
     server.stop()
 
 

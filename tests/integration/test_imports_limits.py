@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -10,7 +9,7 @@ import psycopg
 import pytest
 
 from surge.db.embedded import free_port
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import create_org, start_api, surge_env
 
 LIMIT = 3 * 1024 * 1024
 
@@ -20,19 +19,8 @@ def small_api(database_url: str) -> Iterator[str]:
     """An API process whose import limit is 3 MiB."""
     port = free_port()
     env = surge_env(database_url, SURGE_MAX_IMPORT_BYTES=str(LIMIT))
-    server = Process(["api", "--port", str(port)], env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("surge api did not start:\n" + server.stop())
-        time.sleep(0.1)
-    yield base
+    server = start_api(env, port)
+    yield f"http://127.0.0.1:{port}"
     server.stop()
 
 
