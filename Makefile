@@ -25,9 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+# Each scenario prints one JSON object; docs/benchmarks.md records what they printed here.
 bench: $(STAMP)
 	$(BIN)/surge bench jobs --jobs 100000 --json
 	$(BIN)/surge bench import --rows 1000000 --json
+	$(BIN)/surge bench dispatch --recipients 1000000 --baseline-recipients 20000 --json
+	$(BIN)/surge bench ingest --json
+	$(BIN)/surge bench giving-day --json
 
 clean:
 	rm -rf $(VENV) .surge .pytest_cache .mypy_cache .ruff_cache
