@@ -10,11 +10,11 @@ connection and writes its own status row. Benchmark use only: workers import it 
 from __future__ import annotations
 
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formataddr
 
-import aiosmtplib
-
 from surge.delivery.senders import load_senders
+from surge.delivery.smtp_client import SMTPConnection, SMTPError, Stage
 from surge.dispatch.templates import compile_message
 from surge.jobs import JobContext, task
 
@@ -53,17 +53,23 @@ async def naive_send(ctx: JobContext) -> None:
     if html:
         mail.add_alternative(html, subtype="html")
     sender = load_senders(ctx.settings)[0]
-    await aiosmtplib.send(
-        mail,
-        hostname=sender.host,
-        port=sender.port,
-        start_tls=False,
-        use_tls=False,
-        local_hostname="bench",
-    )
+    await _send_on_new_connection(sender.host, sender.port, message[3], contact[0], mail)
     async with ctx.pool.connection() as conn:
         await conn.execute(
             "update deliveries set status = 'sent', sent_at = now(), attempts = attempts + 1"
             " where message_id = %s and contact_id = %s",
             [message_id, contact_id],
         )
+
+
+async def _send_on_new_connection(
+    host: str, port: int, mail_from: str, rcpt: str, mail: EmailMessage
+) -> None:
+    """Connect, EHLO, one transaction, QUIT: a connection per message, as the naive way did."""
+    conn = await SMTPConnection.open(host, port, local_hostname="bench")
+    try:
+        result = await conn.send(mail_from, rcpt, mail.as_bytes(policy=SMTP))
+    finally:
+        await conn.quit()
+    if result.stage is not Stage.END or result.reply.code // 100 != 2:
+        raise SMTPError(f"{result.stage}: {result.reply}")

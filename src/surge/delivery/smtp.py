@@ -4,7 +4,11 @@ Opening an SMTP connection (TCP, greeting, EHLO, STARTTLS, AUTH) costs several r
 so connections stay open and carry many messages each: a task borrows one, runs one
 MAIL/RCPT/DATA transaction on it and hands it back. At most ``max_connections`` exist at
 once. A connection idle for a while is checked with NOOP before reuse, because servers drop
-idle clients; one that died while idle is replaced without failing the message.
+idle clients; one that died while idle is replaced without failing the message. The
+connections are our own ``smtp_client.SMTPConnection``, which pipelines each transaction's
+commands (RFC 2920) when the server allows. Then a task gives its connection back as soon as
+its body is written, so the next task's envelope leaves in the same packet, and waits for its
+own result outside the pool: one round trip per message on a busy connection.
 
 Outcomes follow the reply: 2xx sent, 4xx temporary, 5xx permanent (with ``hard_bounce`` for a
 bad address, see ``bounces``). Connection failures are temporary and feed a circuit breaker:
@@ -19,31 +23,23 @@ import socket
 import ssl
 import time
 
-from aiosmtplib import (
-    SMTP,
-    SMTPException,
-    SMTPResponseException,
-    SMTPSenderRefused,
-)
-
 from surge.delivery.bounces import SendOutcome, SendStatus, classify, unavailable
 from surge.delivery.circuit import Circuit
 from surge.delivery.senders import SenderConfig
+from surge.delivery.smtp_client import (
+    InFlight,
+    SMTPConnection,
+    SMTPError,
+    Stage,
+    TransactionLost,
+    mailbox,
+)
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "sender unavailable"
 # Errors that mean the connection, not the recipient, is the problem.
-_CONNECTION_ERRORS = (SMTPException, OSError, TimeoutError, ssl.SSLError)
-
-
-class _ConnectionLost(Exception):
-    """The connection failed mid-transaction; ``before_data`` says nothing was delivered."""
-
-    def __init__(self, reason: str, before_data: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.before_data = before_data
+_CONNECTION_ERRORS = (SMTPError, OSError, TimeoutError, ssl.SSLError)
 
 
 class SenderRefused(Exception):
@@ -81,7 +77,7 @@ class SenderPool:
         #: Connections opened so far (metrics, and tests that count reuse).
         self.connections_opened = 0
         self._slots = asyncio.Semaphore(config.max_connections)
-        self._idle: list[tuple[SMTP, float]] = []
+        self._idle: list[tuple[SMTPConnection, float]] = []
         self._tls = tls_context(config)
         self._local_hostname: str | None = None
         self._closed = False
@@ -100,17 +96,29 @@ class SenderPool:
             raise RuntimeError("send on a closed SenderPool")
         if self.circuit.is_open:
             return unavailable(UNAVAILABLE, self.circuit.retry_after())
+        try:
+            mailbox(rcpt)
+        except ValueError as exc:
+            # SMTPUTF8 is not supported, and CR/LF would smuggle in commands: no server may
+            # ever see this address.
+            return SendOutcome(SendStatus.PERMANENT, None, str(exc))
         async with self._slots:
             # The circuit may have opened while this task waited for a slot.
             started = self.circuit.clock()
             wait = self.circuit.admit()
             if wait is not None:
                 return unavailable(UNAVAILABLE, wait)
-            return await self._send_in_slot(mail_from, rcpt, data, started)
+            step = await self._send_in_slot(mail_from, rcpt, data, started)
+        if isinstance(step, SendOutcome):
+            return step
+        # Pipelined: the body is written and the connection already carries the next
+        # sender's envelope; our result comes first.
+        conn, in_flight = step
+        return await self._finish(conn, in_flight, started)
 
     async def _send_in_slot(
         self, mail_from: str, rcpt: str, data: bytes, started: float
-    ) -> SendOutcome:
+    ) -> SendOutcome | tuple[SMTPConnection, InFlight]:
         # Two tries at most: a reused connection may have died while idle, which is only
         # known when the next command fails; nothing was delivered, so retrying is safe.
         for _ in range(2):
@@ -121,8 +129,8 @@ class SenderPool:
                 log.warning("smtp connect failed", extra={"sender": self.config.name})
                 return unavailable(f"{UNAVAILABLE}: {_describe(exc)}", self.circuit.retry_after())
             try:
-                outcome = await _transaction(conn, mail_from, rcpt, data)
-            except _ConnectionLost as lost:
+                step = await _start(conn, mail_from, rcpt, data)
+            except TransactionLost as lost:
                 _discard(conn)
                 if reused and lost.before_data:
                     # Its idle siblings probably died the same way (server restart): retry
@@ -140,12 +148,42 @@ class SenderPool:
                 # Cancelled mid-transaction: the connection's state is unknown, so drop it.
                 _discard(conn)
                 raise
-            self.circuit.record_success()
-            self._checkin(conn)
-            return outcome
+            if isinstance(step, SendOutcome):  # refused before the body
+                self.circuit.record_success()
+                self._checkin(conn)
+                return step
+            if conn.pipelining:
+                # RFC 2920 lets the next envelope follow our body before its reply: hand the
+                # connection (and the slot) to the next sender now.
+                self._checkin(conn)
+                return conn, step
+            return await self._finish(conn, step, started, checkin=True)
         return unavailable("connection lost twice")
 
-    async def _checkout(self) -> tuple[SMTP, bool]:
+    async def _finish(
+        self, conn: SMTPConnection, in_flight: InFlight, started: float, *, checkin: bool = False
+    ) -> SendOutcome:
+        """The outcome of a transaction whose body was sent (it may have been delivered)."""
+        try:
+            result = await conn.finish(in_flight)
+        except TransactionLost as lost:
+            _discard(conn)
+            self.circuit.record_failure(started)
+            return unavailable(lost.reason, self.circuit.retry_after() or None)
+        except BaseException:
+            _discard(conn)
+            raise
+        self.circuit.record_success()
+        if checkin:
+            self._checkin(conn)
+        code, text = result.reply.code, result.reply.message
+        # After the reply to the end of data the server has closed the transaction either
+        # way (RFC 5321 4.1.1.4): no RSET, which could not follow a pipelined envelope anyway.
+        return (
+            SendOutcome(SendStatus.SENT, code, text) if code // 100 == 2 else _refusal(code, text)
+        )
+
+    async def _checkout(self) -> tuple[SMTPConnection, bool]:
         """An idle connection that still works, else a new one; True when reused."""
         while self._idle:
             conn, since = self._idle.pop()  # most recent first: the rest may age out
@@ -167,35 +205,27 @@ class SenderPool:
         for conn, _ in idle:
             _discard(conn)
 
-    def _checkin(self, conn: SMTP) -> None:
+    def _checkin(self, conn: SMTPConnection) -> None:
         if self._closed or not conn.is_connected:
             _discard(conn)
         else:
             self._idle.append((conn, time.monotonic()))
 
-    async def _connect(self) -> SMTP:
+    async def _connect(self) -> SMTPConnection:
         if self._local_hostname is None:
-            # aiosmtplib would look this up (a DNS query) for every connection.
+            # Looked up once per pool, not once per connection: it may be a DNS query.
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         cfg = self.config
-        conn = SMTP(
-            hostname=cfg.host,
-            port=cfg.port,
+        conn = await SMTPConnection.open(
+            cfg.host,
+            cfg.port,
+            tls=cfg.tls,
+            context=self._tls,
+            local_hostname=self._local_hostname,
+            reply_timeout=cfg.timeout,
             username=cfg.username,
             password=cfg.password,
-            local_hostname=self._local_hostname,
-            timeout=cfg.timeout,
-            use_tls=cfg.tls == "implicit",
-            start_tls=cfg.tls == "starttls",
-            tls_context=self._tls,
         )
-        try:
-            await conn.connect()
-            if conn.is_ehlo_or_helo_needed:
-                await conn.ehlo()
-        except BaseException:
-            _discard(conn)
-            raise
         self.connections_opened += 1
         return conn
 
@@ -206,32 +236,29 @@ class SenderPool:
         await asyncio.gather(*(_quit(conn) for conn, _ in idle))
 
 
-async def _transaction(conn: SMTP, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
-    """One MAIL/RCPT/DATA transaction; a refusal becomes an outcome, a lost link raises."""
-    before_data = True
-    try:
-        try:
-            await conn.mail(mail_from)
-        except SMTPSenderRefused as exc:
-            if exc.code == 421:
-                raise
-            await _reset(conn)
-            raise SenderRefused(f"{exc.code} {exc.message}") from None
-        await conn.rcpt(rcpt)
-        before_data = False
-        response = await conn.data(data)
-    except SMTPResponseException as exc:
-        if exc.code == 421:
-            # "Service not available, closing transmission channel": the server is going away.
-            raise _ConnectionLost(f"{exc.code} {exc.message}", before_data) from None
-        await _reset(conn)
-        return classify(exc.code, exc.message)
-    except _CONNECTION_ERRORS as exc:
-        raise _ConnectionLost(f"connection lost: {_describe(exc)}", before_data) from None
-    return SendOutcome(SendStatus.SENT, response.code, response.message)
+async def _start(
+    conn: SMTPConnection, mail_from: str, rcpt: str, data: bytes
+) -> SendOutcome | InFlight:
+    """Envelope and body; a refusal before the body becomes an outcome, a lost link raises."""
+    started = await conn.start(mail_from, rcpt, data)
+    if isinstance(started, InFlight):
+        return started
+    code, text = started.reply.code, started.reply.message
+    # RSET clears the envelope so the connection can carry the next message.
+    await _reset(conn)
+    if started.stage is Stage.MAIL:
+        raise SenderRefused(f"{code} {text}")
+    return _refusal(code, text)
 
 
-async def _reset(conn: SMTP) -> None:
+def _refusal(code: int, text: str) -> SendOutcome:
+    if code < 400:
+        # A success-class code where success was not given makes no sense: try again later.
+        return SendOutcome(SendStatus.TEMPORARY, code, text)
+    return classify(code, text)
+
+
+async def _reset(conn: SMTPConnection) -> None:
     # RSET clears the envelope so the connection can carry the next message.
     try:
         await conn.rset()
@@ -239,7 +266,7 @@ async def _reset(conn: SMTP) -> None:
         _discard(conn)
 
 
-async def _quit(conn: SMTP) -> None:
+async def _quit(conn: SMTPConnection) -> None:
     try:
         await asyncio.wait_for(conn.quit(), timeout=5)
     except _CONNECTION_ERRORS:
@@ -248,7 +275,7 @@ async def _quit(conn: SMTP) -> None:
         conn.close()
 
 
-def _discard(conn: SMTP) -> None:
+def _discard(conn: SMTPConnection) -> None:
     conn.close()
 
 
