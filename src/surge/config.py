@@ -62,6 +62,16 @@ class Settings:
     #: it is disabled.
     webhook_retry_schedule: str = ""
     webhook_disable_after: float = 5 * 24 * 3600
+    #: Event intake: a group-commit flush waits up to ingest_max_delay seconds for rows (or
+    #: ingest_max_batch of them); past ingest_max_backlog waiting rows requests get 503.
+    ingest_max_delay: float = 0.002
+    ingest_max_batch: int = 5000
+    ingest_max_backlog: int = 50_000
+    #: Events per second per key, per API process (0: no limit), and the burst allowed.
+    ingest_rate: float = 20_000
+    ingest_burst: float = 40_000
+    #: Days of events kept in the day-partitioned events table.
+    events_retention_days: int = 30
     #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
     payment_gateway: str = "sandbox"
     #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).

@@ -5,4 +5,5 @@ TASK_MODULES: tuple[str, ...] = (
     "surge.dispatch.jobs",
     "surge.webhooks.jobs",
     "surge.donations.jobs",
+    "surge.ingest.jobs",
 )

@@ -1,0 +1,212 @@
+"""Event intake: ``POST /v1/events`` and Segment's ``/v1/track``, ``/v1/identify``, ``/v1/batch``.
+
+A request is authenticated (publishable or secret key, as a Bearer token or as the basic-auth
+user the way Segment's libraries send their write key), decoded, charged to its key's rate
+limit and handed to the process's group-commit writer; the answer comes after the COPY that
+carried its rows committed. A full writer backlog is a 503 with Retry-After, never a queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from surge.api.auth import principal
+from surge.api.errors import PayloadTooLarge, error_body
+from surge.api.openapi import operation
+from surge.db.group_commit import Backlogged, GroupCommitWriter
+from surge.errors import Unauthorized
+from surge.ingest import service, store
+from surge.ingest.ratelimit import KeyBuckets
+from surge.ingest.schemas import Accepted, EventsIn, SegmentAccepted, SegmentBatch, decode
+from surge.ingest.segment import basic_auth_user, inflate
+from surge.orgs.service import KeyCache, Principal, authenticate
+
+RETRY_AFTER_BACKLOGGED = "1"
+_encode = msgspec.json.Encoder().encode
+
+
+async def startup(app: Starlette) -> None:
+    async def flush(conn: Any, rows: Sequence[store.Row]) -> None:
+        await store.copy_events(conn, rows)
+
+    settings = app.state.settings
+    app.state.events = GroupCommitWriter(
+        app.state.pool,
+        flush,
+        max_delay=settings.ingest_max_delay,
+        max_batch=settings.ingest_max_batch,
+        max_backlog=settings.ingest_max_backlog,
+        name="events",
+    )
+    app.state.events.start()
+    app.state.event_limits = KeyBuckets(settings.ingest_rate, settings.ingest_burst)
+
+
+async def shutdown(app: Starlette) -> None:
+    await app.state.events.close()
+
+
+_keys = KeyCache()
+
+
+async def caller(scope: Scope, authorization: str) -> Principal:
+    """The key's principal: ``Authorization: Bearer <key>`` or Segment's basic-auth write key.
+
+    A key seen in the last seconds is answered from this process's cache without parsing
+    the request's headers again; otherwise the API's own ``principal`` (Bearer) or the same
+    ``authenticate`` (basic auth) verifies it.
+    """
+    token = authorization.partition(" ")[2]
+    token = token.strip()
+    found = _keys.get(token) if token else None
+    if found is not None:
+        return found
+    user = basic_auth_user(authorization)
+    if user is None:
+        found = await principal(Request(scope), publishable_ok=True)
+    elif not user:
+        raise Unauthorized("send the write key as the basic-auth user name")
+    else:
+        async with scope["app"].state.pool.connection() as conn:
+            found = await authenticate(conn, user)
+    _keys.put(token, found)
+    return found
+
+
+Parse = Callable[[bytes, Principal, datetime], list[store.Row]]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class Intake:
+    """One intake endpoint as a plain ASGI app.
+
+    Starlette routes to an ASGI app without building a Request or the per-request wrappers
+    of function endpoints; at tens of thousands of requests a second that is a large share
+    of the work. Errors still go through the app's handlers (``api/errors.py``).
+    """
+
+    def __init__(self, parse: Parse, status: int, answer: Callable[[int], Any]) -> None:
+        self.parse = parse
+        self.status = status
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        headers = dict(scope["headers"])
+        who = await caller(scope, headers.get(b"authorization", b"").decode("latin-1"))
+        limit: int = state.settings.max_body_bytes
+        body = await _read_body(receive, headers.get(b"content-length"), limit)
+        encoding = headers.get(b"content-encoding")
+        if encoding:
+            body = inflate(body, encoding.decode("latin-1"), limit)
+        rows = self.parse(body, who, service.now())
+        status, content, extra = await _store(state, who, rows)
+        if status is None:
+            status, content, extra = self.status, self.answer(len(rows)), []
+        data = _encode(content)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*JSON_HEADERS, (b"content-length", b"%d" % len(data)), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes ``limit`` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+Refusal = tuple[int | None, Any, list[tuple[bytes, bytes]]]
+
+
+async def _store(state: Any, who: Principal, rows: list[store.Row]) -> Refusal:
+    """(None, …) once ``rows`` are committed; else the 429 or 503 to answer instead."""
+    wait = state.event_limits.take(who.key_id, len(rows))
+    if wait:
+        body = error_body("rate_limited", "too many events for this key; slow down")
+        return 429, body, _raw(state.event_limits.headers(wait))
+    if rows:
+        try:
+            await state.events.write(rows)
+        except Backlogged:
+            body = error_body("overloaded", "events are arriving faster than they can be stored")
+            return 503, body, _raw({"Retry-After": RETRY_AFTER_BACKLOGGED})
+    return None, None, []
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+
+def _events(body: bytes, who: Principal, now: datetime) -> list[store.Row]:
+    return service.event_rows(decode(body, EventsIn), who, now)
+
+
+def _segment(kind: str) -> Parse:
+    def parse(body: bytes, who: Principal, now: datetime) -> list[store.Row]:
+        return service.segment_rows(kind, [(body, "")], who, now)
+
+    return parse
+
+
+def _segment_answer(n: int) -> SegmentAccepted:
+    return SegmentAccepted(True, n)
+
+
+operation(
+    "post",
+    "/v1/events",
+    "Send one event or a batch; 202 once stored",
+    request=EventsIn,
+    response=Accepted,
+    status=202,
+    auth="publishable",
+)
+for _kind in ("track", "identify"):
+    operation(
+        "post",
+        f"/v1/{_kind}",
+        f"Segment-compatible {_kind} call (write key as basic-auth user)",
+        response=SegmentAccepted,
+        auth="publishable",
+    )
+operation(
+    "post",
+    "/v1/batch",
+    "Segment-compatible batch (write key as basic-auth user)",
+    request=SegmentBatch,
+    response=SegmentAccepted,
+    auth="publishable",
+)
+
+routes = [
+    Route("/v1/events", Intake(_events, 202, Accepted), methods=["POST"]),
+    Route("/v1/track", Intake(_segment("track"), 200, _segment_answer), methods=["POST"]),
+    Route("/v1/identify", Intake(_segment("identify"), 200, _segment_answer), methods=["POST"]),
+    Route("/v1/batch", Intake(service.segment_batch_rows, 200, _segment_answer), methods=["POST"]),
+]

@@ -1,0 +1,115 @@
+"""Request and response bodies of the ingest endpoints, as msgspec structs (fast decoding).
+
+Event properties and Segment messages are kept as ``msgspec.Raw``: their JSON bytes go to
+the ``payload`` column as they came, never decoded into Python objects and encoded again.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from surge.errors import Invalid
+
+T = TypeVar("T")
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+#: An event type: printable, no control characters (they would break text columns and logs).
+EventType = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+EMAIL_PATTERN = r"^[^\x00-\x20\x7f@]+@[^\x00-\x20\x7f@]+$"
+Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
+Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+#: Events in one POST /v1/events.
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+class EventIn(Struct, forbid_unknown_fields=True):
+    """One event of ``POST /v1/events``."""
+
+    type: EventType
+    occurred_at: datetime | None = None
+    contact_email: Email | None = None
+    contact_id: Id | None = None
+    campaign_id: Id | None = None
+    #: Any JSON object, stored as sent (at most 32 KiB).
+    properties: Raw = Raw(b"{}")
+
+
+class EventsIn(Struct, forbid_unknown_fields=True):
+    """``POST /v1/events``: ``{"events": [...]}``, or the fields of one event at the top level."""
+
+    events: Annotated[list[EventIn], Meta(max_length=MAX_EVENTS_PER_REQUEST)] | None = None
+    type: EventType | None = None
+    occurred_at: datetime | None = None
+    contact_email: Email | None = None
+    contact_id: Id | None = None
+    campaign_id: Id | None = None
+    properties: Raw = Raw(b"{}")
+
+
+class Accepted(Struct):
+    """202: the events are committed."""
+
+    accepted: int
+
+
+class SegmentAccepted(Struct):
+    """200, as Segment answers (some of its libraries treat any other status as failure)."""
+
+    success: bool
+    accepted: int
+
+
+class HasEmail(Struct):
+    # Whatever clients put there: only a string that looks like an address is used.
+    email: object = None
+
+
+class SegmentContext(Struct):
+    traits: HasEmail | None = None
+
+
+class SegmentMessage(Struct, rename="camel"):
+    """The fields of a Segment message Surge reads; every other field is kept in the payload.
+
+    Segment's spec lets clients send many more (context, integrations, messageId, anonymousId,
+    sentAt…); they are tolerated, not decoded.
+    """
+
+    type: str | None = None
+    event: str | None = None
+    user_id: str | int | None = None
+    timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    properties: HasEmail | None = None
+    traits: HasEmail | None = None
+    context: SegmentContext | None = None
+
+
+class SegmentBatch(Struct, rename="camel"):
+    """``POST /v1/batch``: the messages, each kept raw for the payload, and the send time."""
+
+    batch: list[Raw]
+    sent_at: datetime | None = None
+
+
+def decode(data: bytes, schema: type[T], where: str = "") -> T:
+    """Decode JSON ``data`` into ``schema``; errors are Invalid naming the field."""
+    try:
+        return msgspec.json.decode(data, type=schema)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH.search(message)
+        field = (match[1] if match else "") or ""
+        if where and field and not field.startswith("["):
+            field = "." + field
+        raise Invalid(where + field or None, _PATH.sub("", message)) from None
+    except msgspec.DecodeError as exc:
+        raise Invalid(where or None, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise Invalid(where or None, "JSON nested too deeply") from None

@@ -1,0 +1,126 @@
+"""Turning request bodies into event rows: our own format and Segment's."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from surge.api.errors import PayloadTooLarge
+from surge.errors import Invalid
+from surge.ingest import service
+from surge.ingest.schemas import EventsIn, decode
+from surge.ingest.segment import basic_auth_user, inflate
+from surge.orgs.service import Principal
+
+PK = Principal(organization_id=7, key_id=3, kind="publishable")
+SK = Principal(organization_id=7, key_id=4, kind="secret")
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def rows(body: object, who: Principal = PK) -> list[service.Row]:
+    return service.event_rows(decode(msgspec.json.encode(body), EventsIn), who, NOW)
+
+
+def test_a_single_event_and_a_batch_give_the_same_rows() -> None:
+    event = {"type": "a.b", "contact_email": "X@Y.org", "campaign_id": 2, "properties": {"k": 1}}
+    expected = [(7, "a.b", 2, None, "x@y.org", '{"k":1}', NOW)]
+    assert rows(event) == expected
+    assert rows({"events": [event]}) == expected
+
+
+def test_properties_are_stored_as_sent_and_occurred_at_defaults_to_now() -> None:
+    [row] = rows({"type": "t", "properties": {"nested": {"x": [1, "é"]}}})
+    assert row[5] == '{"nested":{"x":[1,"é"]}}'
+    assert row[6] == NOW
+
+
+def test_naive_occurred_at_is_utc() -> None:
+    [row] = rows({"type": "t", "occurred_at": "2026-01-01T10:00:00"})
+    assert row[6] == datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+
+def test_reserved_types_need_a_secret_key() -> None:
+    with pytest.raises(Invalid) as err:
+        rows({"events": [{"type": "ok"}, {"type": "tracking.open"}]})
+    assert err.value.field == "events[1].type"
+    assert rows({"type": "tracking.open"}, SK)[0][1] == "tracking.open"
+
+
+def test_route_sends_types_to_their_consumer_family() -> None:
+    assert service.route("donation.succeeded") == "donation"
+    assert service.route("tracking.click") == "tracking"
+    assert service.route("Order Completed") == "custom"
+
+
+def test_escaped_nul_is_refused_but_an_escaped_backslash_before_u0000_is_fine() -> None:
+    with pytest.raises(Invalid):
+        service.segment_rows("track", [(b'{"event":"e","p":"\\u0000"}', "")], PK, NOW)
+    [row] = service.segment_rows("track", [(b'{"event":"e","p":"\\\\u0000"}', "")], PK, NOW)
+    assert row[1] == "e"
+
+
+def test_segment_track_uses_the_event_name_and_finds_the_email() -> None:
+    raw = b'{"event":"Signed Up","userId":"u","context":{"traits":{"email":"A@B.org"}}}'
+    [row] = service.segment_rows("track", [(raw, "")], PK, NOW)
+    assert row[1] == "Signed Up" and row[4] == "a@b.org" and row[5] == raw.decode()
+
+
+def test_segment_clock_skew_is_corrected_with_sent_at() -> None:
+    body = (
+        b'{"sentAt":"2026-06-01T11:59:00Z","batch":[{"type":"identify",'
+        b'"timestamp":"2026-06-01T11:58:00Z","traits":{"email":7}}]}'
+    )
+    [row] = service.segment_batch_rows(body, PK, NOW)
+    assert row[1] == "identify" and row[4] is None
+    assert row[6] == NOW - timedelta(minutes=1)
+
+
+def test_segment_batch_errors_name_the_message() -> None:
+    with pytest.raises(Invalid) as err:
+        service.segment_batch_rows(
+            b'{"batch":[{"type":"track","event":"x"},{"type":"nope"}]}', PK, NOW
+        )
+    assert err.value.field == "batch[1].type"
+    with pytest.raises(Invalid) as err:
+        service.segment_batch_rows(b'{"batch":[{"type":"track","timestamp":"soon"}]}', PK, NOW)
+    assert err.value.field == "batch[0].timestamp"
+    big = b'{"batch":[{"type":"track","event":"x","p":"' + b"a" * 40_000 + b'"}]}'
+    with pytest.raises(PayloadTooLarge):
+        service.segment_batch_rows(big, PK, NOW)
+
+
+def test_basic_auth_user_is_the_write_key() -> None:
+    header = "Basic " + base64.b64encode(b"pk_abc_def:").decode()
+    assert basic_auth_user(header) == "pk_abc_def"
+    assert basic_auth_user("Bearer pk_abc_def") is None
+    assert basic_auth_user("Basic !!!") == ""
+
+
+def test_gzip_bodies_are_inflated_within_the_limit() -> None:
+    assert inflate(gzip.compress(b"x" * 100), "gzip", 100) == b"x" * 100
+    with pytest.raises(PayloadTooLarge):
+        inflate(gzip.compress(b"x" * 101), "gzip", 100)
+    with pytest.raises(Invalid):
+        inflate(b"not gzip", "gzip", 100)
+
+
+def test_absurd_input_is_invalid_not_a_crash() -> None:
+    deep = b'{"type":"x","properties":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with pytest.raises(Invalid):
+        decode(deep, EventsIn)
+    skewed = b'{"event":"e","timestamp":"9999-12-31T23:00:00Z","sentAt":"2000-01-01T00:00:00Z"}'
+    with pytest.raises(Invalid) as err:
+        service.segment_rows("track", [(skewed, "")], PK, NOW)
+    assert err.value.field == "timestamp"
+
+
+@pytest.mark.parametrize("number", [b"1e200000", b"1E-20000", b"0." + b"1" * 17_000])
+def test_numbers_jsonb_cannot_hold_are_refused(number: bytes) -> None:
+    with pytest.raises(Invalid):
+        service.segment_rows("track", [(b'{"event":"e","n":' + number + b"}", "")], PK, NOW)
+    [row] = service.segment_rows("track", [(b'{"event":"e","n":1e400}', "")], PK, NOW)
+    assert row[5] == '{"event":"e","n":1e400}'
