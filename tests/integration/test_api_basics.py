@@ -22,7 +22,9 @@ def test_every_response_carries_a_request_id(api: str) -> None:
     mine = httpx.get(api + "/healthz", headers={"X-Request-Id": "trace-123"})
     assert mine.headers["x-request-id"] == "trace-123"
     generated = httpx.get(api + "/healthz")
+    again = httpx.get(api + "/healthz")
     assert len(generated.headers["x-request-id"]) == 16
+    assert generated.headers["x-request-id"] != again.headers["x-request-id"]
 
 
 def test_metrics_are_prometheus_text_with_route_latency_and_queues(api: str) -> None:

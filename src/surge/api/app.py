@@ -10,15 +10,18 @@ from types import ModuleType
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from surge.api import health
 from surge.api.errors import HANDLERS
+from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
 from surge.config import Settings
 from surge.db.pool import open_pool
 
 #: Domain modules whose ``routes`` list the app serves. A module may also define
-#: ``async def startup(app)`` and ``async def shutdown(app)`` for per-process state.
+#: ``async def startup(app)`` and ``async def shutdown(app)`` for per-process state, and
+#: ``fast_routes``: hot exact-path ASGI routes dispatched before Starlette (``api/fast.py``).
 ROUTE_MODULES = (
     # First: the hottest routes, matched before the ~40 others on every event.
     "surge.ingest.endpoints",
@@ -41,7 +44,7 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
-def create_app(settings: Settings, database_url: str) -> Starlette:
+def create_app(settings: Settings, database_url: str) -> ASGIApp:
     """The application for one API process, connected to ``database_url``."""
 
     @asynccontextmanager
@@ -60,9 +63,11 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
                     await module.shutdown(app)
             await app.state.pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=all_routes(),
         middleware=[Middleware(RequestContext)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    fast = [route for module in _modules() for route in getattr(module, "fast_routes", [])]
+    return FastRoutes(app, fast)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,15 +16,28 @@ from surge.observability.metrics import http_request_duration
 log = logging.getLogger("surge.access")
 
 
+# Request ids: a random per-process prefix and a counter. Unique across processes without
+# drawing random bytes per request (the intake path counts microseconds).
+_prefix = secrets.token_hex(4)
+_counter = itertools.count(1)
+
+
+def _new_id() -> str:
+    return f"{_prefix}{next(_counter):08x}"
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Histogram children by (method, route, status): labels() costs a lock and a hash
+        # of the label values on every call.
+        self._observe: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope) or secrets.token_hex(8)
+        rid = _incoming_id(scope) or _new_id()
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
@@ -41,7 +56,12 @@ class RequestContext:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            http_request_duration.labels(scope["method"], template, str(status)).observe(elapsed)
+            key = (scope["method"], template, status)
+            observe = self._observe.get(key)
+            if observe is None:
+                observe = http_request_duration.labels(key[0], key[1], str(status)).observe
+                self._observe[key] = observe
+            observe(elapsed)
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "request",

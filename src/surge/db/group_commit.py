@@ -39,6 +39,7 @@ class GroupCommitWriter(Generic[T]):
         max_batch: int = 5000,
         max_backlog: int = 100_000,
         name: str = "writer",
+        transaction: bool = True,
     ) -> None:
         self.pool = pool
         self._flush = flush
@@ -46,6 +47,9 @@ class GroupCommitWriter(Generic[T]):
         self.max_batch = max_batch
         self.max_backlog = max_backlog
         self.name = name
+        #: False for a flush that is one statement (a COPY): it is atomic on its own, and
+        #: BEGIN and COMMIT would be two more round trips per flush.
+        self.transaction = transaction
         self._rows: list[T] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
@@ -86,8 +90,12 @@ class GroupCommitWriter(Generic[T]):
 
     async def _commit(self, rows: list[T], waiters: list[asyncio.Future[None]]) -> None:
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                await self._flush(conn, rows)
+            async with self.pool.connection() as conn:
+                if self.transaction:
+                    async with conn.transaction():
+                        await self._flush(conn, rows)
+                else:
+                    await self._flush(conn, rows)
         except Exception as exc:
             log.exception("group commit failed", extra={"writer": self.name, "rows": len(rows)})
             for waiter in waiters:

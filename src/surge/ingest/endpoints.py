@@ -45,6 +45,7 @@ async def startup(app: Starlette) -> None:
         max_batch=settings.ingest_max_batch,
         max_backlog=settings.ingest_max_backlog,
         name="events",
+        transaction=False,  # one COPY: atomic by itself
     )
     app.state.events.start()
     app.state.event_limits = KeyBuckets(settings.ingest_rate, settings.ingest_burst)
@@ -210,3 +211,5 @@ routes = [
     Route("/v1/identify", Intake(_segment("identify"), 200, _segment_answer), methods=["POST"]),
     Route("/v1/batch", Intake(service.segment_batch_rows, 200, _segment_answer), methods=["POST"]),
 ]
+#: Served by the API's fast path (api/fast.py): no router, no Starlette middleware.
+fast_routes = routes
