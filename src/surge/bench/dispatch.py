@@ -108,7 +108,9 @@ async def _bench(
     if smtp_url is None:
         port = free_port()
         procs["sink"] = surge_process(
-            bench_url, ["smtp-sink", "--port", str(port)], {"SURGE_DATA_DIR": str(sink_dir)}
+            bench_url,
+            ["smtp-sink", "--port", str(port), "--ids-only"],
+            {"SURGE_DATA_DIR": str(sink_dir)},
         )
         smtp_url = f"smtp://127.0.0.1:{port}?tls=none&rate=1000000&burst=100000&max_connections=20"
     env = {

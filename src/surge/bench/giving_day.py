@@ -94,7 +94,9 @@ async def _bench(
         "SURGE_DATA_DIR": str(sink_dir),
     }
     procs = {
-        "sink": surge_process(bench_url, ["smtp-sink", "--port", str(sink_port)], env),
+        "sink": surge_process(
+            bench_url, ["smtp-sink", "--port", str(sink_port), "--ids-only"], env
+        ),
         "api": surge_process(bench_url, ["api", "--port", str(api_port)], env),
         "worker_critical_default": surge_process(
             bench_url, ["worker", "--queues", "critical,default"], env

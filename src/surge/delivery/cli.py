@@ -14,7 +14,12 @@ from surge.observability.logging import configure_logging
 @click.command("smtp-sink")
 @click.option("--host", default=None, help="Bind address (default SURGE_SMTP_SINK_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default SURGE_SMTP_SINK_PORT).")
-def smtp_sink_command(host: str | None, port: int | None) -> None:
+@click.option(
+    "--ids-only",
+    is_flag=True,
+    help="Keep only each message's Message-ID, not the message (for benchmarks).",
+)
+def smtp_sink_command(host: str | None, port: int | None, ids_only: bool) -> None:
     """Development SMTP server that stores every message in the data dir (delivers nothing)."""
     settings = get_settings()
     configure_logging(settings, process="smtp-sink")
@@ -23,5 +28,6 @@ def smtp_sink_command(host: str | None, port: int | None) -> None:
             host or settings.smtp_sink_host,
             port or settings.smtp_sink_port,
             settings.data_dir / "mail",
+            keep_bodies=not ids_only,
         )
     )

@@ -29,12 +29,21 @@ class Senders:
         config = self.configs.get(name or self.default) or self.configs[self.default]
         if config.name not in self.pools:
             self.pools[config.name] = SenderPool(config)
-            self.buckets[config.name] = TokenBucket(db, config.name, config.rate, config.burst)
+            self.buckets[config.name] = TokenBucket(
+                db, config.name, config.rate, config.burst, batch=token_batch(config)
+            )
         return self.pools[config.name], self.buckets[config.name]
 
     async def aclose(self) -> None:
         for pool in self.pools.values():
             await pool.aclose()
+
+
+def token_batch(config: SenderConfig) -> int:
+    """Tokens one process takes from the shared bucket per round trip: a twentieth of a
+    second's worth (at least 50, at most 500), so a fast sender costs few queries while no
+    process holds on to more than a sliver of the rate."""
+    return int(max(50, min(500, config.burst, config.rate / 20)))
 
 
 _senders: Senders | None = None
