@@ -54,6 +54,8 @@ class Script:
     data: dict[bytes, bytes] = field(default_factory=dict)
     end: dict[bytes, bytes] = field(default_factory=dict)
     ehlo: bytes | None = None
+    #: Advertise CHUNKING (BDAT); off, the client pipelines MAIL/RCPT/DATA.
+    chunking: bool = False
     tls: ssl.SSLContext | None = None
     login: tuple[bytes, bytes] | None = None
     #: Every chunk the server read (after TLS: decrypted), i.e. roughly each client write.
@@ -84,7 +86,7 @@ class ScriptedSink(SinkProtocol):
     """``SinkProtocol`` plus scripted refusals, STARTTLS and AUTH PLAIN/LOGIN."""
 
     def __init__(self, mailbox: Mailbox, script: Script) -> None:
-        super().__init__(mailbox)
+        super().__init__(mailbox, chunking=script.chunking)
         self.script = script
         self.end_replies: deque[bytes | None] = deque()
         self.secure = False
@@ -139,6 +141,8 @@ class ScriptedSink(SinkProtocol):
             return reply
         reply = super()._command(line)
         if verb == b"DATA" and reply.startswith(b"354"):
+            self.end_replies.append(self.script.end.get(self.last_rcpt or b""))
+        if verb == b"BDAT" and line.upper().endswith(b" LAST") and self.recipients:
             self.end_replies.append(self.script.end.get(self.last_rcpt or b""))
         return reply
 
@@ -522,3 +526,53 @@ def server_tls(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     return context
+
+
+async def test_with_chunking_a_whole_transaction_is_one_write_and_busy_ones_share_writes(
+    tmp_path: Path,
+) -> None:
+    async with sink(tmp_path, Script(chunking=True)) as server:
+        pool = SenderPool(sender(server.port, max_connections=1))
+        sends = (pool.send(FROM, f"r{i}@x.org", message(i)) for i in range(20))
+        outcomes = await asyncio.gather(*sends)
+        await pool.aclose()
+    assert all(o.sent for o in outcomes)
+    assert [data for data, _ in server.mailbox.messages] == [message(i) for i in range(20)]
+    transactions = [c for c in server.script.chunks if b"BDAT" in c]
+    # BDAT carries the message itself: several transactions leave in one write.
+    assert sum(c.count(b"MAIL FROM:") for c in transactions) == 20
+    assert len(transactions) < 20
+    assert b"DATA\r\n" not in b"".join(server.script.chunks)
+
+
+async def test_with_chunking_refusals_still_become_the_right_outcomes(tmp_path: Path) -> None:
+    script = Script(
+        chunking=True,
+        mail={b"<blocked@example.org>": b"550 5.7.1 Sender blocked\r\n"},
+        rcpt={
+            b"<grey@x.org>": b"451 4.7.1 Greylisted\r\n",
+            b"<gone@x.org>": b"550 5.1.1 User unknown\r\n",
+        },
+        end={b"<big@x.org>": b"552 5.3.4 Message too big\r\n"},
+    )
+    async with sink(tmp_path, script) as server:
+        pool = SenderPool(sender(server.port, max_connections=1), circuit=Circuit(threshold=3))
+        results = {n: await pool.send(FROM, f"{n}@x.org", message(1)) for n in ("grey", "gone")}
+        results["big"] = await pool.send(FROM, "big@x.org", message(1))
+        results["blocked"] = await pool.send("blocked@example.org", "a@x.org", message(1))
+        results["fine"] = await pool.send(FROM, "fine@x.org", message(1))
+        await pool.aclose()
+    summary = {
+        n: (o.status, o.code, o.hard_bounce, o.sender_unavailable) for n, o in results.items()
+    }
+    assert summary == {
+        "grey": (SendStatus.TEMPORARY, 451, False, False),
+        "gone": (SendStatus.PERMANENT, 550, True, False),
+        "big": (SendStatus.PERMANENT, 552, False, False),
+        "blocked": (SendStatus.TEMPORARY, None, False, True),
+        "fine": (SendStatus.SENT, 250, False, False),
+    }
+    assert results["blocked"].reply == "sender unavailable: 550 5.7.1 Sender blocked"
+    assert server.connections == 1
+    # Only "big" and "fine" reached the mailbox: refused envelopes' chunks were discarded.
+    assert len(server.mailbox.messages) == 2

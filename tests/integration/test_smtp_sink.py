@@ -63,3 +63,24 @@ def test_protocol_errors_get_smtp_replies(sink: tuple[int, Path]) -> None:
         assert smtp.docmd("NOOP")[0] == 250
         assert smtp.docmd("MAIL FROM:<a@b>")[0] == 250
         assert smtp.docmd("RSET")[0] == 250
+
+
+def test_bdat_chunks_make_one_message(sink: tuple[int, Path]) -> None:
+    port, mail = sink
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        code, features = smtp.ehlo()
+        assert b"CHUNKING" in features
+        assert smtp.docmd("MAIL FROM:<a@b>")[0] == 250
+        assert smtp.docmd("RCPT TO:<c@d>")[0] == 250
+        first = b"Message-ID: <bdat@x>\r\n\r\n.no stuffing"
+        smtp.send(b"BDAT %d\r\n" % len(first) + first)
+        assert smtp.getreply()[0] == 250
+        last = b"\r\nend\r\n"
+        smtp.send(b"BDAT %d LAST\r\n" % len(last) + last)
+        assert smtp.getreply() == (250, b"2.0.0 queued")
+        # A chunk with no recipients is read whole, then refused.
+        smtp.send(b"BDAT 5 LAST\r\nNOOP\r")
+        assert smtp.getreply()[0] == 503
+        assert smtp.docmd("NOOP")[0] == 250
+    assert count_received(mail)["<bdat@x>"] == 1
+    assert b"\r\n.no stuffing\r\nend\r\n" in (mail / "sink.mbox").read_bytes()

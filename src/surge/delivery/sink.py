@@ -31,6 +31,7 @@ _EHLO = b"".join(
         b"250-surge-sink\r\n",
         b"250-PIPELINING\r\n",
         b"250-8BITMIME\r\n",
+        b"250-CHUNKING\r\n",
         b"250-SIZE %d\r\n" % MAX_MESSAGE,
         b"250 ENHANCEDSTATUSCODES\r\n",
     ]
@@ -78,13 +79,19 @@ class Mailbox:
 class SinkProtocol(asyncio.Protocol):
     """One SMTP session. Replies to pipelined commands go out in one write."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, chunking: bool = True) -> None:
         self.mailbox = mailbox
+        self.ehlo = _EHLO if chunking else _EHLO.replace(b"250-CHUNKING\r\n", b"")
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.in_data = False
         self.sender: bytes | None = None
         self.recipients = 0
+        #: RFC 3030 BDAT: bytes of the current chunk still to read, whether it is the last,
+        #: and the message so far.
+        self.chunk_left = -1
+        self.chunk_last = False
+        self.message = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -96,6 +103,17 @@ class SinkProtocol(asyncio.Protocol):
         replies: list[bytes] = []
         stored = False
         while self.transport is not None:
+            if self.chunk_left >= 0:
+                take = min(self.chunk_left, len(self.buffer))
+                self.message += self.buffer[:take]
+                del self.buffer[:take]
+                self.chunk_left -= take
+                if self.chunk_left > 0:
+                    break
+                reply = self._chunk_done()
+                stored = stored or reply.startswith(b"250 2.0.0 queued")
+                replies.append(reply)
+                continue
             if self.in_data:
                 if self.buffer.startswith(b".\r\n"):  # an empty message
                     self.buffer[:0] = b"\r\n"
@@ -123,7 +141,9 @@ class SinkProtocol(asyncio.Protocol):
                 break
             line = bytes(self.buffer[:end])
             del self.buffer[: end + 2]
-            replies.append(self._command(line))
+            reply = self._command(line)
+            if reply:  # BDAT answers once its chunk has arrived
+                replies.append(reply)
         if stored:
             self.mailbox.flush()  # written through before the 250 goes out
         if replies and self.transport is not None:
@@ -136,12 +156,37 @@ class SinkProtocol(asyncio.Protocol):
         self.in_data = False
         self.sender = None
         self.recipients = 0
+        self.chunk_left = -1
+        self.message = bytearray()
+
+    def _bdat(self, line: bytes) -> bytes:
+        parts = line.split()
+        if len(parts) not in (2, 3) or not parts[1].isdigit() or parts[2:] not in ([], [b"LAST"]):
+            return b"501 5.5.4 syntax: BDAT <size> [LAST]\r\n"
+        # The chunk is read even when it is refused (RFC 3030 2): the reply follows it.
+        self.chunk_left = int(parts[1])
+        self.chunk_last = len(parts) == 3
+        return b""
+
+    def _chunk_done(self) -> bytes:
+        self.chunk_left = -1
+        if len(self.message) > MAX_MESSAGE:
+            self._reset()
+            return b"552 5.3.4 message too big\r\n"
+        if not self.recipients:
+            self._reset()
+            return b"503 5.5.1 no valid recipients\r\n"
+        if not self.chunk_last:
+            return b"250 2.0.0 chunk accepted\r\n"
+        self.mailbox.store(bytes(self.message), self.recipients)
+        self._reset()
+        return b"250 2.0.0 queued\r\n"
 
     def _command(self, line: bytes) -> bytes:
         verb = line[:4].upper()
         if verb == b"EHLO":
             self._reset()
-            return _EHLO
+            return self.ehlo
         if verb == b"HELO":
             self._reset()
             return b"250 surge-sink\r\n"
@@ -157,6 +202,8 @@ class SinkProtocol(asyncio.Protocol):
                 return b"501 5.5.4 syntax: RCPT TO:<address>\r\n"
             self.recipients += 1
             return b"250 2.1.5 OK\r\n"
+        if verb == b"BDAT":
+            return self._bdat(line)
         if verb == b"DATA":
             if not self.recipients:
                 return b"503 5.5.1 RCPT first\r\n"

@@ -173,10 +173,16 @@ class SenderPool:
         except BaseException:
             _discard(conn)
             raise
-        self.circuit.record_success()
         if checkin:
             self._checkin(conn)
         code, text = result.reply.code, result.reply.message
+        if result.stage is Stage.MAIL:
+            # With BDAT the envelope's refusal arrives here: MAIL refused is the sender's
+            # problem, as in _start.
+            self.circuit.record_failure(started)
+            reason = f"{UNAVAILABLE}: {code} {text}"
+            return unavailable(reason, self.circuit.retry_after() or None)
+        self.circuit.record_success()
         # After the reply to the end of data the server has closed the transaction either
         # way (RFC 5321 4.1.1.4): no RSET, which could not follow a pipelined envelope anyway.
         return (
