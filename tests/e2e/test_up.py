@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +20,12 @@ from tests.conftest import SURGE
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "surge-data"
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: pytest keeps its root 0700, and a later pytest run
+    # resets it so, which would lock the embedded server's own user out of its data.
+    base = Path(tempfile.mkdtemp(prefix="surge-up-test-"))
+    yield base / "surge-data"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_up_serves_everything_and_ctrl_c_leaves_no_process(data_dir: Path) -> None:
