@@ -72,6 +72,8 @@ class Settings:
     ingest_burst: float = 40_000
     #: Days of events kept in the day-partitioned events table.
     events_retention_days: int = 30
+    #: Donation requests one API process serves at once; more get 503 with Retry-After.
+    donations_max_in_flight: int = 32
     #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
     payment_gateway: str = "sandbox"
     #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).

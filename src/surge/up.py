@@ -74,7 +74,12 @@ def _supervise(settings: Settings, database_url: str) -> None:
     children = [
         _spawn("smtp-sink", ["smtp-sink"], env),
         _spawn("api", ["api"], env),
-        _spawn("worker-critical-default", ["worker", "--queues", "critical,default"], env),
+        # Charges and webhooks mostly wait on other servers: many at once.
+        _spawn(
+            "worker-critical-default",
+            ["worker", "--queues", "critical,default", "--concurrency", "200"],
+            env,
+        ),
         _spawn("worker-bulk", ["worker", "--queues", "bulk"], env),
     ]
     stopping = False

@@ -47,6 +47,9 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
         SURGE_PAYMENT_GATEWAY="sandbox",
         SURGE_DONATIONS_CHARGE_ATTEMPTS="3",
         SURGE_DONATIONS_CHARGE_BACKOFF="0.1",
+        # 100 concurrent requests with one key must all be admitted (test_donations_overload
+        # covers the limit itself).
+        SURGE_DONATIONS_MAX_IN_FLIGHT="128",
     )
 
 

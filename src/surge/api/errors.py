@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from surge import errors
+from surge.api.admission import Overloaded
 from surge.api.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class UnsupportedMediaType(errors.SurgeError):
 
 STATUS[PayloadTooLarge] = 413
 STATUS[UnsupportedMediaType] = 415
+STATUS[Overloaded] = 503
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
@@ -42,6 +44,8 @@ async def surge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SurgeError)
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
     return json_response(error_body(exc.code, exc.message, exc.field), status, headers)
 
 

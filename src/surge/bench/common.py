@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -89,3 +91,63 @@ async def scalar(conn: AsyncConnection[Any], query: str, params: Any = None) -> 
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+# A load generator as light as the servers it measures: httpx spent more CPU per request
+# than the API it was timing.
+_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: send a request, await its status code."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        match = _LENGTH.search(self.buffer, 0, end + 2)
+        total = end + 4 + (int(match[1]) if match else 0)
+        if len(self.buffer) < total:
+            return
+        status = int(self.buffer[9:12])
+        del self.buffer[:total]
+        waiter, self.waiter = self.waiter, None
+        waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("server closed the connection"))
+
+    async def request(self, data: bytes) -> int:
+        if self.transport is None or self.transport.is_closing():
+            # Servers close idle keep-alive connections (uvicorn after 5 s).
+            raise ConnectionError("connection closed while idle")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.waiter
+
+
+async def open_connections(port: int, count: int) -> list[HttpConnection]:
+    loop = asyncio.get_running_loop()
+    conns: list[HttpConnection] = []
+    for _ in range(count):
+        _, proto = await loop.create_connection(HttpConnection, "127.0.0.1", port)
+        conns.append(proto)
+    return conns
+
+
+def close_connections(conns: list[HttpConnection]) -> None:
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()

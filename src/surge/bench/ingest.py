@@ -21,19 +21,28 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import click
 import httpx
 import psutil
 
-from surge.bench.common import PeakRss, check_alive, fresh_database, scalar, stop_all, surge_process
+from surge.bench.common import (
+    HttpConnection,
+    PeakRss,
+    check_alive,
+    close_connections,
+    fresh_database,
+    open_connections,
+    scalar,
+    stop_all,
+    surge_process,
+)
 from surge.config import get_settings
 from surge.db.embedded import free_port
 from surge.db.pool import connect
@@ -41,59 +50,6 @@ from surge.db.runtime import database
 from surge.orgs.service import create_organization
 
 BENCH_DATABASE = "surge_bench_ingest"
-_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: send a request, await its status code."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future[int] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
-            return
-        match = _LENGTH.search(self.buffer, 0, end + 2)
-        total = end + 4 + (int(match[1]) if match else 0)
-        if len(self.buffer) < total:
-            return
-        status = int(self.buffer[9:12])
-        del self.buffer[:total]
-        waiter, self.waiter = self.waiter, None
-        waiter.set_result(status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("server closed the connection"))
-
-    async def request(self, data: bytes) -> int:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return await self.waiter
-
-
-async def _open(port: int, count: int) -> list[_Connection]:
-    loop = asyncio.get_running_loop()
-    conns = []
-    for _ in range(count):
-        _, proto = await loop.create_connection(_Connection, "127.0.0.1", port)
-        conns.append(proto)
-    return conns
-
-
-def _close(conns: list[_Connection]) -> None:
-    for conn in conns:
-        if conn.transport is not None:
-            conn.transport.close()
 
 
 def http_request(path: str, key: str, body: bytes) -> bytes:
@@ -125,12 +81,12 @@ class Phase:
 
 async def closed_loop(port: int, data: bytes, connections: int, seconds: float) -> Phase:
     """Every connection sends its next request as soon as the previous one is answered."""
-    conns = await _open(port, connections)
+    conns = await open_connections(port, connections)
     phase = Phase()
     stop = time.perf_counter() + seconds
     start = time.perf_counter()
 
-    async def drive(conn: _Connection) -> None:
+    async def drive(conn: HttpConnection) -> None:
         while True:
             t0 = time.perf_counter()
             if t0 >= stop:
@@ -142,7 +98,7 @@ async def closed_loop(port: int, data: bytes, connections: int, seconds: float) 
     try:
         await asyncio.gather(*(drive(c) for c in conns))
     finally:
-        _close(conns)
+        close_connections(conns)
     phase.seconds = time.perf_counter() - start
     phase.requests = len(phase.latencies)
     return phase
@@ -150,13 +106,13 @@ async def closed_loop(port: int, data: bytes, connections: int, seconds: float) 
 
 async def open_loop(port: int, data: bytes, connections: int, rate: float, seconds: float) -> Phase:
     """Requests planned at ``rate`` per second; latency runs from each one's planned time."""
-    conns = await _open(port, connections)
+    conns = await open_connections(port, connections)
     phase = Phase()
     total = int(rate * seconds)
     start = time.perf_counter()
     next_index = 0
 
-    async def drive(conn: _Connection) -> None:
+    async def drive(conn: HttpConnection) -> None:
         nonlocal next_index
         while next_index < total:
             planned = start + next_index / rate
@@ -171,7 +127,7 @@ async def open_loop(port: int, data: bytes, connections: int, rate: float, secon
     try:
         await asyncio.gather(*(drive(c) for c in conns))
     finally:
-        _close(conns)
+        close_connections(conns)
     phase.seconds = time.perf_counter() - start
     phase.requests = len(phase.latencies)
     return phase

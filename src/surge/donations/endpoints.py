@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
 from surge.api.decode import read_json
 from surge.api.openapi import operation
@@ -31,11 +33,18 @@ def _id(request: Request, name: str) -> int:
     return value
 
 
+async def startup(app: Starlette) -> None:
+    app.state.donation_admission = Admission(app.state.settings.donations_max_in_flight)
+
+
 async def create_donation(request: Request) -> Response:
     who = await principal(request, publishable_ok=True)
     key = service.check_idempotency_key(request.headers.get(service.IDEMPOTENCY_HEADER))
     body = await read_json(request, DonationIn)
-    async with request.app.state.pool.connection() as conn:
+    async with (
+        request.app.state.donation_admission,
+        request.app.state.pool.connection() as conn,
+    ):
         donation, replayed = await service.create_donation(
             conn, who.organization_id, _id(request, "campaign_id"), key, body
         )
