@@ -42,18 +42,14 @@ class FastRoutes:
         await self.app(scope, receive, send)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: dict[str, object]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await scope["route"].app(scope, receive, tracked)
+            await scope["route"].app(scope, receive, send)
         except Exception as exc:
-            if started:
-                raise  # too late for an error response; uvicorn closes the connection
             handler = surge_error if isinstance(exc, SurgeError) else unexpected_error
             response: Response = await handler(Request(scope), exc)
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, send)
+            except RuntimeError:
+                # The endpoint had already started its response: too late for an error
+                # response; uvicorn closes the connection.
+                raise exc from None
