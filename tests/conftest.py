@@ -159,18 +159,24 @@ def start_api(env: dict[str, str], port: int) -> Process:
 
 
 @pytest.fixture(scope="module")
-def api(database_url: str) -> Iterator[str]:
+def env(database_url: str) -> dict[str, str]:
+    """The environment of the Surge processes a module starts; override it to set more."""
+    return surge_env(database_url)
+
+
+@pytest.fixture(scope="module")
+def api(env: dict[str, str]) -> Iterator[str]:
     """Base URL of a real ``surge api`` process serving this module's database."""
     port = free_port()
-    server = start_api(surge_env(database_url), port)
+    server = start_api(env, port)
     yield f"http://127.0.0.1:{port}"
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def worker(database_url: str) -> Iterator[Process]:
+def worker(env: dict[str, str]) -> Iterator[Process]:
     """A real ``surge worker`` serving every queue of this module's database."""
-    proc = Process(["worker", "--queues", "critical,default,bulk"], surge_env(database_url))
+    proc = Process(["worker", "--queues", "critical,default,bulk"], env)
     yield proc
     proc.stop()
 

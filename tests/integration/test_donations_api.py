@@ -22,7 +22,7 @@ import pytest
 
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
-from tests.conftest import Process, create_org, start_api, surge_env
+from tests.conftest import Process, create_org, surge_env
 
 FINAL = ("succeeded", "failed")
 
@@ -54,36 +54,21 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def base(env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    server = start_api(env, port)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(env: dict[str, str]) -> Iterator[Process]:
-    proc = Process(["worker", "--queues", "critical,default"], env)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, str]:
     return create_org(database_url, "Giving Day Org")
 
 
 @pytest.fixture(scope="module")
-def staff(base: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
+def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+    with httpx.Client(base_url=api, headers=headers, timeout=10) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def donor(base: str, org: dict[str, str]) -> Iterator[httpx.Client]:
+def donor(api: str, org: dict[str, str]) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {org['publishable_key']}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+    with httpx.Client(base_url=api, headers=headers, timeout=10) as client:
         yield client
 
 
@@ -178,8 +163,8 @@ def scalar(database_url: str, sql: str, *params: Any) -> Any:
     return row[0]
 
 
-def totals(base: str, campaign_id: int) -> httpx.Response:
-    return httpx.get(f"{base}/v1/campaigns/{campaign_id}/totals", timeout=5)
+def totals(api: str, campaign_id: int) -> httpx.Response:
+    return httpx.get(f"{api}/v1/campaigns/{campaign_id}/totals", timeout=5)
 
 
 # -- the happy path and the gateway's outcomes -----------------------------------------------
@@ -189,12 +174,12 @@ def test_successful_donation_is_counted_receipted_and_announced(
     subscribed: None,
     staff: httpx.Client,
     donor: httpx.Client,
-    base: str,
+    api: str,
     campaign: dict[str, Any],
     sink: tuple[int, Path],
     database_url: str,
 ) -> None:
-    before = totals(base, campaign["id"]).json()
+    before = totals(api, campaign["id"]).json()
     response = donate(donor, campaign["id"], donation(metadata={"source": "form"}))
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -214,7 +199,7 @@ def test_successful_donation_is_counted_receipted_and_announced(
     assert text is not None and "25.00 USD" in text.get_content()
 
     time.sleep(1.1)  # past the totals cache
-    after = totals(base, campaign["id"]).json()
+    after = totals(api, campaign["id"]).json()
     assert after["raised"] - (before["raised"] or 0) == 2500
     assert after["donations"] - before["donations"] == 1
     [event] = events_for(database_url, "donation.succeeded", accepted["id"])
@@ -328,7 +313,7 @@ def test_same_key_with_a_different_body_is_a_conflict(
 
 def test_hundred_concurrent_requests_with_one_key_make_one_donation_and_one_charge(
     staff: httpx.Client,
-    base: str,
+    api: str,
     org: dict[str, str],
     campaign: dict[str, Any],
     database_url: str,
@@ -338,7 +323,7 @@ def test_hundred_concurrent_requests_with_one_key_make_one_donation_and_one_char
     async def storm() -> list[httpx.Response]:
         headers = {"Authorization": f"Bearer {org['publishable_key']}", "Idempotency-Key": key}
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=api, headers=headers, limits=limits) as client:
             url = f"/v1/campaigns/{campaign['id']}/donations"
             return await asyncio.gather(
                 *(client.post(url, json=donation(), timeout=30) for _ in range(100))
@@ -437,24 +422,24 @@ def test_idempotency_key_is_required_and_bounded(
 
 
 def test_campaign_without_currency_takes_any_active_currency(
-    staff: httpx.Client, donor: httpx.Client, base: str
+    staff: httpx.Client, donor: httpx.Client, api: str
 ) -> None:
     campaign_id = new_campaign(staff)
     accepted = donate(donor, campaign_id, donation(currency="jpy", amount=500)).json()
     assert accepted["currency"] == "JPY"
     assert wait_final(staff, accepted["id"])["status"] == "succeeded"
     time.sleep(1.1)
-    found = totals(base, campaign_id).json()
+    found = totals(api, campaign_id).json()
     assert (found["currency"], found["raised"], found["goal"]) == ("JPY", 500, None)
     assert found["percent_of_goal"] is None
 
 
 def test_another_organisations_campaign_is_not_found(
-    donor: httpx.Client, staff: httpx.Client, database_url: str, base: str
+    donor: httpx.Client, staff: httpx.Client, database_url: str, api: str
 ) -> None:
     other = create_org(database_url, "Other Org")
     with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {other['secret_key']}"}
+        base_url=api, headers={"Authorization": f"Bearer {other['secret_key']}"}
     ) as them:
         theirs = them.post("/v1/campaigns", json={"name": "Theirs"}).json()["id"]
         assert donate(donor, theirs, donation()).status_code == 404
@@ -465,19 +450,19 @@ def test_another_organisations_campaign_is_not_found(
 
 
 def test_staff_read_needs_a_secret_key(
-    donor: httpx.Client, base: str, campaign: dict[str, Any]
+    donor: httpx.Client, api: str, campaign: dict[str, Any]
 ) -> None:
     accepted = donate(donor, campaign["id"], donation()).json()
     assert donor.get(f"/v1/donations/{accepted['id']}").status_code == 403
-    assert httpx.get(f"{base}/v1/donations/{accepted['id']}").status_code == 401
-    assert httpx.post(f"{base}/v1/campaigns/{campaign['id']}/donations").status_code == 401
+    assert httpx.get(f"{api}/v1/donations/{accepted['id']}").status_code == 401
+    assert httpx.post(f"{api}/v1/campaigns/{campaign['id']}/donations").status_code == 401
 
 
 def test_browsers_may_call_the_donation_endpoint_cross_origin(
-    base: str, campaign: dict[str, Any]
+    api: str, campaign: dict[str, Any]
 ) -> None:
     response = httpx.options(
-        f"{base}/v1/campaigns/{campaign['id']}/donations",
+        f"{api}/v1/campaigns/{campaign['id']}/donations",
         headers={"Origin": "https://charity.example", "Access-Control-Request-Method": "POST"},
     )
     assert response.status_code == 204
@@ -488,9 +473,9 @@ def test_browsers_may_call_the_donation_endpoint_cross_origin(
 
 
 def test_totals_are_public_and_shaped_for_a_giving_day_page(
-    base: str, campaign: dict[str, Any]
+    api: str, campaign: dict[str, Any]
 ) -> None:
-    response = totals(base, campaign["id"])
+    response = totals(api, campaign["id"])
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
     body = response.json()
@@ -503,26 +488,26 @@ def test_totals_are_public_and_shaped_for_a_giving_day_page(
     )
 
 
-def test_totals_of_an_unknown_campaign_are_404(base: str) -> None:
-    assert totals(base, 987654321).status_code == 404
-    assert totals(base, 987654321).status_code == 404  # cached: still 404
-    assert totals(base, 2**70).status_code == 404
+def test_totals_of_an_unknown_campaign_are_404(api: str) -> None:
+    assert totals(api, 987654321).status_code == 404
+    assert totals(api, 987654321).status_code == 404  # cached: still 404
+    assert totals(api, 2**70).status_code == 404
 
 
 def test_totals_are_cached_but_never_more_than_two_seconds_stale(
-    staff: httpx.Client, donor: httpx.Client, base: str
+    staff: httpx.Client, donor: httpx.Client, api: str
 ) -> None:
     campaign_id = new_campaign(staff, currency="EUR", goal=10_000)
     # Polls are served from memory: one snapshot (as_of) per second, not one per poll.
     started = time.monotonic()
-    snapshots = {totals(base, campaign_id).json()["as_of"] for _ in range(50)}
+    snapshots = {totals(api, campaign_id).json()["as_of"] for _ in range(50)}
     assert len(snapshots) <= (time.monotonic() - started) + 2
 
     accepted = donate(donor, campaign_id, donation(currency="EUR", amount=2500)).json()
     wait_final(staff, accepted["id"])
     committed = time.monotonic()
-    while totals(base, campaign_id).json()["raised"] != 2500:
+    while totals(api, campaign_id).json()["raised"] != 2500:
         assert time.monotonic() - committed < 2.0, "totals more than 2 s stale"
         time.sleep(0.05)
-    found = totals(base, campaign_id).json()
+    found = totals(api, campaign_id).json()
     assert (found["donations"], found["percent_of_goal"]) == (1, 25.0)

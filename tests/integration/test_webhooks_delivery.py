@@ -21,7 +21,7 @@ from standardwebhooks import Webhook
 from surge.db.embedded import free_port
 from surge.webhooks.service import emit
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import Received, Receiver, start_api, webhook_receiver
+from tests.helpers import Received, Receiver, webhook_receiver
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +40,6 @@ def env(database_url: str) -> dict[str, str]:
     )
 
 
-@pytest.fixture(scope="module")
-def base(env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    server = start_api(env, port)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(env: dict[str, str]) -> Iterator[Process]:
-    proc = Process(["worker", "--queues", "critical,default,bulk"], env)
-    yield proc
-    proc.stop()
-
-
 @dataclass
 class Org:
     id: int
@@ -62,10 +47,10 @@ class Org:
 
 
 @pytest.fixture
-def org(base: str, database_url: str, worker: Process) -> Iterator[Org]:
+def org(api: str, database_url: str, worker: Process) -> Iterator[Org]:
     created = create_org(database_url, "Webhook Org")
     headers = {"Authorization": f"Bearer {created['secret_key']}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+    with httpx.Client(base_url=api, headers=headers, timeout=10) as client:
         yield Org(int(created["id"]), client)
 
 
