@@ -112,3 +112,25 @@ def test_unknown_fields_are_400(api: str, org: dict[str, str]) -> None:
     )
     assert response.status_code == 400
     assert "surprise" in response.json()["error"]["message"]
+
+
+def test_openapi_document_describes_every_domain(api: str) -> None:
+    response = httpx.get(api + "/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["openapi"].startswith("3.")
+    for path in (
+        "/v1/contacts",
+        "/v1/imports",
+        "/v1/campaigns/{campaign_id}/messages",
+        "/v1/messages/{message_id}/pause",
+        "/v1/events",
+        "/v1/track",
+        "/v1/campaigns/{campaign_id}/donations",
+        "/v1/campaigns/{campaign_id}/totals",
+        "/v1/webhook-endpoints",
+    ):
+        assert path in doc["paths"], path
+    donate = doc["paths"]["/v1/campaigns/{campaign_id}/donations"]["post"]
+    assert donate["security"] == [{"publishable": []}]
+    assert "$ref" in donate["requestBody"]["content"]["application/json"]["schema"]

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, TypeVar
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import Meta, Raw, Struct, field
 
 from surge.errors import Invalid
 
@@ -28,6 +28,11 @@ Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 MAX_EVENTS_PER_REQUEST = 1000
 
 
+def _empty_object() -> Raw:
+    # A factory, not a Raw default: the OpenAPI generator cannot write a Raw value down.
+    return Raw(b"{}")
+
+
 class EventIn(Struct, forbid_unknown_fields=True):
     """One event of ``POST /v1/events``."""
 
@@ -37,7 +42,7 @@ class EventIn(Struct, forbid_unknown_fields=True):
     contact_id: Id | None = None
     campaign_id: Id | None = None
     #: Any JSON object, stored as sent (at most 32 KiB).
-    properties: Raw = Raw(b"{}")
+    properties: Raw = field(default_factory=_empty_object)
 
 
 class EventsIn(Struct, forbid_unknown_fields=True):
@@ -49,7 +54,7 @@ class EventsIn(Struct, forbid_unknown_fields=True):
     contact_email: Email | None = None
     contact_id: Id | None = None
     campaign_id: Id | None = None
-    properties: Raw = Raw(b"{}")
+    properties: Raw = field(default_factory=_empty_object)
 
 
 class Accepted(Struct):
