@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -75,3 +76,28 @@ def test_up_serves_everything_and_ctrl_c_leaves_no_process(data_dir: Path) -> No
     assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
     assert not (data_dir / "pg" / "postmaster.pid").exists()
     assert "<1@x>" in (data_dir / "mail" / "message-ids.log").read_text()
+
+
+def test_api_alone_on_the_embedded_database_stops_it_on_sigterm(data_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
+    env.update(SURGE_DATA_DIR=str(data_dir), SURGE_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([SURGE, "api", "--port", str(port)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert not (data_dir / "pg" / "postmaster.pid").exists(), "the server outlived surge api"
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone, or a zombie awaiting its reaper
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 import uvicorn
 
 from surge.config import get_settings
 from surge.db.runtime import database
 from surge.observability.logging import configure_logging
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @click.command("api")
@@ -19,6 +25,9 @@ def api_command(host: str | None, port: int | None) -> None:
 
     settings = get_settings()
     configure_logging(settings, process="api")
+    # uvicorn re-raises SIGTERM once it has shut down; by default that would end the process
+    # on the spot, before the embedded database this command started is stopped.
+    signal.signal(signal.SIGTERM, _exit)
     with database(settings) as url:
         app = create_app(settings, url)
         uvicorn.run(
