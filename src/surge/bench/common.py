@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -85,6 +86,15 @@ class PeakRss:
 
     def cpu_seconds(self) -> dict[str, float]:
         return {name: round(v, 2) for name, v in self.cpu.items()}
+
+
+def report(result: dict[str, Any], as_json: bool) -> None:
+    """Print a scenario's figures: one JSON object, or one ``key: value`` line each."""
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
 
 
 async def scalar(conn: AsyncConnection[Any], query: str, params: Any = None) -> Any:

@@ -12,7 +12,6 @@ messages are measured, not assumed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -24,7 +23,15 @@ from typing import Any
 
 import click
 
-from surge.bench.common import PeakRss, check_alive, fresh_database, scalar, stop_all, surge_process
+from surge.bench.common import (
+    PeakRss,
+    check_alive,
+    fresh_database,
+    report,
+    scalar,
+    stop_all,
+    surge_process,
+)
 from surge.campaigns import service as campaigns
 from surge.campaigns.schemas import CampaignIn, MessageIn
 from surge.config import get_settings
@@ -92,11 +99,7 @@ def dispatch_command(
         result = asyncio.run(
             _bench(url, recipients, baseline_recipients, workers, smtp_url, timeout)
         )
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        for key, value in result.items():
-            click.echo(f"{key}: {value}")
+    report(result, as_json)
 
 
 async def _bench(

@@ -12,7 +12,6 @@ the totals ever were, and the checks that matter: errors, lost donations, double
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ from surge.bench.common import (
     close_connections,
     fresh_database,
     open_connections,
+    report,
     scalar,
     stop_all,
     surge_process,
@@ -92,11 +92,7 @@ def giving_day_command(
     """Ramp donations up while a blast runs on bulk; check receipts, totals and money."""
     with database(get_settings()) as url:
         result = asyncio.run(_bench(url, recipients, step_seconds, start_rate, max_rate))
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        for key, value in result.items():
-            click.echo(f"{key}: {value}")
+    report(result, as_json)
 
 
 async def _bench(

@@ -10,7 +10,6 @@ function run in this process on a pool (no worker subprocess, so no polling dela
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
 import tempfile
 import time
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import psycopg
 
+from surge.bench.common import report
 from surge.config import get_settings
 from surge.contacts import imports, service
 from surge.db.migrate import migrate
@@ -223,8 +223,4 @@ def import_command(rows: int, bad_every: int, into_list: bool, keep: bool, as_js
     """Import a generated CSV of --rows rows; compare with a raw COPY of the same rows."""
     with database(get_settings()) as url:
         result = asyncio.run(run(url, rows, bad_every, into_list, keep))
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    for key, value in result.items():
-        click.echo(f"{key}: {value}")
+    report(result, as_json)

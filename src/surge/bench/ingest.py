@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from surge.bench.common import (
     close_connections,
     fresh_database,
     open_connections,
+    report,
     scalar,
     stop_all,
     surge_process,
@@ -345,11 +345,7 @@ def ingest_command(
     opts = Options(seconds, connections, batch, warmup)
     with database(settings) as url:
         result = _run(url, opts)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        for key, val in result.items():
-            click.echo(f"{key}: {val}")
+    report(result, as_json)
 
 
 if __name__ == "__main__":

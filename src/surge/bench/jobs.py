@@ -10,7 +10,6 @@ worker has registered until every job is in ``job_history``.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -24,6 +23,7 @@ from surge.bench.common import (
     PeakRss,
     check_alive,
     fresh_database,
+    report,
     scalar,
     stop_all,
     surge_process,
@@ -74,11 +74,7 @@ def jobs_command(
         figures = asyncio.run(_run(url, count, workers, concurrency, timeout))
     params = {"jobs": count, "workers": workers, "concurrency": concurrency, "cpus": os.cpu_count()}
     result = _result(params, count, figures, time.monotonic() - started)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        for key, val in result.items():
-            click.echo(f"{key}: {val}")
+    report(result, as_json)
 
 
 def _result(params: dict[str, Any], count: int, f: Figures, seconds: float) -> dict[str, Any]:
