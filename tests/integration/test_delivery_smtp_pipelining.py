@@ -509,25 +509,6 @@ async def test_non_ascii_recipient_is_refused_without_touching_the_network() -> 
     assert pool.connections_opened == 0 and pool.sender_available()
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
 async def test_with_chunking_a_whole_transaction_is_one_write_and_busy_ones_share_writes(
     tmp_path: Path,
 ) -> None:
