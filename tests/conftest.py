@@ -165,11 +165,16 @@ def env(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api(env: dict[str, str]) -> Iterator[str]:
+def api_port() -> int:
+    """The port of the module's API (known before it starts, e.g. for SURGE_PUBLIC_URL)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def api(env: dict[str, str], api_port: int) -> Iterator[str]:
     """Base URL of a real ``surge api`` process serving this module's database."""
-    port = free_port()
-    server = start_api(env, port)
-    yield f"http://127.0.0.1:{port}"
+    server = start_api(env, api_port)
+    yield f"http://127.0.0.1:{api_port}"
     server.stop()
 
 

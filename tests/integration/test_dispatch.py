@@ -19,7 +19,7 @@ import pytest
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, make_message, start_api, wait_for, webhook_receiver
+from tests.helpers import make_audience, make_message, wait_for, webhook_receiver
 
 SECRET = "test-signing-key"
 
@@ -50,29 +50,10 @@ def env(database_url: str, sink: tuple[int, Path], api_port: int) -> dict[str, s
 
 
 @pytest.fixture(scope="module")
-def api_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def base(env: dict[str, str], api_port: int) -> Iterator[str]:
-    server = start_api(env, api_port)
-    yield f"http://127.0.0.1:{api_port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(env: dict[str, str]) -> Iterator[Process]:
-    proc = Process(["worker", "--queues", "critical,default,bulk"], env)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(base: str, database_url: str, worker: Process) -> Iterator[httpx.Client]:
+def client(api: str, database_url: str, worker: Process) -> Iterator[httpx.Client]:
     org = create_org(database_url, "Dispatch Org")
     headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=10) as c:
+    with httpx.Client(base_url=api, headers=headers, timeout=10) as c:
         yield c
 
 
@@ -132,7 +113,7 @@ def test_each_email_is_personalised_with_unsubscribe_headers(
 
 
 def test_opens_clicks_and_unsubscribes_are_counted(
-    client: httpx.Client, sink: tuple[int, Path], base: str
+    client: httpx.Client, sink: tuple[int, Path], api: str
 ) -> None:
     list_id, _ = make_audience(client, "track", 2)
     message = make_message(client, list_id)
