@@ -138,7 +138,8 @@ async def maintain_partitions(
 ) -> tuple[list[str], list[str]]:
     """Create the coming days' partitions, drop expired ones; returns (created, dropped)."""
     cur = await conn.execute(
-        "select created, dropped from events_maintain(%s, %s)", (days_ahead, keep_days)
+        "select created, dropped from maintain_day_partitions('events', 'received_at', %s, %s)",
+        (days_ahead, keep_days),
     )
     row = await cur.fetchone()
     assert row is not None

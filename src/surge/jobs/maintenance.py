@@ -37,7 +37,9 @@ returning worker_id
 
 RELEASE_LEASE = "delete from job_leader where name = %(name)s and worker_id = %(worker)s"
 
-MAINTAIN_HISTORY = "select job_history_maintain(%(ahead)s, %(keep)s)"
+MAINTAIN_HISTORY = (
+    "select maintain_day_partitions('job_history', 'finished_at', %(ahead)s, %(keep)s)"
+)
 
 
 async def take_lease(

@@ -69,47 +69,55 @@ create index job_history_id_idx on job_history (id);
 
 create table job_history_default partition of job_history default;
 
--- Creates the daily partitions of job_history from today to today + days_ahead (UTC) and
--- drops those entirely older than keep_days. Identifiers are built with format(%I), bounds
--- with %L: DDL cannot take bound parameters. A day whose rows already sit in the default
--- partition is skipped (attaching would fail); those rows simply stay in the default.
-create function job_history_maintain(days_ahead integer, keep_days integer)
-returns void language plpgsql as $$
+-- Day partitions of a table partitioned by range on a timestamptz column, for job_history
+-- here and events later: creates `<parent>_pYYYYMMDD` for today to today + days_ahead (UTC),
+-- drops those entirely older than keep_days, and trims `<parent>_default` to the same age.
+-- Identifiers go through format(%I), values through USING: DDL cannot take bound parameters.
+-- A day whose rows already sit in the default partition is skipped (creating it would fail);
+-- those rows stay in the default until they age out of it.
+create function maintain_day_partitions(
+    parent text, key text, days_ahead integer, keep_days integer
+) returns table (created text[], dropped text[]) language plpgsql as $$
 declare
     today date := (now() at time zone 'utc')::date;
     day date;
+    name text;
+    occupied boolean;
     part record;
 begin
+    created := '{}';
+    dropped := '{}';
     for i in 0..days_ahead loop
         day := today + i;
-        if to_regclass(format('job_history_p%s', to_char(day, 'YYYYMMDD'))) is null
-           and not exists (
-               select 1 from job_history_default
-               where finished_at >= (day::timestamp at time zone 'utc')
-                 and finished_at < ((day + 1)::timestamp at time zone 'utc')
-           ) then
-            execute format(
-                'create table %I partition of job_history for values from (%L) to (%L)',
-                format('job_history_p%s', to_char(day, 'YYYYMMDD')),
-                day::timestamp at time zone 'utc',
-                (day + 1)::timestamp at time zone 'utc'
-            );
-        end if;
+        name := format('%s_p%s', parent, to_char(day, 'YYYYMMDD'));
+        continue when to_regclass(name) is not null;
+        execute format('select exists (select 1 from %I where %I >= $1 and %I < $2)',
+                       parent || '_default', key, key)
+            into occupied
+            using day::timestamp at time zone 'utc', (day + 1)::timestamp at time zone 'utc';
+        continue when occupied;
+        execute format('create table %I partition of %I for values from (%L) to (%L)',
+                       name, parent,
+                       day::timestamp at time zone 'utc', (day + 1)::timestamp at time zone 'utc');
+        created := created || name;
     end loop;
     for part in
         select c.relname from pg_inherits i
         join pg_class c on c.oid = i.inhrelid
-        where i.inhparent = 'job_history'::regclass and c.relname ~ '^job_history_p\d{8}$'
+        where i.inhparent = parent::regclass and c.relname ~ ('^' || parent || '_p\d{8}$')
     loop
-        if to_date(substr(part.relname, 14), 'YYYYMMDD') < today - keep_days then
+        if to_date(right(part.relname, 8), 'YYYYMMDD') < today - keep_days then
             execute format('drop table %I', part.relname);
+            dropped := dropped || part.relname::text;
         end if;
     end loop;
-    delete from job_history_default where finished_at < now() - make_interval(days => keep_days);
+    execute format('delete from %I where %I < $1', parent || '_default', key)
+        using now() - make_interval(days => keep_days);
+    return next;
 end;
 $$;
 
-select job_history_maintain(2, 7);
+select maintain_day_partitions('job_history', 'finished_at', 2, 7);
 
 -- One row per live worker, refreshed every heartbeat interval. A row older than the
 -- heartbeat timeout means a dead worker: rescue.RESCUE hands its running jobs back (it scans
