@@ -53,7 +53,17 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-    except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"Error: cannot reach the database: {first_line}", err=True)
+    except psycopg.errors.UndefinedTable as exc:
+        click.echo(f"Error: {_first_line(exc)}; run `surge migrate` on this database", err=True)
         sys.exit(1)
+    except psycopg.OperationalError as exc:
+        click.echo(f"Error: cannot reach the database: {_first_line(exc)}", err=True)
+        sys.exit(1)
+    except psycopg.Error as exc:
+        click.echo(f"Error: the database refused: {_first_line(exc)}", err=True)
+        sys.exit(1)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

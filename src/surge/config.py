@@ -36,9 +36,9 @@ class Settings:
     max_import_bytes: int = 2 * 1024 * 1024 * 1024
     #: Secret used to sign tokens (tracking, unsubscribe). Generated into data_dir if unset.
     secret_key: str | None = None
-    #: Log level and format (json | text).
+    #: Log level and format: json, text, or auto (text on a terminal, json otherwise).
     log_level: str = "INFO"
-    log_format: str = "json"
+    log_format: str = "auto"
     #: Jobs a worker runs at once.
     worker_concurrency: int = 50
     #: Seconds between polls of an idle worker.

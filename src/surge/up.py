@@ -23,7 +23,7 @@ import click
 import httpx
 
 from surge.config import Settings, get_settings
-from surge.db.cli import migrate_url
+from surge.db.migrate import migrate_url
 from surge.db.runtime import database
 from surge.observability.logging import configure_logging
 

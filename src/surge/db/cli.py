@@ -7,18 +7,8 @@ import asyncio
 import click
 
 from surge.config import get_settings
-from surge.db.migrate import migrate
-from surge.db.pool import connect
+from surge.db.migrate import migrate_url
 from surge.db.runtime import database
-
-
-async def migrate_url(url: str) -> list[str]:
-    """Apply pending migrations to ``url``; returns the names applied."""
-    conn = await connect(url)
-    try:
-        return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
-    finally:
-        await conn.close()
 
 
 @click.command("migrate")

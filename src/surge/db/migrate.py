@@ -57,6 +57,17 @@ async def _ensure_table(conn: AsyncConnection) -> None:
     )
 
 
+async def migrate_url(url: str) -> list[str]:
+    """Apply pending migrations to the database at ``url``; returns the names applied."""
+    from surge.db.pool import connect
+
+    conn = await connect(url)
+    try:
+        return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
+    finally:
+        await conn.close()
+
+
 async def applied_versions(conn: AsyncConnection) -> set[int]:
     cur = await conn.execute("select version from schema_migrations")
     return {row[0] for row in await cur.fetchall()}

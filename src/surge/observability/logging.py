@@ -22,10 +22,17 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+def _json(log_format: str) -> bool:
+    """Whether to log JSON: asked for, or ``auto`` with stderr not a terminal (a collector)."""
+    if log_format == "auto":
+        return not sys.stderr.isatty()
+    return log_format == "json"
+
+
 def configure_logging(settings: Settings, *, process: str = "surge") -> None:
     """Send every log record to stderr, as one JSON object a line (or text, for humans)."""
     handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
+    if _json(settings.log_format):
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
