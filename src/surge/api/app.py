@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from surge.api import health
+from surge.api import health, reference
 from surge.api.errors import HANDLERS
 from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
@@ -38,7 +38,7 @@ def _modules() -> list[ModuleType]:
 
 
 def all_routes() -> list[BaseRoute]:
-    routes: list[BaseRoute] = list(health.routes)
+    routes: list[BaseRoute] = [*health.routes, *reference.routes]
     for module in _modules():
         routes.extend(module.routes)
     return routes
