@@ -67,6 +67,9 @@ class Settings:
     ingest_max_delay: float = 0.002
     ingest_max_batch: int = 5000
     ingest_max_backlog: int = 50_000
+    #: Seconds an intake request waits at most for its commit; then 503 with Retry-After
+    #: (the database is down or too slow). Also bounds each group-commit flush.
+    ingest_write_timeout: float = 5.0
     #: Events per second per key, per API process (0: no limit), and the burst allowed.
     ingest_rate: float = 20_000
     ingest_burst: float = 40_000

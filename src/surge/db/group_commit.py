@@ -8,15 +8,28 @@ them. The writer flushes when ``max_delay`` has passed since the first waiting r
 milliseconds at most and its answer still means "durable". When ``max_backlog`` rows are
 already waiting the writer refuses more (``Backlogged``): the API turns that into 503 with
 Retry-After instead of queueing without bound in memory.
+
+Failures stay with the requests that caused them:
+
+- A flush the database refuses for the content of a row (a data or constraint error) is
+  retried in halves, split by request, until each failing request is alone: it gets
+  ``Rejected``; every other request's rows are committed as if nothing happened.
+- A database that cannot be reached (pool timeout, lost connection) or a write that takes
+  longer than ``write_timeout`` fails the request with ``Unavailable`` within that time,
+  never after the pool's own (much longer) timeouts. The next flush simply tries again, so
+  the writer recovers by itself when the database comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -24,9 +37,89 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Flush = Callable[[Any, Sequence[T]], Awaitable[None]]
 
+#: SQLSTATE classes that blame the data, not the server: 22 data exception, 23 integrity
+#: constraint violation, 54 program limit exceeded (a value too big for its type).
+ROW_ERROR_CLASSES = frozenset({"22", "23", "54"})
+_COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
 
-class Backlogged(Exception):
+
+class Unavailable(Exception):
+    """The rows could not be written in time; try again shortly.
+
+    ``maybe_stored`` is True when the rows had already gone to the database when the write
+    failed (the connection died or the timeout struck mid-flush): they may have committed.
+    """
+
+    def __init__(self, message: str, *, maybe_stored: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
+
+
+class Backlogged(Unavailable):
     """The writer already holds ``max_backlog`` rows; try again shortly."""
+
+
+class Rejected(Exception):
+    """The database refused these rows (this write's alone) for what they contain."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    @property
+    def reason(self) -> str:
+        """The database's one-line reason, without the offending value."""
+        if isinstance(self.error, psycopg.Error) and self.error.diag.message_primary:
+            return self.error.diag.message_primary
+        return str(self.error).partition("\n")[0]
+
+    @property
+    def row(self) -> int | None:
+        """Index of the refused row among the write's rows, when a COPY's error names it."""
+        found = self._copy_context()
+        return int(found.group(1)) - 1 if found else None
+
+    @property
+    def column(self) -> str | None:
+        """The refused column, when a COPY's error names it."""
+        found = self._copy_context()
+        return found.group(2) if found else None
+
+    def _copy_context(self) -> re.Match[str] | None:
+        if not isinstance(self.error, psycopg.Error):
+            return None
+        return _COPY_CONTEXT.search(self.error.diag.context or "")
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether ``exc`` blames the rows written (retrying without them can succeed)."""
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True  # also psycopg's own refusals while encoding, e.g. NUL in text
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in ROW_ERROR_CLASSES
+    # Raised while encoding a row on our side, before the server saw it.
+    return isinstance(exc, ValueError | TypeError | OverflowError)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is about reaching the database rather than about the rows."""
+    return isinstance(exc, psycopg.OperationalError | TimeoutError | OSError)
+
+
+@dataclass(eq=False, slots=True)
+class _Write(Generic[T]):
+    """One ``write()`` call: its rows, always flushed together, and its answer."""
+
+    rows: Sequence[T]
+    done: asyncio.Future[None]
+
+    def settle(self, error: BaseException | None = None) -> None:
+        if self.done.done():  # timed out or cancelled: nobody is listening any more
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
 
 
 class GroupCommitWriter(Generic[T]):
@@ -40,6 +133,7 @@ class GroupCommitWriter(Generic[T]):
         max_backlog: int = 100_000,
         name: str = "writer",
         transaction: bool = True,
+        write_timeout: float | None = None,
     ) -> None:
         self.pool = pool
         self._flush = flush
@@ -50,61 +144,113 @@ class GroupCommitWriter(Generic[T]):
         #: False for a flush that is one statement (a COPY): it is atomic on its own, and
         #: BEGIN and COMMIT would be two more round trips per flush.
         self.transaction = transaction
-        self._rows: list[T] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        #: Seconds a write() may take in all (waiting for its flush, a connection and the
+        #: commit) before it fails with Unavailable; None waits as long as the pool does.
+        self.write_timeout = write_timeout
+        self._pending: list[_Write[T]] = []
+        self._count = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
     def backlog(self) -> int:
-        return len(self._rows)
+        return self._count
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"group-commit-{self.name}")
 
     async def write(self, rows: Sequence[T]) -> None:
-        """Return once ``rows`` are committed; raise if their batch failed or on backlog."""
+        """Return once ``rows`` are committed.
+
+        Raises ``Backlogged`` (nothing stored), ``Unavailable`` (not stored, or with
+        ``maybe_stored`` unknown), ``Rejected`` (these rows refused, nothing of them stored),
+        or the flush's own error for anything else (a bug).
+        """
         if self._closed:
             raise RuntimeError("writer is closed")
-        if len(self._rows) + len(rows) > self.max_backlog:
+        if self._count + len(rows) > self.max_backlog:
             raise Backlogged(f"{self.name} backlog is full")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._rows.extend(rows)
-        self._waiters.append(done)
+        # A failure set after the caller gave up must not be logged as "never retrieved".
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        entry = _Write(rows, done)
+        self._pending.append(entry)
+        self._count += len(rows)
         self._wakeup.set()
-        await done
+        try:
+            # Awaiting the future itself: a timeout (or the caller's cancellation) cancels
+            # it, and the writer then skips these rows if it has not sent them yet.
+            async with asyncio.timeout(self.write_timeout):
+                await done
+        except TimeoutError:
+            if entry in self._pending:
+                self._pending.remove(entry)
+                self._count -= len(rows)
+                raise Unavailable(f"{self.name}: the database did not answer in time") from None
+            raise Unavailable(
+                f"{self.name}: the database did not confirm the write in time", maybe_stored=True
+            ) from None
 
     async def _run(self) -> None:
-        while not (self._closed and not self._rows):
+        while not (self._closed and not self._pending):
             await self._wakeup.wait()
-            if len(self._rows) < self.max_batch and not self._closed:
+            if self._count < self.max_batch and not self._closed:
                 await asyncio.sleep(self.max_delay)
-            # Everything waiting goes in one batch: waiters can't be split by row, and the
-            # batch is bounded by max_backlog anyway.
-            rows, waiters = self._rows, self._waiters
-            self._rows, self._waiters = [], []
+            # Everything waiting goes in one batch: the batch is bounded by max_backlog.
+            batch = self._pending
+            self._pending, self._count = [], 0
             self._wakeup.clear()
-            if rows:
-                await self._commit(rows, waiters)
+            if batch:
+                await self._commit(batch)
 
-    async def _commit(self, rows: list[T], waiters: list[asyncio.Future[None]]) -> None:
-        try:
-            async with self.pool.connection() as conn:
-                if self.transaction:
-                    async with conn.transaction():
-                        await self._flush(conn, rows)
-                else:
-                    await self._flush(conn, rows)
-        except Exception as exc:
-            log.exception("group commit failed", extra={"writer": self.name, "rows": len(rows)})
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+    async def _commit(self, batch: list[_Write[T]]) -> None:
+        """Write ``batch`` and settle each write; a bad write fails alone."""
+        batch = [w for w in batch if not w.done.done()]
+        if not batch:
             return
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        sent = False
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                async with self.pool.connection(timeout=self.write_timeout) as conn:
+                    sent = True
+                    rows = [row for w in batch for row in w.rows]
+                    if self.transaction:
+                        async with conn.transaction():
+                            await self._flush(conn, rows)
+                    else:
+                        await self._flush(conn, rows)
+        except Exception as exc:
+            await self._failed(batch, exc, sent)
+            return
+        for w in batch:
+            w.settle()
+
+    async def _failed(self, batch: list[_Write[T]], exc: Exception, sent: bool) -> None:
+        if is_row_error(exc):
+            if len(batch) == 1:
+                log.warning(
+                    "group commit refused a write's rows",
+                    extra={"writer": self.name, "rows": len(batch[0].rows), "error": str(exc)},
+                )
+                batch[0].settle(Rejected(exc))
+                return
+            # Halves until each refused write is alone: ~2·log2(writes) flushes per bad write.
+            middle = len(batch) // 2
+            await self._commit(batch[:middle])
+            await self._commit(batch[middle:])
+            return
+        if is_connection_error(exc):
+            log.warning(
+                "group commit could not reach the database",
+                extra={"writer": self.name, "writes": len(batch), "error": repr(exc)},
+            )
+            for w in batch:
+                w.settle(Unavailable(f"{self.name}: database unavailable", maybe_stored=sent))
+            return
+        log.exception("group commit failed", extra={"writer": self.name, "writes": len(batch)})
+        for w in batch:
+            w.settle(exc)
 
     async def close(self) -> None:
         """Flush what is waiting, then stop."""

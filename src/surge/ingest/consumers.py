@@ -12,10 +12,18 @@ Every row carries its transaction's id, and a batch only reads rows of transacti
 than the oldest one still running (``pg_snapshot_xmin``), which can no longer be overtaken.
 A long-running transaction anywhere on the server therefore delays consumers (not intake)
 until it ends.
+
+A poison event (one the handler fails on, whatever the reason) must not stop the consumer
+for every organisation: when a batch's handler raises, the batch is retried in halves under
+savepoints until the failing events stand alone; those are recorded in ``event_failures``
+(logged, counted) and skipped, the others are processed once, and the position moves on.
+Errors of the connection or of concurrency (the database going away, a deadlock, a lock or
+statement timeout) are not the event's fault: they fail the batch, which is replayed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -23,11 +31,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+import prometheus_client
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from surge.ingest import service, store
 from surge.ingest.store import Conn, Event
+from surge.observability.metrics import REGISTRY
 from surge.webhooks.service import emit
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Conn, list[Event]], Awaitable[None]]
 
@@ -36,6 +50,18 @@ BATCH_SIZE = 500
 #: Seconds one job run keeps taking batches before it leaves the rest to the next run.
 RUN_BUDGET = 20.0
 WEBHOOK_EVENT_TYPE = "event.received"
+#: Not the event's fault: the batch fails and is replayed (OperationalError covers lost
+#: connections, deadlocks and serialization failures, lock and statement timeouts).
+TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+#: Longest error text kept per failed event.
+MAX_ERROR_CHARS = 2000
+
+events_set_aside = prometheus_client.Counter(
+    "surge_consumer_events_set_aside",
+    "Events a consumer could not process, recorded in event_failures and skipped.",
+    ["consumer"],
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +88,58 @@ async def consume_batch(pool: AsyncConnectionPool, consumer: Consumer, limit: in
             return 0
         mine = [event for event in batch if consumer.wants(event)]
         if mine:
-            await consumer.handle(conn, mine)
+            await _handle(conn, consumer, mine)
         await store.save_position(conn, consumer.name, (batch[-1].xid, batch[-1].id))
         return len(batch)
+
+
+async def _handle(conn: Conn, consumer: Consumer, events: list[Event]) -> None:
+    """Run the handler on ``events``; set aside the ones it fails on (see the module doc)."""
+    try:
+        # A savepoint: a failed handler's writes go, the batch's transaction stays usable.
+        async with conn.transaction():
+            await consumer.handle(conn, events)
+        return
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        failed = await _isolate(conn, consumer, events, exc)
+    for event, error in failed:
+        log.error(
+            "event set aside: the consumer failed on it",
+            extra={
+                "consumer": consumer.name,
+                "event_id": event.id,
+                "xid": event.xid,
+                "organization_id": event.organization_id,
+                "error": error,
+            },
+        )
+    events_set_aside.labels(consumer.name).inc(len(failed))
+    await store.record_failures(conn, consumer.name, failed)
+
+
+async def _isolate(
+    conn: Conn, consumer: Consumer, events: list[Event], exc: Exception
+) -> list[tuple[Event, str]]:
+    """The events of a failed handler call that fail alone; the others are handled once.
+
+    Halves are retried under savepoints, so k poison events among n cost about
+    2·k·log2(n) handler calls, and a half that succeeds keeps its writes.
+    """
+    if len(events) == 1:
+        return [(events[0], f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])]
+    middle = len(events) // 2
+    failed: list[tuple[Event, str]] = []
+    for half in (events[:middle], events[middle:]):
+        try:
+            async with conn.transaction():
+                await consumer.handle(conn, half)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as again:
+            failed += await _isolate(conn, consumer, half, again)
+    return failed
 
 
 async def run(
@@ -87,7 +162,12 @@ async def run(
 
 
 def _minute(stamp: datetime) -> datetime:
-    return stamp.astimezone(UTC).replace(second=0, microsecond=0)
+    """The UTC minute of ``stamp``; past datetime's range (year 1 at +14:00), its edge."""
+    try:
+        utc = stamp.astimezone(UTC)
+    except OverflowError:
+        utc = (datetime.min if stamp.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return utc.replace(second=0, microsecond=0)
 
 
 async def count_events(conn: Conn, events: list[Event]) -> None:
@@ -105,7 +185,8 @@ def _webhook_data(event: Event) -> dict[str, Any]:
         "contact_id": event.contact_id,
         "contact_email": event.contact_email,
         "campaign_id": event.campaign_id,
-        "properties": event.payload,
+        # The stored JSON as is: no decode and re-encode, and no number it cannot hold.
+        "properties": msgspec.Raw(event.payload),
     }
 
 

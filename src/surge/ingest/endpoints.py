@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from surge.api.auth import principal
 from surge.api.errors import PayloadTooLarge, error_body
 from surge.api.openapi import operation
-from surge.db.group_commit import Backlogged, GroupCommitWriter
+from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
 from surge.errors import Unauthorized
 from surge.ingest import service, store
 from surge.ingest.ratelimit import KeyBuckets
@@ -30,6 +30,8 @@ from surge.ingest.segment import basic_auth_user, inflate
 from surge.orgs.service import KeyCache, Principal, authenticate
 
 RETRY_AFTER_BACKLOGGED = "1"
+#: A database outage or restart lasts longer than a backlog burst.
+RETRY_AFTER_UNAVAILABLE = "5"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -46,6 +48,7 @@ async def startup(app: Starlette) -> None:
         max_backlog=settings.ingest_max_backlog,
         name="events",
         transaction=False,  # one COPY: atomic by itself
+        write_timeout=settings.ingest_write_timeout,
     )
     app.state.events.start()
     app.state.event_limits = KeyBuckets(settings.ingest_rate, settings.ingest_burst)
@@ -146,7 +149,11 @@ Refusal = tuple[int | None, Any, list[tuple[bytes, bytes]]]
 
 
 async def _store(state: Any, who: Principal, rows: list[store.Row]) -> Refusal:
-    """(None, …) once ``rows`` are committed; else the 429 or 503 to answer instead."""
+    """(None, …) once ``rows`` are committed; else the 400, 429 or 503 to answer instead.
+
+    400: the database refused this request's rows (other requests' rows were stored).
+    503: backlog full, or no commit within ``ingest_write_timeout`` (database unavailable).
+    """
     wait = state.event_limits.take(who.key_id, len(rows))
     if wait:
         body = error_body("rate_limited", "too many events for this key; slow down")
@@ -157,6 +164,13 @@ async def _store(state: Any, who: Principal, rows: list[store.Row]) -> Refusal:
         except Backlogged:
             body = error_body("overloaded", "events are arriving faster than they can be stored")
             return 503, body, _raw({"Retry-After": RETRY_AFTER_BACKLOGGED})
+        except Unavailable:
+            body = error_body("unavailable", "events cannot be stored right now; retry later")
+            return 503, body, _raw({"Retry-After": RETRY_AFTER_UNAVAILABLE})
+        except Rejected as exc:
+            where = "" if exc.row is None else f" (event {exc.row} of the request)"
+            message = f"event data rejected by the database{where}: {exc.reason}"
+            return 400, error_body("invalid", message), []
     return None, None, []
 
 

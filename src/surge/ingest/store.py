@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
@@ -30,7 +30,13 @@ async def copy_events(conn: Conn, rows: Sequence[Row]) -> None:
 
 
 class Event(NamedTuple):
-    """A committed event, as consumers see it."""
+    """A committed event, as consumers see it.
+
+    ``payload`` is the stored JSON as text (None for consumers that do not read it): any
+    event PostgreSQL accepted can be passed on, whatever numbers it holds; a handler that
+    needs the values decodes it, and an event it cannot decode is set aside, not a stuck
+    batch. ``occurred_at`` is in UTC, clamped to years 1-9999 (what ``datetime`` holds).
+    """
 
     xid: int
     id: int
@@ -54,9 +60,15 @@ where name = %s for update skip locked
 
 # Only rows of transactions older than every running one: such rows are all committed (or
 # rolled back) and nothing can still commit below them, so (xid, id) order never skips one.
+# Times are read as UTC timestamps without zone: the session's TimeZone cannot then push one
+# out of datetime's range. An accepted occurred_at can lie outside years 1-9999 in UTC (year
+# 1 at +14:00 is year 0 in UTC): it is clamped, so no event makes the batch unreadable.
 READ_BATCH = """
 select xid::text::bigint, id, organization_id, type, campaign_id, contact_id, contact_email,
-    {payload}, occurred_at, received_at
+    {payload},
+    least(greatest(occurred_at, '0001-01-01 00:00:00+00'), '9999-12-31 23:59:59.999999+00')
+        at time zone 'UTC',
+    received_at at time zone 'UTC'
 from events
 where (xid, id) > (%(xid)s::text::xid8, %(id)s)
   and xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -81,8 +93,9 @@ async def lock_position(conn: Conn, name: str) -> tuple[int, int] | None:
     return None if row is None else (int(row[0]), int(row[1]))
 
 
-# Decoding jsonb is most of a batch's cost for consumers that never look at it.
-READ_WITH_PAYLOAD = READ_BATCH.format(payload="payload")
+# Decoding jsonb is most of a batch's cost for consumers that never look at it; those that do
+# get the text, since Python cannot decode every number jsonb holds (ints past 4,300 digits).
+READ_WITH_PAYLOAD = READ_BATCH.format(payload="payload::text")
 READ_WITHOUT_PAYLOAD = READ_BATCH.format(payload="null")
 
 
@@ -92,11 +105,45 @@ async def read_batch(
     """The next committed events after ``after`` in (xid, id) order; see READ_BATCH."""
     query = READ_WITH_PAYLOAD if payload else READ_WITHOUT_PAYLOAD
     cur = await conn.execute(query, {"xid": str(after[0]), "id": after[1], "limit": limit})
-    return [Event(*row) for row in await cur.fetchall()]
+    return [
+        Event._make((*row[:8], row[8].replace(tzinfo=UTC), row[9].replace(tzinfo=UTC)))
+        for row in await cur.fetchall()
+    ]
 
 
 async def save_position(conn: Conn, name: str, at: tuple[int, int]) -> None:
     await conn.execute(SAVE_POSITION, (str(at[0]), at[1], name))
+
+
+RECORD_FAILURE = """
+insert into event_failures (consumer, xid, event_id, organization_id, error)
+values (%s, %s::text::xid8, %s, %s, %s)
+on conflict (consumer, xid, event_id) do update set error = excluded.error, failed_at = now()
+"""
+
+
+async def record_failures(conn: Conn, consumer: str, failed: Sequence[tuple[Event, str]]) -> None:
+    """Set ``failed`` events aside for ``consumer``, with why (see migration 0009)."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            RECORD_FAILURE,
+            [(consumer, str(e.xid), e.id, e.organization_id, error) for e, error in failed],
+        )
+
+
+FAILURES = """
+select consumer, event_id, xid::text::bigint, organization_id, error, failed_at
+from event_failures
+where %(consumer)s::text is null or consumer = %(consumer)s
+order by failed_at desc, event_id desc
+limit %(limit)s
+"""
+
+
+async def failures(conn: Conn, consumer: str | None, limit: int) -> list[Any]:
+    """The newest events set aside: (consumer, event_id, xid, organization_id, error, at)."""
+    cur = await conn.execute(FAILURES, {"consumer": consumer, "limit": limit})
+    return await cur.fetchall()
 
 
 ADD_COUNTS = """
