@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from surge.api.decode import decode_json
+from surge.api.decode import check_idempotency_key, decode_json
 from surge.donations import currencies, receipts, service
 from surge.donations.schemas import DonationIn
 from surge.errors import Invalid
@@ -54,12 +54,12 @@ def test_bad_email_is_invalid(email: str) -> None:
     assert raised.value.field == "email"
 
 
-@pytest.mark.parametrize("key", [None, "", "   ", "k" * 256])
-def test_idempotency_key_is_required_and_at_most_255_characters(key: str | None) -> None:
+@pytest.mark.parametrize("key", [None, "", "   ", "k" * 256, "a\x00b", "tab\tkey", "caf\u00e9"])
+def test_idempotency_key_is_required_and_1_to_255_printable_characters(key: str | None) -> None:
     with pytest.raises(Invalid) as raised:
-        service.check_idempotency_key(key)
+        check_idempotency_key(key, required=True)
     assert raised.value.field == "Idempotency-Key"
-    assert service.check_idempotency_key("k" * 255) == "k" * 255
+    assert check_idempotency_key("k" * 255, required=True) == "k" * 255
 
 
 def test_request_hash_ignores_key_order_but_not_content_or_campaign() -> None:

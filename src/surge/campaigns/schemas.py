@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from surge.fields import Amount, Id
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
@@ -15,7 +17,7 @@ Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
 class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     kind: Literal["fundraising", "marketing"] = "marketing"
-    goal: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    goal: Amount | None = None
     currency: Currency | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
@@ -35,7 +37,7 @@ class Campaign(msgspec.Struct):
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
     from_email: Email
-    list_ids: Annotated[list[int], msgspec.Meta(min_length=1, max_length=100)]
+    list_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=100)]
     html: Annotated[str, msgspec.Meta(max_length=512 * 1024)] | None = None
     text: Annotated[str, msgspec.Meta(max_length=512 * 1024)] | None = None
     from_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None

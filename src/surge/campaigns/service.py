@@ -19,6 +19,7 @@ from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.dispatch import templates
 from surge.errors import Conflict, Invalid, NotFound
+from surge.fields import check_time
 
 Conn = AsyncConnection[Any]
 
@@ -34,9 +35,13 @@ async def create_campaign(conn: Conn, org: int, body: CampaignIn) -> Campaign:
     """Create a campaign; a goal needs a currency."""
     if body.goal is not None and body.currency is None:
         raise Invalid("currency", "a campaign with a goal needs a currency")
-    if body.starts_at and body.ends_at and body.ends_at <= body.starts_at:
+    starts_at = check_time("starts_at", body.starts_at)
+    ends_at = check_time("ends_at", body.ends_at)
+    if starts_at and ends_at and ends_at <= starts_at:
         raise Invalid("ends_at", "ends_at must be after starts_at")
-    row = await store.insert_campaign(conn, org, msgspec.structs.asdict(body))
+    values = msgspec.structs.asdict(body)
+    values.update(starts_at=starts_at, ends_at=ends_at)
+    row = await store.insert_campaign(conn, org, values)
     return msgspec.convert(row, Campaign)
 
 
@@ -59,6 +64,7 @@ async def create_message(conn: Conn, org: int, campaign_id: int, body: MessageIn
     _check_email("from_email", body.from_email)
     if body.reply_to is not None:
         _check_email("reply_to", body.reply_to)
+    send_at = check_time("send_at", body.send_at)
     async with conn.transaction():
         await get_campaign(conn, org, campaign_id)
         for index, list_id in enumerate(body.list_ids):
@@ -67,10 +73,10 @@ async def create_message(conn: Conn, org: int, campaign_id: int, body: MessageIn
             except NotFound:
                 raise Invalid(f"list_ids[{index}]", f"list {list_id} not found") from None
         values = msgspec.structs.asdict(body)
-        values.update(campaign_id=campaign_id, status="scheduled")
+        values.update(campaign_id=campaign_id, status="scheduled", send_at=send_at)
         values["list_ids"] = sorted(set(body.list_ids))
         row = await store.insert_message(conn, org, values)
-        await dispatch.schedule(conn, org, row["id"], body.send_at)
+        await dispatch.schedule(conn, org, row["id"], send_at)
     return msgspec.convert(row, Message)
 
 

@@ -9,12 +9,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from surge.api.auth import organization_id
-from surge.api.decode import read_json
+from surge.api.decode import (
+    MAX_ID,
+    idempotency_key,
+    query_id,
+    query_int,
+    query_text,
+    read_json,
+)
 from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
 from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.contacts import service
 from surge.contacts.schemas import (
+    MAX_BATCH,
     Contact,
     ContactBatch,
     ContactList,
@@ -25,18 +33,9 @@ from surge.contacts.schemas import (
     Page,
     UpsertResult,
 )
-from surge.errors import Invalid, NotFound
+from surge.errors import NotFound
 
 DEFAULT_LIMIT = 100
-MAX_ID = 2**63 - 1
-
-
-def _int(value: str | None, field: str, default: int | None = None) -> int:
-    if value is None and default is not None:
-        return default
-    if value is None or not value.strip().lstrip("-").isdigit() or abs(int(value)) > MAX_ID:
-        raise Invalid(field, f"{field} must be an integer")
-    return int(value)
 
 
 def _path_id(request: Request) -> int:
@@ -58,12 +57,10 @@ async def upsert_contacts(request: Request) -> Response:
 
 async def list_contacts(request: Request) -> Response:
     org = await organization_id(request)
-    query = request.query_params
-    limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
+    after, email = query_text(request, "after"), query_text(request, "email", 320)
     async with request.app.state.pool.connection() as conn:
-        page = await service.list_contacts(
-            conn, org, after=query.get("after"), limit=limit, email=query.get("email")
-        )
+        page = await service.list_contacts(conn, org, after=after, limit=limit, email=email)
     return json_response(page)
 
 
@@ -99,12 +96,10 @@ async def add_members(request: Request) -> Response:
 
 async def list_members(request: Request) -> Response:
     org = await organization_id(request)
-    query = request.query_params
-    limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
+    after = query_text(request, "after")
     async with request.app.state.pool.connection() as conn:
-        page = await service.list_members(
-            conn, org, _path_id(request), after=query.get("after"), limit=limit
-        )
+        page = await service.list_members(conn, org, _path_id(request), after=after, limit=limit)
     return json_response(page)
 
 
@@ -116,7 +111,9 @@ async def create_import(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the file is larger than {limit} bytes")
-    list_id = request.query_params.get("list_id")
+    list_id = query_id(request, "list_id")
+    filename = query_text(request, "filename", 255)
+    key = idempotency_key(request)
     async with request.app.state.pool.connection() as conn:
         try:
             created, new = await service.create_import(
@@ -124,9 +121,9 @@ async def create_import(request: Request) -> Response:
                 org,
                 _body(request),
                 max_bytes=limit,
-                list_id=None if list_id is None else _int(list_id, "list_id"),
-                filename=request.query_params.get("filename"),
-                idempotency_key=request.headers.get("idempotency-key"),
+                list_id=list_id,
+                filename=filename,
+                idempotency_key=key,
             )
         except service.TooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None

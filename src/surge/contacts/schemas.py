@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from surge.fields import Id
+
 MAX_BATCH = 1000
 
 Status = Literal["subscribed", "unsubscribed", "bounced", "complained"]
@@ -69,7 +71,7 @@ class ContactList(msgspec.Struct):
 
 
 class MembersIn(msgspec.Struct, forbid_unknown_fields=True):
-    contact_ids: list[int] = []
+    contact_ids: list[Id] = []
     emails: list[str] = []
 
 

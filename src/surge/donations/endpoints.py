@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
-from surge.api.decode import read_json
+from surge.api.decode import idempotency_key, read_json
 from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.donations import service
@@ -39,7 +39,8 @@ async def startup(app: Starlette) -> None:
 
 async def create_donation(request: Request) -> Response:
     who = await principal(request, publishable_ok=True)
-    key = service.check_idempotency_key(request.headers.get(service.IDEMPOTENCY_HEADER))
+    key = idempotency_key(request, required=True)
+    assert key is not None  # required: absent is Invalid
     body = await read_json(request, DonationIn)
     async with (
         request.app.state.donation_admission,

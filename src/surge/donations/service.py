@@ -29,8 +29,6 @@ from surge.webhooks.service import emit
 Conn = AsyncConnection[Any]
 
 QUEUE = "critical"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_KEY_LENGTH = 255
 MAX_ID = 2**63 - 1
 
 
@@ -42,18 +40,8 @@ def charge_max_attempts() -> int:
 # -- taking a donation -----------------------------------------------------------------------
 
 
-def check_idempotency_key(value: str | None) -> str:
-    """The Idempotency-Key header's value, or Invalid naming the header."""
-    if value is None or not value.strip():
-        raise Invalid(IDEMPOTENCY_HEADER, "the Idempotency-Key header is required")
-    if len(value) > MAX_KEY_LENGTH:
-        raise Invalid(IDEMPOTENCY_HEADER, f"Idempotency-Key is longer than {MAX_KEY_LENGTH}")
-    return value
-
-
 def check_donation(body: DonationIn) -> DonationIn:
     """``body`` with its currency upper-cased, or Invalid naming the first bad field."""
-    _check_text(body)
     currency = body.currency.upper()
     if not currencies.is_active(currency):
         raise Invalid("currency", f"{body.currency!r} is not an active ISO 4217 currency code")
@@ -63,16 +51,6 @@ def check_donation(body: DonationIn) -> DonationIn:
         raise Invalid("email", f"{body.email!r} is not an email address")
     name = body.name.strip() if body.name else None
     return msgspec.structs.replace(body, currency=currency, email=email, name=name or None)
-
-
-def _check_text(body: DonationIn) -> None:
-    # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail in SQL.
-    for field in ("currency", "email", "token", "name"):
-        if "\x00" in (getattr(body, field) or ""):
-            raise Invalid(field, f"{field} must not contain NUL characters")
-    for key, value in body.metadata.items():
-        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
-            raise Invalid("metadata", "metadata must not contain NUL characters")
 
 
 def request_hash(campaign_id: int, body: DonationIn) -> bytes:

@@ -7,10 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from surge.api.auth import organization_id
-from surge.api.decode import read_json
+from surge.api.decode import query_int, query_text, read_json
 from surge.api.openapi import operation
 from surge.api.responses import json_response
-from surge.errors import Invalid
 from surge.webhooks import service
 from surge.webhooks.schemas import (
     DeliveryPage,
@@ -25,14 +24,6 @@ from surge.webhooks.schemas import (
 def _id(request: Request) -> int:
     value: int = request.path_params["endpoint_id"]
     return value
-
-
-def _limit(value: str | None) -> int:
-    if value is None:
-        return service.DEFAULT_LIMIT
-    if not value.isdigit() or len(value) > 6:
-        raise Invalid("limit", f"limit must be an integer from 1 to {service.MAX_LIMIT}")
-    return int(value)
 
 
 async def create_endpoint(request: Request) -> Response:
@@ -74,12 +65,10 @@ async def delete_endpoint(request: Request) -> Response:
 
 async def list_deliveries(request: Request) -> Response:
     org = await organization_id(request)
-    query = request.query_params
-    limit = _limit(query.get("limit"))
+    limit = query_int(request, "limit", service.DEFAULT_LIMIT, high=service.MAX_LIMIT)
+    after = query_text(request, "after")
     async with request.app.state.pool.connection() as conn:
-        page = await service.list_deliveries(
-            conn, org, _id(request), after=query.get("after"), limit=limit
-        )
+        page = await service.list_deliveries(conn, org, _id(request), after=after, limit=limit)
     return json_response(page)
 
 

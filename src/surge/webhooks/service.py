@@ -178,11 +178,32 @@ async def relay(conn: Conn, limit: int) -> tuple[int, list[int], list[int]]:
 
 # -- endpoints ----------------------------------------------------------------------------
 
+#: Every type Surge announces; an endpoint subscribes to some of them, or to ``*``.
+EVENT_TYPES = frozenset(
+    {
+        "contact.unsubscribed",
+        "donation.failed",
+        "donation.succeeded",
+        "event.received",
+        "import.completed",
+        "import.failed",
+        "message.completed",
+    }
+)
 #: Endpoints per organisation: every event of a subscribed type costs one delivery each.
 MAX_ENDPOINTS = 50
 MAX_ID = 2**63 - 1
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+
+def check_event_types(types: list[str]) -> list[str]:
+    """The distinct types, sorted; Invalid naming the first one Surge never sends."""
+    for index, name in enumerate(types):
+        if name != "*" and name not in EVENT_TYPES:
+            known = ", ".join(sorted(EVENT_TYPES))
+            raise Invalid(f"event_types[{index}]", f"unknown event type {name!r}; one of: {known}")
+    return sorted(set(types))
 
 
 def check_url(url: str) -> str:
@@ -218,7 +239,7 @@ async def create_endpoint(conn: Conn, org: int, body: EndpointIn) -> EndpointCre
         {
             "url": url,
             "description": body.description,
-            "event_types": sorted(set(body.event_types)),
+            "event_types": check_event_types(body.event_types),
             "secret": signing.new_secret(),
         },
     )
@@ -243,7 +264,7 @@ async def update_endpoint(conn: Conn, org: int, endpoint_id: int, patch: Endpoin
     values: dict[str, Any] = {
         "url": None if patch.url is msgspec.UNSET else check_url(patch.url),
         "event_types": (
-            None if patch.event_types is msgspec.UNSET else sorted(set(patch.event_types))
+            None if patch.event_types is msgspec.UNSET else check_event_types(patch.event_types)
         ),
         "set_description": patch.description is not msgspec.UNSET,
         "description": None if patch.description is msgspec.UNSET else patch.description,

@@ -1,0 +1,44 @@
+"""Value rules every API schema shares: ids and amounts that fit PostgreSQL, storable times.
+
+msgspec checks the bounds as it decodes, so an out-of-range number is a 400 naming the
+field rather than a database error later. Times cannot be bounded by msgspec, so services
+call ``check_time`` before they write.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from msgspec import Meta
+
+from surge.errors import Invalid
+
+#: Largest value of PostgreSQL's bigint.
+MAX_BIGINT = 2**63 - 1
+
+#: A row id: what a bigint identity column can hold.
+Id = Annotated[int, Meta(ge=1, le=MAX_BIGINT)]
+#: A non-negative count or amount in minor units, stored as bigint.
+Amount = Annotated[int, Meta(ge=0, le=MAX_BIGINT)]
+
+#: Times Surge accepts: from the Unix epoch to the end of year 9999, in UTC. Earlier or
+#: later values are mistakes, and at the edges a UTC offset would push them past what
+#: Python's datetime (and so every reader) can represent.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def check_time(field: str, value: datetime | None) -> datetime | None:
+    """``value`` in UTC (a naive time is taken as UTC), or Invalid naming ``field``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise Invalid(field, "must be a time from 1970-01-01 to 9999-12-31 (UTC)")
+    return utc
