@@ -19,6 +19,38 @@ from surge import __version__
 
 
 @dataclass(frozen=True, slots=True)
+class Param:
+    """A query parameter or request header an operation reads."""
+
+    name: str
+    where: str  # query | header
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "in": self.where, "required": self.required}
+        return out | {"schema": self.schema, "description": self.description}
+
+
+def limit(default: int, high: int) -> Param:
+    """``limit``: page size, as ``api.decode.query_int`` reads it."""
+    schema = {"type": "integer", "minimum": 1, "maximum": high, "default": default}
+    return Param("limit", "query", schema, "How many items at most")
+
+
+#: ``after``: the cursor of the next page, from the previous page's ``next``.
+AFTER = Param("after", "query", {"type": "string", "maxLength": 1000}, "The previous page's next")
+
+
+def idempotency_key(required: bool) -> Param:
+    """The ``Idempotency-Key`` header, as ``api.decode.check_idempotency_key`` reads it."""
+    schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+    what = "Retries with the same key return the first result"
+    return Param("Idempotency-Key", "header", schema, what, required)
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     method: str
     path: str
@@ -28,6 +60,7 @@ class Operation:
     status: int = 200
     auth: str | None = "secret"  # secret | publishable | None
     request_media: str = "application/json"
+    params: tuple[Param, ...] = ()
 
 
 OPERATIONS: list[Operation] = []
@@ -43,10 +76,13 @@ def operation(
     status: int = 200,
     auth: str | None = "secret",
     request_media: str = "application/json",
+    params: tuple[Param, ...] = (),
 ) -> None:
     """Declare one endpoint for the OpenAPI document."""
     OPERATIONS.append(
-        Operation(method.lower(), path, summary, request, response, status, auth, request_media)
+        Operation(
+            method.lower(), path, summary, request, response, status, auth, request_media, params
+        )
     )
 
 
@@ -74,6 +110,7 @@ def document() -> dict[str, Any]:
         types, ref_template="#/components/schemas/{name}"
     )
     refs = dict(zip(types, schemas, strict=True))
+    _mark_times(types, components)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         path = _PARAM.sub(r"{\1}", op.path)
@@ -98,9 +135,10 @@ def _describe(op: Operation, path: str, refs: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary,
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+            {"name": name, "in": "path", "required": True, "schema": ID}
             for name in _PARAM.findall(path)
-        ],
+        ]
+        + [param.describe() for param in op.params],
         "responses": {
             str(op.status): {"description": "OK"}
             | (
@@ -119,6 +157,57 @@ def _describe(op: Operation, path: str, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.auth is not None:
         out["security"] = [{op.auth: []}]
     return out
+
+
+#: Path ids: bigint identities (a larger number matches no route and is a 404).
+ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def _mark_times(types: list[Any], components: dict[str, Any]) -> None:
+    """Add ``format: date-time`` to every datetime field of the structs in ``components``.
+
+    msgspec writes it only for ``Meta(tz=True)`` datetimes; ours take any RFC 3339 time (a
+    missing offset means UTC) and always answer with one, which generated clients should
+    parse as date-times.
+    """
+    for info in msgspec.inspect.multi_type_info(types):
+        for struct in _structs(info, set()):
+            props = components.get(struct.cls.__name__, {}).get("properties", {})
+            for f in struct.fields:
+                if _has_datetime(f.type) and f.encode_name in props:
+                    _add_format(props[f.encode_name])
+
+
+def _structs(info: Any, seen: set[type]) -> list[Any]:
+    mi = msgspec.inspect
+    if isinstance(info, mi.StructType):
+        if info.cls in seen:
+            return []
+        seen.add(info.cls)
+        return [info, *(s for f in info.fields for s in _structs(f.type, seen))]
+    if isinstance(info, mi.UnionType):
+        return [s for t in info.types for s in _structs(t, seen)]
+    if isinstance(info, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        return _structs(info.item_type, seen)
+    if isinstance(info, mi.DictType):
+        return _structs(info.value_type, seen)
+    return []
+
+
+def _has_datetime(info: Any) -> bool:
+    mi = msgspec.inspect
+    if isinstance(info, mi.DateTimeType):
+        return True
+    if isinstance(info, mi.UnionType):
+        return any(_has_datetime(t) for t in info.types)
+    return False
+
+
+def _add_format(schema: dict[str, Any]) -> None:
+    if schema.get("type") == "string":
+        schema["format"] = "date-time"
+    for option in schema.get("anyOf", []):
+        _add_format(option)
 
 
 _cached: bytes | None = None

@@ -18,7 +18,8 @@ from surge.api.decode import (
     read_json,
 )
 from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
-from surge.api.openapi import operation
+from surge.api.openapi import AFTER, Param, limit, operation
+from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
 from surge.contacts import service
 from surge.contacts.schemas import (
@@ -150,7 +151,14 @@ operation(
     request=ContactBatch,
     response=UpsertResult,
 )
-operation("get", "/v1/contacts", "Contacts, one keyset page at a time", response=Page)
+EMAIL = Param("email", "query", {"type": "string", "maxLength": 320}, "Only this address")
+operation(
+    "get",
+    "/v1/contacts",
+    "Contacts, one keyset page at a time",
+    response=Page,
+    params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER, EMAIL),
+)
 operation("get", "/v1/contacts/{id}", "One contact", response=Contact)
 operation("post", "/v1/lists", "Create a list", request=ListIn, response=ContactList, status=201)
 operation("get", "/v1/lists/{id}", "One list", response=ContactList)
@@ -162,7 +170,11 @@ operation(
     response=MembersResult,
 )
 operation(
-    "get", "/v1/lists/{id}/members", "A list's members, one keyset page at a time", response=Page
+    "get",
+    "/v1/lists/{id}/members",
+    "A list's members, one keyset page at a time",
+    response=Page,
+    params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER),
 )
 operation(
     "post",
@@ -172,6 +184,11 @@ operation(
     response=Import,
     status=202,
     request_media="text/csv",
+    params=(
+        Param("list_id", "query", {"type": "integer", "minimum": 1}, "Add the contacts to it"),
+        Param("filename", "query", {"type": "string", "maxLength": 255}, "Shown in the import"),
+        idempotency_param(required=False),
+    ),
 )
 operation("get", "/v1/imports/{id}", "An import's progress and first errors", response=Import)
 

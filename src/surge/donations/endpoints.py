@@ -10,6 +10,7 @@ from starlette.routing import Route
 from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
 from surge.api.decode import idempotency_key, read_json
+from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.donations import service
@@ -77,6 +78,7 @@ operation(
     response=DonationAccepted,
     status=202,
     auth="publishable",
+    params=(idempotency_param(required=True),),
 )
 operation("get", "/v1/donations/{donation_id}", "Get a donation", response=Donation)
 operation(

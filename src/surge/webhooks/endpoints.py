@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import query_int, query_text, read_json
-from surge.api.openapi import operation
+from surge.api.openapi import AFTER, limit, operation
 from surge.api.responses import json_response
 from surge.webhooks import service
 from surge.webhooks.schemas import (
@@ -96,6 +96,7 @@ operation(
     ONE + "/deliveries",
     "The endpoint's delivery log, newest first (keyset pages: after, limit)",
     response=DeliveryPage,
+    params=(limit(service.DEFAULT_LIMIT, service.MAX_LIMIT), AFTER),
 )
 
 routes = [
