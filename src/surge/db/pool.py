@@ -15,20 +15,32 @@ from psycopg_pool import AsyncConnectionPool
 
 AsyncConn = AsyncConnection[TupleRow]
 
+#: Seconds the pool keeps retrying a lost connection before it gives up and starts afresh on
+#: the next request. Its retries back off by doubling, so with psycopg_pool's default (5 min)
+#: a database back after a 1-minute outage could wait another minute for the next attempt;
+#: starting over every 10 s keeps that wait to a few seconds.
+RECONNECT_TIMEOUT = 10.0
+
 
 def connect_kwargs() -> dict[str, Any]:
     return {"autocommit": True, "prepare_threshold": None}
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """Open a pool to ``url`` and wait until its first connection works."""
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, getconn_timeout: float = 30
+) -> AsyncConnectionPool:
+    """Open a pool to ``url`` and wait until its first connection works.
+
+    ``getconn_timeout``: seconds a request for a connection waits (then PoolTimeout).
+    """
     pool: AsyncConnectionPool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         kwargs=connect_kwargs(),
         open=False,
-        timeout=30,
+        timeout=getconn_timeout,
+        reconnect_timeout=RECONNECT_TIMEOUT,
     )
     await pool.open(wait=True, timeout=30)
     return pool
