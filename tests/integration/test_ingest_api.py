@@ -143,8 +143,131 @@ def test_segment_track_and_identify_with_basic_auth(
 def test_segment_batch_names_the_bad_message(api: str, org: dict[str, str]) -> None:
     batch = {"batch": [{"type": "track", "event": "ok"}, {"type": "track", "userId": "x"}]}
     res = httpx.post(api + "/v1/batch", json=batch, headers=_basic(org["publishable_key"]))
+    assert res.status_code == 200, res.text
+    [bad] = res.json()["rejected"]
+    assert (bad["index"], bad["code"], bad["field"]) == (1, "invalid", "batch[1].event")
+
+
+def test_one_invalid_message_does_not_lose_the_rest_of_its_batch(
+    api: str, org: dict[str, str], database_url: str
+) -> None:
+    good = [
+        {"type": "track", "event": "batch.survivor", "properties": {"i": i}} for i in range(990)
+    ]
+    bad = [
+        {"type": "track", "event": "x", "properties": {"n": 1e308}, "p": "1e" + "9" * 5},
+        {"type": "track", "event": "x", "timestamp": "0001-01-01T00:00:00+14:00"},
+        {"type": "nope"},
+    ]
+    body = json.dumps({"batch": good[:500] + bad + good[500:]}).replace('"1e99999"', "1e99999")
+    res = httpx.post(api + "/v1/batch", content=body, headers=_basic(org["publishable_key"]))
+    assert res.status_code == 200, res.text
+    answer = res.json()
+    assert answer["success"] is True and answer["accepted"] == 990
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [
+        (500, "batch[500]"),
+        (501, "batch[501].timestamp"),
+        (502, "batch[502].type"),
+    ]
+    assert len(stored(database_url, "type = 'batch.survivor'")) == 990
+
+
+def test_a_body_that_is_not_a_batch_is_400(api: str, org: dict[str, str]) -> None:
+    for content in (b"{", b'{"batch": 1}', b"[]"):
+        res = httpx.post(api + "/v1/batch", content=content, headers=_basic(org["publishable_key"]))
+        assert res.status_code == 400, (content, res.text)
+
+
+def test_uuid_like_message_ids_are_not_taken_for_huge_numbers(
+    api: str, org: dict[str, str], database_url: str
+) -> None:
+    for message_id in ("1e23456", "4e2bf7c8-1e73456-9E-12345", "0E+99999"):
+        track = {"userId": "u1", "event": "uuid.like", "messageId": message_id}
+        res = httpx.post(api + "/v1/track", json=track, headers=_basic(org["publishable_key"]))
+        assert res.status_code == 200, res.text
+    assert len(stored(database_url, "type = 'uuid.like'")) == 3
+
+
+@pytest.mark.parametrize(
+    "number", ["1e1001", "1e-1001", "0e-100000", "1" * 4301, "0." + "1" * 1000]
+)
+def test_numbers_beyond_the_bounds_are_400_naming_the_field(
+    client: httpx.Client, number: str
+) -> None:
+    body = '{"type": "too.big", "properties": {"n": ' + number + "}}"
+    res = client.post("/v1/events", content=body)
+    assert res.status_code == 400, res.text
+    assert res.json()["error"]["field"] == "properties"
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-14:00"])
+def test_times_outside_the_sane_range_are_400_and_not_stored(
+    api: str, client: httpx.Client, org: dict[str, str], database_url: str, stamp: str
+) -> None:
+    res = client.post("/v1/events", json={"type": "bad.time", "occurred_at": stamp})
+    assert res.status_code == 400, res.text
+    assert res.json()["error"]["field"] == "occurred_at"
+    track = {"event": "bad.time", "timestamp": stamp}
+    res = httpx.post(api + "/v1/track", json=track, headers=_basic(org["publishable_key"]))
+    assert res.status_code == 400, res.text
+    assert res.json()["error"]["field"] == "timestamp"
+    assert not stored(database_url, "type = 'bad.time'")
+
+
+def test_intake_errors_carry_top_level_code_and_message_for_sdks(
+    api: str, org: dict[str, str]
+) -> None:
+    res = httpx.post(api + "/v1/batch", content=b"{", headers=_basic(org["publishable_key"]))
     assert res.status_code == 400
-    assert res.json()["error"]["field"] == "batch[1].event"
+    body = res.json()
+    assert body["error"]["code"] == body["code"] == "invalid"
+    assert body["error"]["message"] == body["message"]
+    assert set(body["error"]) == {"code", "message", "field"}
+
+
+def test_rudderstack_sdk_does_not_retry_a_400(api: str, org: dict[str, str]) -> None:
+    from rudderstack.analytics.request import APIError, post  # type: ignore[import-untyped]
+
+    with pytest.raises(APIError) as err:
+        post(org["publishable_key"], host=api, batch=1)
+    assert err.value.status == 400 and err.value.code == "invalid"
+
+
+def test_a_cached_key_is_not_accepted_under_another_auth_scheme(
+    api: str, org: dict[str, str]
+) -> None:
+    key = org["publishable_key"]
+    for scheme in ("Bearer", "Basic"):
+        token = key if scheme == "Bearer" else base64.b64encode(f"{key}:".encode()).decode()
+        good = httpx.post(
+            api + "/v1/events", json={"type": "x"}, headers={"Authorization": f"{scheme} {token}"}
+        )
+        assert good.status_code == 202, good.text
+        for other in ("Foo", "Token", "Digest"):
+            res = httpx.post(
+                api + "/v1/events",
+                json={"type": "x"},
+                headers={"Authorization": f"{other} {token}"},
+            )
+            assert res.status_code == 401, (scheme, other, res.text)
+
+
+def test_openapi_describes_the_segment_request_bodies(api: str) -> None:
+    doc = httpx.get(api + "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, name in (
+        ("/v1/track", "SegmentTrack"),
+        ("/v1/identify", "SegmentIdentify"),
+        ("/v1/batch", "SegmentBatchIn"),
+        ("/v1/events", "EventsIn"),
+    ):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": f"#/components/schemas/{name}"}
+    assert schemas["SegmentTrack"]["required"] == ["event"]
+    assert {"type": "string", "format": "date-time"} in schemas["SegmentTrack"]["properties"][
+        "timestamp"
+    ]["anyOf"]
+    assert "rejected" in schemas["SegmentBatchAccepted"]["required"]
 
 
 def test_segment_python_library_delivers(api: str, org: dict[str, str], database_url: str) -> None:

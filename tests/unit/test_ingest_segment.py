@@ -74,23 +74,36 @@ def test_segment_clock_skew_is_corrected_with_sent_at() -> None:
         b'{"sentAt":"2026-06-01T11:59:00Z","batch":[{"type":"identify",'
         b'"timestamp":"2026-06-01T11:58:00Z","traits":{"email":7}}]}'
     )
-    [row] = service.segment_batch_rows(body, PK, NOW)
+    [row] = service.segment_batch(body, PK, NOW).rows
     assert row[1] == "identify" and row[4] is None
     assert row[6] == NOW - timedelta(minutes=1)
 
 
-def test_segment_batch_errors_name_the_message() -> None:
-    with pytest.raises(Invalid) as err:
-        service.segment_batch_rows(
-            b'{"batch":[{"type":"track","event":"x"},{"type":"nope"}]}', PK, NOW
-        )
-    assert err.value.field == "batch[1].type"
-    with pytest.raises(Invalid) as err:
-        service.segment_batch_rows(b'{"batch":[{"type":"track","timestamp":"soon"}]}', PK, NOW)
-    assert err.value.field == "batch[0].timestamp"
+def rejected_fields(body: bytes) -> list[tuple[int, str, str | None]]:
+    return [(r.index, r.code, r.field) for r in service.segment_batch(body, PK, NOW).rejected]
+
+
+def test_segment_batch_errors_name_the_message_and_keep_the_others() -> None:
+    body = b'{"batch":[{"type":"track","event":"x"},{"type":"nope"}]}'
+    assert len(service.segment_batch(body, PK, NOW).rows) == 1
+    assert rejected_fields(body) == [(1, "invalid", "batch[1].type")]
+    body = b'{"batch":[{"type":"track","timestamp":"soon"}]}'
+    assert rejected_fields(body) == [(0, "invalid", "batch[0].timestamp")]
     big = b'{"batch":[{"type":"track","event":"x","p":"' + b"a" * 40_000 + b'"}]}'
-    with pytest.raises(PayloadTooLarge):
-        service.segment_batch_rows(big, PK, NOW)
+    assert rejected_fields(big) == [(0, "payload_too_large", "batch[0]")]
+
+
+def test_a_body_that_is_not_a_batch_is_invalid() -> None:
+    for body in (b"{", b"[]", b'{"batch": 5}', b'{"batch": [], "sentAt": "soon"}'):
+        with pytest.raises(Invalid):
+            service.segment_batch(body, PK, NOW)
+
+
+def test_a_lone_surrogate_fails_only_its_own_message() -> None:
+    body = b'{"batch":[{"type":"track","event":"ok"},{"type":"track","event":"x\\ud800"}]}'
+    parsed = service.segment_batch(body, PK, NOW)
+    assert [r[1] for r in parsed.rows] == ["ok"]
+    assert [(r.index, r.field) for r in parsed.rejected] == [(1, "batch[1]")]
 
 
 def test_basic_auth_user_is_the_write_key() -> None:
@@ -124,3 +137,41 @@ def test_numbers_jsonb_cannot_hold_are_refused(number: bytes) -> None:
         service.segment_rows("track", [(b'{"event":"e","n":' + number + b"}", "")], PK, NOW)
     [row] = service.segment_rows("track", [(b'{"event":"e","n":1e400}', "")], PK, NOW)
     assert row[5] == '{"event":"e","n":1e400}'
+
+
+def track(body: bytes) -> list[service.Row]:
+    return service.segment_rows("track", [(body, "")], PK, NOW)
+
+
+@pytest.mark.parametrize(
+    "message_id", ["1e23456", "9E-99999", "0e" + "7" * 40, 'x\\"1e99999', "1" * 5000]
+)
+def test_number_like_strings_are_not_numbers(message_id: str) -> None:
+    body = b'{"event":"e","messageId":"' + message_id.encode() + b'","n":1e999}'
+    assert track(body)[0][5] == body.decode()
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1e1001", b"-1E-1001", b"1e" + b"9" * 5000, b"0e-100000", b"1" * 1001, b"1." + b"2" * 1000],
+)
+def test_numbers_beyond_the_bounds_are_refused(number: bytes) -> None:
+    with pytest.raises(Invalid, match="number"):
+        track(b'{"event":"e","p":{"n":[' + number + b"]}}")
+
+
+def test_numbers_at_the_bounds_are_stored() -> None:
+    body = b'{"event":"e","a":1e1000,"b":-2.5E-0001000,"c":' + b"9" * 1000 + b"}"
+    assert track(body)[0][5] == body.decode()
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z", "2026-06-03T00:00:00Z"]
+)
+def test_times_outside_the_sane_range_are_refused(stamp: str) -> None:
+    with pytest.raises(Invalid) as err:
+        rows({"type": "t", "occurred_at": stamp})
+    assert err.value.field == "occurred_at"
+    with pytest.raises(Invalid) as err:
+        track(b'{"event":"e","timestamp":"' + stamp.encode() + b'"}')
+    assert err.value.field == "timestamp"

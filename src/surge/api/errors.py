@@ -37,7 +37,14 @@ STATUS[Overloaded] = 503
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, "field": field}}
+    # "code" and "message" are repeated at the top level because Segment-style SDKs read
+    # them there (rudder-sdk-python raises KeyError without them and retries a 4xx for ~17
+    # minutes); the "error" object is the contract every other client reads.
+    return {
+        "error": {"code": code, "message": message, "field": field},
+        "code": code,
+        "message": message,
+    }
 
 
 async def surge_error(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,16 @@ from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unava
 from surge.errors import Unauthorized
 from surge.ingest import service, store
 from surge.ingest.ratelimit import KeyBuckets
-from surge.ingest.schemas import Accepted, EventsIn, SegmentAccepted, SegmentBatch, decode
+from surge.ingest.schemas import (
+    Accepted,
+    EventsIn,
+    SegmentAccepted,
+    SegmentBatchAccepted,
+    SegmentBatchIn,
+    SegmentIdentify,
+    SegmentTrack,
+    decode,
+)
 from surge.ingest.segment import basic_auth_user, inflate
 from surge.orgs.service import KeyCache, Principal, authenticate
 
@@ -68,9 +77,10 @@ async def caller(scope: Scope, authorization: str) -> Principal:
     the request's headers again; otherwise the API's own ``principal`` (Bearer) or the same
     ``authenticate`` (basic auth) verifies it.
     """
-    token = authorization.partition(" ")[2]
-    token = token.strip()
-    found = _keys.get(token) if token else None
+    # Keyed by the whole header, scheme included: a key verified as ``Bearer <key>`` or
+    # ``Basic <b64>`` must not be taken from the cache under any other scheme.
+    header = authorization.strip()
+    found = _keys.get(header) if header else None
     if found is not None:
         return found
     user = basic_auth_user(authorization)
@@ -81,11 +91,11 @@ async def caller(scope: Scope, authorization: str) -> Principal:
     else:
         async with scope["app"].state.pool.connection() as conn:
             found = await authenticate(conn, user)
-    _keys.put(token, found)
+    _keys.put(header, found)
     return found
 
 
-Parse = Callable[[bytes, Principal, datetime], list[store.Row]]
+Parse = Callable[[bytes, Principal, datetime], service.Parsed]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -97,7 +107,7 @@ class Intake:
     of the work. Errors still go through the app's handlers (``api/errors.py``).
     """
 
-    def __init__(self, parse: Parse, status: int, answer: Callable[[int], Any]) -> None:
+    def __init__(self, parse: Parse, status: int, answer: Callable[[service.Parsed], Any]) -> None:
         self.parse = parse
         self.status = status
         self.answer = answer
@@ -111,10 +121,10 @@ class Intake:
         encoding = headers.get(b"content-encoding")
         if encoding:
             body = inflate(body, encoding.decode("latin-1"), limit)
-        rows = self.parse(body, who, service.now())
-        status, content, extra = await _store(state, who, rows)
+        parsed = self.parse(body, who, service.now())
+        status, content, extra = await _store(state, who, parsed.rows)
         if status is None:
-            status, content, extra = self.status, self.answer(len(rows)), []
+            status, content, extra = self.status, self.answer(parsed), []
         data = _encode(content)
         await send(
             {
@@ -178,19 +188,29 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
-def _events(body: bytes, who: Principal, now: datetime) -> list[store.Row]:
-    return service.event_rows(decode(body, EventsIn), who, now)
+def _events(body: bytes, who: Principal, now: datetime) -> service.Parsed:
+    # All or nothing: a 400 names the bad event and nothing is stored, so a client that
+    # retries or fixes the request never stores an event twice (see docs/ingest.md).
+    return service.Parsed(service.event_rows(decode(body, EventsIn), who, now), [])
 
 
 def _segment(kind: str) -> Parse:
-    def parse(body: bytes, who: Principal, now: datetime) -> list[store.Row]:
-        return service.segment_rows(kind, [(body, "")], who, now)
+    def parse(body: bytes, who: Principal, now: datetime) -> service.Parsed:
+        return service.Parsed(service.segment_rows(kind, [(body, "")], who, now), [])
 
     return parse
 
 
-def _segment_answer(n: int) -> SegmentAccepted:
-    return SegmentAccepted(True, n)
+def _accepted(parsed: service.Parsed) -> Accepted:
+    return Accepted(len(parsed.rows))
+
+
+def _segment_answer(parsed: service.Parsed) -> SegmentAccepted:
+    return SegmentAccepted(True, len(parsed.rows))
+
+
+def _batch_answer(parsed: service.Parsed) -> SegmentBatchAccepted:
+    return SegmentBatchAccepted(True, len(parsed.rows), parsed.rejected)
 
 
 operation(
@@ -202,28 +222,29 @@ operation(
     status=202,
     auth="publishable",
 )
-for _kind in ("track", "identify"):
+for _kind, _call in (("track", SegmentTrack), ("identify", SegmentIdentify)):
     operation(
         "post",
         f"/v1/{_kind}",
         f"Segment-compatible {_kind} call (write key as basic-auth user)",
+        request=_call,
         response=SegmentAccepted,
         auth="publishable",
     )
 operation(
     "post",
     "/v1/batch",
-    "Segment-compatible batch (write key as basic-auth user)",
-    request=SegmentBatch,
-    response=SegmentAccepted,
+    "Segment-compatible batch: valid messages stored, invalid ones listed in `rejected`",
+    request=SegmentBatchIn,
+    response=SegmentBatchAccepted,
     auth="publishable",
 )
 
 routes = [
-    Route("/v1/events", Intake(_events, 202, Accepted), methods=["POST"]),
+    Route("/v1/events", Intake(_events, 202, _accepted), methods=["POST"]),
     Route("/v1/track", Intake(_segment("track"), 200, _segment_answer), methods=["POST"]),
     Route("/v1/identify", Intake(_segment("identify"), 200, _segment_answer), methods=["POST"]),
-    Route("/v1/batch", Intake(service.segment_batch_rows, 200, _segment_answer), methods=["POST"]),
+    Route("/v1/batch", Intake(service.segment_batch, 200, _batch_answer), methods=["POST"]),
 ]
 #: Served by the API's fast path (api/fast.py): no router, no Starlette middleware.
 fast_routes = routes

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Raw, Struct, field
@@ -70,6 +70,27 @@ class SegmentAccepted(Struct):
     accepted: int
 
 
+class RejectedMessage(Struct):
+    """A message of a batch that was not stored, and why (the others were)."""
+
+    index: int
+    code: str
+    message: str
+    field: str | None
+
+
+class SegmentBatchAccepted(Struct):
+    """200 for a usable batch: its valid messages are stored, the invalid ones listed.
+
+    A batch is not all-or-nothing (as Segment's): an SDK resending a batch because one
+    message was invalid would store the valid ones twice, and dropping it would lose them.
+    """
+
+    success: bool
+    accepted: int
+    rejected: list[RejectedMessage]
+
+
 class HasEmail(Struct):
     # Whatever clients put there: only a string that looks like an address is used.
     email: object = None
@@ -100,6 +121,60 @@ class SegmentBatch(Struct, rename="camel"):
     """``POST /v1/batch``: the messages, each kept raw for the payload, and the send time."""
 
     batch: list[Raw]
+    sent_at: datetime | None = None
+
+
+# What clients send, for the OpenAPI document (a generated client builds these). Decoding uses
+# the narrower SegmentMessage and keeps the rest raw, so these describe more than is read:
+# every field below is stored in ``payload`` as sent. Unknown fields are allowed, as Segment's.
+JsonObject = dict[str, Any]
+SegmentType = Literal["track", "identify", "page", "screen", "group", "alias"]
+
+
+class SegmentCommon(Struct, rename="camel", kw_only=True):
+    """The fields every Segment call may carry; ``userId`` or ``anonymousId`` identifies."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    #: Your id for the call (SDKs send a random UUID), stored as sent.
+    message_id: str | None = None
+    #: When the call happened on the client; corrected by ``receivedAt - sentAt``.
+    timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    context: JsonObject | None = None
+    integrations: JsonObject | None = None
+
+
+class SegmentTrack(SegmentCommon, kw_only=True):
+    """``POST /v1/track``: the event's name becomes the stored event's type."""
+
+    event: EventType
+    properties: JsonObject | None = None
+
+
+class SegmentIdentify(SegmentCommon, kw_only=True):
+    """``POST /v1/identify``: ``traits.email`` becomes the event's contact email."""
+
+    traits: JsonObject | None = None
+
+
+class SegmentCall(SegmentCommon, kw_only=True):
+    """One message of ``POST /v1/batch``: any call type, with that type's fields."""
+
+    type: SegmentType
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    properties: JsonObject | None = None
+    traits: JsonObject | None = None
+
+
+class SegmentBatchIn(Struct, rename="camel"):
+    """``POST /v1/batch``, as documented (decoded as ``SegmentBatch``)."""
+
+    batch: list[SegmentCall]
     sent_at: datetime | None = None
 
 

@@ -7,18 +7,21 @@ the checks PostgreSQL's ``jsonb`` would otherwise fail a whole COPY batch on.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from surge.api.errors import PayloadTooLarge
-from surge.errors import Invalid
+from surge.errors import Invalid, SurgeError
 from surge.ingest import store
 from surge.ingest.schemas import (
     EMAIL_PATTERN,
     EventIn,
     EventsIn,
     HasEmail,
+    RejectedMessage,
     SegmentBatch,
     SegmentMessage,
     decode,
@@ -35,9 +38,27 @@ RESERVED_PREFIXES = ("donation.", "tracking.")
 SEGMENT_KINDS = ("track", "identify", "page", "screen", "group", "alias")
 
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-# Numbers jsonb's numeric cannot hold (exponent past ±16383 digits, or that many decimals):
-# refused with a wide margin, since one of them would fail every request of a COPY batch.
-_HUGE_NUMBER = re.compile(r"\d[eE][+-]?\d{5,}|\.\d{10000}")
+
+#: Bounds of a JSON number in event data. jsonb stores a number as ``numeric`` *expanded*:
+#: ``1e5000`` becomes a 5,001-digit integer, which PostgreSQL holds but Python (the consumers,
+#: any client reading the payload back) refuses to convert past 4,300 digits; ``1e-16384`` or
+#: ``0e-100000`` overflow ``numeric`` and would fail the whole COPY. With at most 1,000 digits
+#: and an exponent within ±1,000, the stored form has at most ~2,000 digits: within both.
+MAX_NUMBER_DIGITS = 1000
+MAX_NUMBER_EXPONENT = 1000
+# Hot path: a cheap search that can only match where a number might break those bounds (an
+# exponent of 4+ digits, or 1,001+ digits and dots in a row), strings included. Only a hit pays
+# for the exact walk over the JSON tokens below, which skips strings.
+_MAYBE_HUGE = re.compile(r"[eE][+-]?\d{4}|[0-9.]{" + str(MAX_NUMBER_DIGITS + 1) + "}")
+_TOKEN = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|-?([0-9]+)(?:\.([0-9]+))?(?:[eE][+-]?([0-9]+))?', re.DOTALL
+)
+#: Event times Surge accepts: from the Unix epoch to a day ahead of the receiving clock.
+#: Outside it a time is a client bug (a clock at year 1, a unit mix-up), and the extremes are
+#: worse than wrong: ``0001-01-01T00:00:00+14:00`` is year 0 in UTC, which PostgreSQL stores
+#: but Python cannot read back, so every consumer would stop on it.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_LEEWAY = timedelta(days=1)
 _EMAIL = re.compile(EMAIL_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -82,7 +103,7 @@ def _event_row(ev: EventIn, caller: Principal, now: datetime, where: str) -> Row
         ev.contact_id,
         ev.contact_email.lower() if ev.contact_email else None,
         payload,
-        _utc(ev.occurred_at) if ev.occurred_at else now,
+        _in_range(_utc(ev.occurred_at), now, where + "occurred_at") if ev.occurred_at else now,
     )
 
 
@@ -93,13 +114,49 @@ def segment_rows(
     return [_segment_row(kind, raw, caller, now, where, None) for raw, where in messages]
 
 
-def segment_batch_rows(body: bytes, caller: Principal, now: datetime) -> list[Row]:
-    """Rows of a Segment ``/v1/batch`` body; each message keeps its own type."""
-    batch = decode(body, SegmentBatch)
-    return [
-        _segment_row(None, bytes(raw), caller, now, f"batch[{i}]", batch.sent_at)
-        for i, raw in enumerate(batch.batch)
-    ]
+@dataclass(slots=True)
+class Parsed:
+    """What a request body gave: the rows to store, and the messages refused one by one."""
+
+    rows: list[Row]
+    rejected: list[RejectedMessage]
+
+
+def segment_batch(body: bytes, caller: Principal, now: datetime) -> Parsed:
+    """A Segment ``/v1/batch`` body: the rows of its valid messages, the invalid ones listed.
+
+    Only a body that is not a batch at all (malformed JSON, no ``batch`` list) is Invalid.
+    """
+    sent_at, messages = _batch_messages(body)
+    parsed = Parsed([], [])
+    for i, raw in enumerate(messages):
+        where = f"batch[{i}]"
+        try:
+            parsed.rows.append(_segment_row(None, raw, caller, now, where, sent_at))
+        except SurgeError as exc:
+            parsed.rejected.append(RejectedMessage(i, exc.code, exc.message, exc.field or where))
+    return parsed
+
+
+def _batch_messages(body: bytes) -> tuple[datetime | None, list[bytes]]:
+    try:
+        batch = decode(body, SegmentBatch)
+        return batch.sent_at, [bytes(raw) for raw in batch.batch]
+    except Invalid as exc:
+        refusal = exc
+    # msgspec refuses the whole document for one lone surrogate escape (``"\ud800"``, which
+    # JavaScript and Python strings can hold and their JSON encoders write). The standard
+    # library's parser accepts it: split the batch with it, so only that message is refused.
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise refusal from None
+    if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
+        raise refusal
+    head = decode(
+        json.dumps({"batch": [], "sentAt": document.get("sentAt")}).encode(), SegmentBatch
+    )
+    return head.sent_at, [json.dumps(message).encode() for message in document["batch"]]
 
 
 def _segment_row(
@@ -146,9 +203,17 @@ def _occurred_at(
     sent_at = msg.sent_at or batch_sent_at
     stamp = _utc(msg.timestamp)
     try:
-        return stamp + (now - _utc(sent_at)) if sent_at else stamp
+        corrected = stamp + (now - _utc(sent_at)) if sent_at else stamp
     except OverflowError:
         raise Invalid(dot + "timestamp", "timestamp and sentAt are centuries apart") from None
+    return _in_range(corrected, now, dot + "timestamp")
+
+
+def _in_range(stamp: datetime, now: datetime, field: str) -> datetime:
+    """``stamp`` if it lies between ``EARLIEST`` and a day after ``now``, else Invalid."""
+    if stamp < EARLIEST or stamp > now + FUTURE_LEEWAY:
+        raise Invalid(field, "a time must lie between 1970-01-01 and a day from now")
+    return stamp
 
 
 def _segment_email(msg: SegmentMessage) -> str | None:
@@ -185,9 +250,33 @@ def _payload(raw: bytes, field: str | None) -> str:
         raise Invalid(field, "not valid UTF-8") from None
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise Invalid(field, "\\u0000 is not allowed in event data")
-    if _HUGE_NUMBER.search(text):
-        raise Invalid(field, "a number in the event data is too large or too precise")
+    if _MAYBE_HUGE.search(text):
+        _check_numbers(text, field)
     return text
+
+
+def _check_numbers(text: str, field: str | None) -> None:
+    """Refuse a JSON number token (never a string) outside the bounds above.
+
+    ``text`` is valid JSON (msgspec decoded it), so scanning left to right, every ``"``
+    outside a string opens one and the string pattern consumes it whole, escapes included:
+    digits inside strings (UUIDs such as ``"1e23456"``) are never taken for numbers.
+    """
+    for match in _TOKEN.finditer(text):
+        whole, fraction, exponent = match.groups()
+        if whole is None:
+            continue  # a string
+        digits = len(whole) + (len(fraction) if fraction else 0)
+        if digits > MAX_NUMBER_DIGITS:
+            raise Invalid(field, f"a number has more than {MAX_NUMBER_DIGITS} digits")
+        if exponent is not None:
+            significant = exponent.lstrip("0")
+            # Length first: int() of a string past 4,300 digits raises by itself.
+            if len(significant) > 4 or int(significant or 0) > MAX_NUMBER_EXPONENT:
+                raise Invalid(
+                    field,
+                    f"a number's exponent is outside -{MAX_NUMBER_EXPONENT}..{MAX_NUMBER_EXPONENT}",
+                )
 
 
 def _utc(stamp: datetime) -> datetime:
