@@ -22,7 +22,7 @@ def parse(
     rows: list[list[str]] = []
     errors: list[tuple[int, str]] = []
     for batch in parse_batches(iter(split(data, size)), batch_rows):
-        text = b"".join(batch.payloads).decode()
+        text = batch.payload.decode()
         rows += [line.split("\t") for line in text.splitlines()]
         errors += [(e.row, e.reason) for e in batch.errors]
     rows.sort(key=lambda r: int(r[0]))
@@ -68,6 +68,20 @@ def test_quoted_newlines_and_tabs_are_escaped_for_copy() -> None:
     assert errors == []
     assert rows[0][2] == "A\\tB"
     assert json.loads(copy_unescape(rows[0][5])) == {"note": 'x\\y\nz "q" \x01'}
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "back\\slash", "tab\there", "\\N", "a\x01b"])
+def test_an_extra_column_name_needing_escapes_gives_valid_copy_json(name: str) -> None:
+    data = f'email,"{name.replace(chr(34), chr(34) * 2)}"\na@x.io,plain\n'.encode()
+    rows, errors = parse(data, size=3)
+    assert errors == []
+    assert json.loads(copy_unescape(rows[0][5])) == {name.lower(): "plain"}
+
+
+@pytest.mark.parametrize(("header", "column"), [(b"email,pl\x00an", 2), (b"a\x00,email", 1)])
+def test_a_nul_in_a_column_name_fails_the_whole_file(header: bytes, column: int) -> None:
+    with pytest.raises(ImportFailed, match=f"column {column} contains a NUL character"):
+        list(parse_batches(iter([header + b"\nx@x.io,y\n"])))
 
 
 def test_bad_rows_are_reported_with_row_number_and_reason() -> None:

@@ -4,6 +4,10 @@ Parsing is pure Python and the merge is PostgreSQL's work, so they overlap: a th
 the next batch while the event loop COPYs and merges the current one. Memory is bounded by
 the batch size (a couple of batches in flight), never by the file's size.
 
+An import uses exactly one pool connection, for reading its chunks and for writing: an
+import that held one connection while waiting for another could, with others doing the
+same, take the whole pool and wait forever (100 imports at once on a pool of 10 did).
+
 Row numbers count the header as row 1, as a spreadsheet does.
 """
 
@@ -11,36 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import io
 import re
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from surge.contacts import store
+from surge.contacts import service, store
 from surge.contacts.schemas import MAX_NAME, STATUSES, RowError, valid_email
+from surge.webhooks.service import emit
 
 T = TypeVar("T")
 
 BATCH_ROWS = 50_000
-#: Each batch is split by email into this many parts, merged at once on their own connections:
-#: no two parts hold the same address, so they never wait on each other's rows.
-SHARDS = 2
+#: Stored chunks (1 MiB each) read ahead of the parser, so that it keeps parsing while the
+#: one connection merges a batch.
+READ_AHEAD = 4
 #: How many failed rows an import keeps, with their reasons (all are counted).
 MAX_ERRORS = 100
 KNOWN = ("email", "first_name", "last_name", "status")
+#: Seconds an import waits for its connection. It holds nothing while it waits, so waiting
+#: is safe; the pool's default (30 s) would fail attempts of imports queued behind long ones
+#: when a worker runs more imports than its pool has connections.
+FIRST_CONNECTION_WAIT = 300.0
 
 # Decoding with surrogateescape keeps undecodable bytes as lone surrogates, so one bad
 # byte sequence fails its own row, not the file. NUL cannot be stored in PostgreSQL text.
 _UNSTORABLE = re.compile("[\x00\udc80-\udcff]")
-# A row without any of these needs no check for the above and no COPY escaping (control
-# characters and quotes become backslash escapes in the attributes' JSON): the common case.
+# A row without any of these needs no check for the above and no COPY escaping of its
+# fields: the common case. (The attributes' JSON is escaped on its own: its keys come from
+# the header, whose quotes and control characters become backslash escapes.)
 _SUSPECT = re.compile('[\x00-\x1f\\\\"\udc80-\udcff]')
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
@@ -56,9 +67,9 @@ class ImportFailed(Exception):
 class Batch:
     """Up to BATCH_ROWS checked rows, as COPY text, and the rows that failed."""
 
-    #: COPY text of each shard, set when the batch is full.
-    payloads: list[bytes] = field(default_factory=list)
-    lines: list[list[str]] = field(default_factory=lambda: [[] for _ in range(SHARDS)])
+    #: COPY text of the good rows, set when the batch is full.
+    payload: bytes = b""
+    lines: list[str] = field(default_factory=list)
     #: Whether the file has a status column (the merge then reads stored statuses).
     with_status: bool = False
     good: int = 0
@@ -105,14 +116,22 @@ class RowChecker:
         self.last = names.index("last_name") if "last_name" in names else None
         self.status = names.index("status") if "status" in names else None
         self.extra = [(n, i) for i, n in enumerate(names) if n and n not in KNOWN]
+        for name, i in self.extra:
+            if (bad := _UNSTORABLE.search(name)) is not None:
+                what = "a NUL character" if bad[0] == "\x00" else "invalid UTF-8"
+                raise ImportFailed(f"the name of column {i + 1} contains {what}")
+        # A name that JSON or COPY must escape (a quote, a backslash, a control character)
+        # makes every row's attributes need COPY escaping, whatever the row's cells hold.
+        self.escape_names = any(_SUSPECT.search(name) for name, _ in self.extra)
         self.json = msgspec.json.Encoder()
 
-    def check(self, row: int, fields: list[str]) -> tuple[int, str]:
-        """(shard, COPY line) of a good record; raises ValueError(reason) for a bad one."""
+    def check(self, row: int, fields: list[str]) -> str:
+        """The COPY line of a good record; raises ValueError(reason) for a bad one."""
         if len(fields) != self.width:
             raise ValueError(f"expected {self.width} columns, found {len(fields)}")
-        suspect = _SUSPECT.search("".join(fields)) is not None
-        if suspect and (bad := _UNSTORABLE.search("".join(fields))) is not None:
+        joined = "".join(fields)
+        suspect = _SUSPECT.search(joined) is not None
+        if suspect and (bad := _UNSTORABLE.search(joined)) is not None:
             raise ValueError("contains a NUL character" if bad[0] == "\x00" else "invalid UTF-8")
         email = fields[self.email].strip()
         if not email:
@@ -121,12 +140,10 @@ class RowChecker:
             raise ValueError(f"invalid email address: {email[:100]!r}")
         first, last = self._name(fields, self.first), self._name(fields, self.last)
         status, attributes = self._status(fields), self._attributes(fields)
-        # str hashes vary between processes, which is fine: a re-run starts from row one.
-        shard = hash(email.lower()) % SHARDS
-        if suspect:
+        if suspect or (attributes is not None and self.escape_names):
             values = (str(row), email, first, last, status, attributes)
-            return shard, "\t".join(map(_copy_escape, values)) + "\n"
-        return shard, (
+            return "\t".join(map(_copy_escape, values)) + "\n"
+        return (
             f"{row}\t{email}\t{first or NULL}\t{last or NULL}\t{status or NULL}"
             f"\t{attributes or NULL}\n"
         )
@@ -164,6 +181,8 @@ def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iter
         except StopIteration:
             break
         except csv.Error as exc:
+            if checker is None:  # skipping it would take the first record for the header
+                raise ImportFailed(f"malformed CSV in the header row: {exc}") from None
             _fail(batch, row, f"malformed CSV: {exc}")
             continue
         if not fields:
@@ -173,8 +192,7 @@ def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iter
             batch.with_status = checker.status is not None
             continue
         try:
-            shard, line = checker.check(row, fields)
-            batch.lines[shard].append(line)
+            batch.lines.append(checker.check(row, fields))
             batch.good += 1
         except ValueError as exc:
             _fail(batch, row, str(exc))
@@ -187,7 +205,7 @@ def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iter
 
 
 def _sealed(batch: Batch) -> Batch:
-    batch.payloads = ["".join(lines).encode() for lines in batch.lines]
+    batch.payload = "".join(batch.lines).encode()
     batch.lines = []
     return batch
 
@@ -213,6 +231,9 @@ class Progress:
         self.failed += batch.bad
         self.errors.extend(batch.errors[: MAX_ERRORS - len(self.errors)])
 
+    def errors_json(self) -> str:
+        return msgspec.json.encode(self.errors).decode()
+
 
 async def process_import(
     pool: AsyncConnectionPool, org: int, import_id: int, *, complete: Complete | None = None
@@ -222,35 +243,38 @@ async def process_import(
     A re-run (after a crash) starts again from the first row: every write is an upsert or
     an "on conflict do nothing", so nothing is doubled, and progress and errors are reset.
     Errors other than a bad file propagate so that the job is retried.
+
+    The import takes one connection, waited for while holding none, and does everything on
+    it: reading the chunks, the merges, the progress, the final status with its webhook and
+    the job's completion (``complete``). So imports filling a small pool queue for it; they
+    never wait on each other.
     """
-    async with pool.connection() as conn, AsyncExitStack() as stack:
+    async with pool.connection(timeout=FIRST_CONNECTION_WAIT) as conn:
         started = await store.start_import(conn, org, import_id)
         if started is None:
             return None  # finished, or not this organisation's: a duplicate job
-        # Every connection is taken now, none midway: an import never holds one while
-        # waiting for another, so imports filling the pool cannot wait on each other.
-        reader = await stack.enter_async_context(pool.connection())
-        writers = [conn]
-        if _spare_connections(pool) >= SHARDS - 1:
-            for _ in range(SHARDS - 1):
-                writers.append(await stack.enter_async_context(pool.connection()))
-        loop = asyncio.get_running_loop()
-        source = _chunks(loop, reader, org, import_id, started["chunks_total"])
+        # Chunk reads, merges and progress updates take turns on the connection: a chunk
+        # read must not land inside a merge's transaction.
+        turn = asyncio.Lock()
         progress = Progress()
         try:
-            async with aclosing(_in_thread(parse_batches(source))) as batches:
+            async with (
+                _read_ahead(conn, turn, org, import_id, started["chunks_total"]) as source,
+                aclosing(_in_thread(parse_batches(source))) as batches,
+            ):
                 async for batch in batches:
-                    await _write_batch(writers, org, started["list_id"], batch)
-                    progress.add(batch)
-                    await store.record_progress(
-                        conn,
-                        org,
-                        import_id,
-                        progress.processed,
-                        progress.imported,
-                        progress.failed,
-                        msgspec.json.encode(progress.errors).decode(),
-                    )
+                    async with turn:
+                        await _merge(conn, org, started["list_id"], batch)
+                        progress.add(batch)
+                        await store.record_progress(
+                            conn,
+                            org,
+                            import_id,
+                            progress.processed,
+                            progress.imported,
+                            progress.failed,
+                            progress.errors_json(),
+                        )
         except ImportFailed as exc:
             await _finish(conn, org, import_id, "failed", None, str(exc), complete)
             return "failed"
@@ -259,32 +283,20 @@ async def process_import(
 
 
 async def mark_failed(pool: AsyncConnectionPool, org: int, import_id: int, reason: str) -> None:
-    """Give up on an import (its job ran out of attempts)."""
-    async with pool.connection() as conn:
-        await store.finish_import(conn, org, import_id, "failed", None, reason)
+    """Give up on an import (its job ran out of attempts); announces ``import.failed``."""
+    async with pool.connection(timeout=FIRST_CONNECTION_WAIT) as conn:
+        await _finish(conn, org, import_id, "failed", None, reason, None)
 
 
-async def _write_batch(
-    writers: list[store.Conn], org: int, list_id: int | None, batch: Batch
-) -> None:
-    """Merge the batch's shards at once, one per connection (or all on one, if the pool is
-    short of connections); each commits on its own."""
-    payloads = batch.payloads if len(writers) == SHARDS else [b"".join(batch.payloads)]
-    async with asyncio.TaskGroup() as group:
-        for conn, payload in zip(writers, payloads, strict=True):
-            if payload:
-                group.create_task(_merge_shard(conn, org, list_id, payload, batch.with_status))
-
-
-async def _merge_shard(
-    conn: store.Conn, org: int, list_id: int | None, payload: bytes, with_status: bool
-) -> None:
+async def _merge(conn: store.Conn, org: int, list_id: int | None, batch: Batch) -> None:
+    if not batch.payload:
+        return
     async with conn.transaction():
         # A temporary table per transaction, not per session: safe behind PgBouncer.
         await conn.execute(store.STAGING_TABLE)
         async with conn.cursor().copy(store.STAGING_COPY) as copy:
-            await copy.write(payload)
-        await store.merge_staged(conn, org, list_id, with_status)
+            await copy.write(batch.payload)
+        await store.merge_staged(conn, org, list_id, batch.with_status)
 
 
 async def _finish(
@@ -296,26 +308,53 @@ async def _finish(
     error: str | None,
     complete: Complete | None,
 ) -> None:
+    """The final status, its webhook (into the outbox) and the job's completion: one
+    transaction, so subscribers hear of every finished import, and only of those."""
     async with conn.transaction():
         await store.finish_import(conn, org, import_id, status, rows_total, error)
+        final = await service.get_import(conn, org, import_id)
+        await emit(conn, org, f"import.{status}", msgspec.to_builtins(final))
         if complete is not None:
             await complete(conn)
 
 
-def _chunks(
-    loop: asyncio.AbstractEventLoop, conn: store.Conn, org: int, import_id: int, count: int
-) -> Iterator[bytes]:
-    """The stored chunks in order, one at a time, read from the parser thread."""
-    for seq in range(count):
-        read = store.read_chunk(conn, org, import_id, seq)
-        yield asyncio.run_coroutine_threadsafe(read, loop).result()
+@asynccontextmanager
+async def _read_ahead(
+    conn: store.Conn, turn: asyncio.Lock, org: int, import_id: int, count: int
+) -> AsyncIterator[Iterator[bytes]]:
+    """The stored chunks in order, as an iterator for the parser thread.
 
+    A task reads them on the event loop, up to ``READ_AHEAD`` ahead of the parser and only
+    on its ``turn``, so the parser keeps going while the connection merges a batch.
+    """
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[bytes | Exception] = asyncio.Queue(READ_AHEAD)
 
-def _spare_connections(pool: AsyncConnectionPool) -> int:
-    """Connections the pool could hand out now without anyone waiting."""
-    stats = pool.get_stats()
-    idle_or_unopened = stats["pool_max"] - stats["pool_size"] + stats["pool_available"]
-    return max(0, idle_or_unopened - stats.get("requests_waiting", 0))
+    async def read() -> None:
+        try:
+            for seq in range(count):
+                async with turn:
+                    data = await store.read_chunk(conn, org, import_id, seq)
+                await ready.put(data)
+        except Exception as exc:  # raised in the parser, which hands it to the import
+            await ready.put(exc)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(count):
+            item = asyncio.run_coroutine_threadsafe(ready.get(), loop).result()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    reader = asyncio.create_task(read())
+    try:
+        yield chunks()
+    finally:
+        # Cancelled on its turn, so never in the middle of a query on the connection.
+        async with turn:
+            reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 async def _in_thread(items: Iterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
