@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -22,7 +24,7 @@ from surge.db.pool import open_pool
 from surge.ingest import consumers, store
 from surge.ingest.consumers import Consumer
 from surge.ingest.store import Conn, Event, Row
-from tests.conftest import Process, create_org
+from tests.conftest import Process, create_org, surge_env
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 #: Past Python's int max str digits (4,300): json.loads and psycopg's jsonb loader refuse it.
@@ -219,6 +221,31 @@ async def test_a_poison_event_is_set_aside_and_the_rest_of_its_batch_counted_onc
     assert await consumers.run(pool, DECODING) == 1
     assert await scalar(pool, "select sum(count) from event_counts") == 25
     assert await scalar(pool, "select count(*) from event_failures") == 6
+
+
+def failures_cli(database_url: str, *args: str) -> list[dict[str, Any]]:
+    """``surge events failures --json``, as a subprocess (the command module on its own)."""
+    code = "from surge.ingest.cli import events_group; events_group.main(prog_name='surge events')"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "failures", "--json", *args],
+        env=surge_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+async def test_set_aside_events_are_listed_by_the_cli_newest_first(
+    pool: AsyncConnectionPool, orgs: list[int], database_url: str
+) -> None:
+    await insert_events(pool, hostile_events(orgs[0]) + hostile_events(orgs[1]))
+    await consumers.run(pool, DECODING)
+    listed = await asyncio.to_thread(failures_cli, database_url, "--consumer", "decoding_counts")
+    assert [f["organization_id"] for f in listed] == [orgs[1], orgs[0]]
+    assert all(f["consumer"] == "decoding_counts" and "digits" in f["error"] for f in listed)
+    assert await asyncio.to_thread(failures_cli, database_url, "--consumer", "webhooks") == []
 
 
 async def test_a_handler_failing_on_every_event_sets_each_aside_without_writing_any(
