@@ -97,8 +97,9 @@ def is_row_error(exc: BaseException) -> bool:
         return True  # also psycopg's own refusals while encoding, e.g. NUL in text
     if isinstance(exc, psycopg.Error):
         return (exc.sqlstate or "")[:2] in ROW_ERROR_CLASSES
-    # Raised while encoding a row on our side, before the server saw it.
-    return isinstance(exc, ValueError | TypeError | OverflowError)
+    # Raised while encoding a value on our side, before the server saw it. Not TypeError: a
+    # row of the wrong shape is our bug, and a 400 would make clients drop their events.
+    return isinstance(exc, ValueError | OverflowError)
 
 
 def is_connection_error(exc: BaseException) -> bool:
