@@ -7,10 +7,14 @@ has the table. ``Settings.from_env()`` is the only place that reads the environm
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+# An address as a sender must write it: local@domain, no spaces, angle brackets or CR/LF.
+_ADDRESS = re.compile(r"[^\s@<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 class ConfigError(ValueError):
@@ -82,14 +86,26 @@ class Settings:
     #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).
     donations_charge_attempts: int = 8
     donations_charge_backoff: float = 2.0
-    #: Sender address of donation receipts.
-    donations_receipt_from: str = "receipts@surge.localhost"
+    #: Sender address of donation receipts; empty means receipts@ the public URL's domain.
+    donations_receipt_from: str = ""
     #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
     #: Empty means the development sink (only sensible with `surge up`).
     smtp_senders: str = ""
+    #: Seconds an unused pooled SMTP connection stays open before it is closed with QUIT
+    #: (servers drop idle clients themselves after minutes: Postfix after 300 s).
+    smtp_idle_timeout: float = 30.0
+    #: The name Surge says in EHLO; empty means the public URL's host (see delivery/senders).
+    smtp_helo_name: str = ""
     #: Development SMTP sink (surge up).
     smtp_sink_host: str = "127.0.0.1"
     smtp_sink_port: int = 2525
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"SURGE_LOG_FORMAT={self.log_format!r}: use auto, json or text")
+        address = self.donations_receipt_from
+        if address and not _ADDRESS.fullmatch(address):
+            raise ConfigError(f"SURGE_DONATIONS_RECEIPT_FROM={address!r} is not an email address")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -73,10 +73,13 @@ class Server:
 
 @asynccontextmanager
 async def smtp_server(
-    port: int = 0, ssl_context: ssl.SSLContext | None = None, **smtp_kwargs: Any
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+    mailbox: Mailbox | None = None,
+    **smtp_kwargs: Any,
 ) -> AsyncIterator[Server]:
-    """An aiosmtpd server on loopback, in this event loop."""
-    mailbox = Mailbox()
+    """An aiosmtpd server on loopback, in this event loop, handing mail to ``mailbox``."""
+    mailbox = mailbox or Mailbox()
     protocols: list[SMTP] = []
 
     def factory() -> SMTP:

@@ -14,6 +14,10 @@ from surge.delivery.senders import SenderConfig, load_senders
 from surge.delivery.smtp import SenderPool
 
 
+class UnknownSender(LookupError):
+    """A message names a sender that SURGE_SMTP_SENDERS does not configure."""
+
+
 class Senders:
     """The configured senders; ``get`` returns a sender's pool and its rate limiter."""
 
@@ -25,8 +29,15 @@ class Senders:
         self.buckets: dict[str, TokenBucket] = {}
 
     def get(self, name: str | None, db: Any) -> tuple[SenderPool, TokenBucket]:
-        """The pool and limiter of sender ``name`` (the first configured one if unknown)."""
-        config = self.configs.get(name or self.default) or self.configs[self.default]
+        """The pool and limiter of sender ``name`` (None: the first configured one).
+
+        An unknown name raises ``UnknownSender``: mail meant for one server must never
+        leave through another (messages are checked when created; this catches a sender
+        removed from the configuration since, and the job retries until it is back).
+        """
+        config = self.configs.get(name or self.default)
+        if config is None:
+            raise UnknownSender(f"no sender named {name!r} is configured")
         if config.name not in self.pools:
             self.pools[config.name] = SenderPool(config)
             self.buckets[config.name] = TokenBucket(
@@ -47,6 +58,19 @@ def token_batch(config: SenderConfig) -> int:
 
 
 _senders: Senders | None = None
+
+
+def sender_names(settings: Settings) -> frozenset[str]:
+    """The names a message may choose its sender by."""
+    return frozenset(config.name for config in load_senders(settings))
+
+
+async def close_process_senders() -> None:
+    """Close this process's pools (QUIT on every connection), at shutdown."""
+    global _senders
+    if _senders is not None:
+        senders, _senders = _senders, None
+        await senders.aclose()
 
 
 def process_senders(settings: Settings) -> Senders:

@@ -10,12 +10,17 @@ such as the development sink); ``smtps://`` is TLS from the first byte. User and
 percent-decoded. Options: ``tls``, ``max_connections`` (connections kept open per process),
 ``rate`` (messages per second, shared by all processes), ``burst`` (bucket size, default one
 second's worth), ``name`` (default: the host), ``from_domain``, ``timeout`` (seconds),
-``ca_file`` (trust this CA bundle) and ``verify=false`` (skip certificate checks: tests only).
+``ca_file`` (trust this CA bundle), ``verify=false`` (skip certificate checks: tests only),
+``idle_timeout`` (seconds an unused connection stays open; default SURGE_SMTP_IDLE_TIMEOUT)
+and ``helo`` (the name said in EHLO; default SURGE_SMTP_HELO_NAME, else ``helo_name``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -25,7 +30,18 @@ from surge.errors import Invalid
 Tls = Literal["none", "starttls", "implicit"]
 FIELD = "smtp_senders"
 _OPTIONS = frozenset(
-    {"tls", "max_connections", "rate", "burst", "name", "from_domain", "timeout", "ca_file"}
+    {
+        "tls",
+        "max_connections",
+        "rate",
+        "burst",
+        "name",
+        "from_domain",
+        "timeout",
+        "ca_file",
+        "idle_timeout",
+        "helo",
+    }
     | {"verify"}
 )
 
@@ -49,6 +65,11 @@ class SenderConfig:
     timeout: float = 30.0
     ca_file: str | None = None
     verify: bool = True
+    #: Seconds a pooled connection may sit unused before it is closed with QUIT (None: the
+    #: SURGE_SMTP_IDLE_TIMEOUT setting).
+    idle_timeout: float | None = None
+    #: Name given in EHLO (None: SURGE_SMTP_HELO_NAME, or one derived from the public URL).
+    helo: str | None = None
 
     def __repr__(self) -> str:
         # Never print the password into logs or tracebacks.
@@ -85,6 +106,8 @@ def parse_sender(url: str) -> SenderConfig:
         burst=int(_number(url, options, "burst", max(1, round(rate)), integer=True)),
         from_domain=options.pop("from_domain", None),
         timeout=_number(url, options, "timeout", 30.0),
+        idle_timeout=_number(url, options, "idle_timeout", 0.0) or None,
+        helo=options.pop("helo", None),
         ca_file=options.pop("ca_file", None),
         verify=_flag(url, options.pop("verify", "true")),
     )
@@ -94,13 +117,60 @@ def load_senders(settings: Settings) -> list[SenderConfig]:
     """Every configured sender; none configured means the development sink (plain SMTP)."""
     text = settings.smtp_senders.strip()
     if not text:
-        text = f"smtp://{settings.smtp_sink_host}:{settings.smtp_sink_port}?name=sink&tls=none"
-    senders = [parse_sender(url) for url in text.split()]
+        # The sink delivers nowhere, so the rate that protects a real server's reputation
+        # (100/s by default) would only slow development down: 50,000 messages took 9 min.
+        text = (
+            f"smtp://{settings.smtp_sink_host}:{settings.smtp_sink_port}"
+            f"?name=sink&tls=none&rate={SINK_RATE}"
+        )
+    helo = settings.smtp_helo_name or helo_name(settings.public_url)
+    if not _HELO.fullmatch(helo):
+        raise Invalid("smtp_helo_name", f"{helo!r} is not a host name or address literal")
+    senders = [
+        replace(
+            parsed,
+            idle_timeout=parsed.idle_timeout or settings.smtp_idle_timeout,
+            helo=parsed.helo or helo,
+        )
+        for parsed in (parse_sender(url) for url in text.split())
+    ]
+    for sender in senders:
+        if not _HELO.fullmatch(sender.helo or ""):
+            raise Invalid(FIELD, f"{sender.name}: helo {sender.helo!r} is not a host name")
     names = [s.name for s in senders]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise Invalid(FIELD, f"two senders share a name: {', '.join(duplicates)}")
     return senders
+
+
+#: Messages per second of the development sink (every worker together).
+SINK_RATE = 10_000
+# A domain name or an address literal: what EHLO takes (RFC 5321 4.1.1.1).
+_HELO = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.IPv6]+\]")
+
+
+def helo_name(public_url: str) -> str:
+    """The name to say in EHLO when none is configured: the public URL's host if it is a
+    fully qualified name, else this machine's FQDN, else an address literal.
+
+    Mail servers commonly refuse a bare ``localhost`` (Postfix's
+    reject_non_fqdn_helo_hostname), and the public URL's host is the name recipients and
+    their servers already associate with the organisation's Surge.
+    """
+    host = urlsplit(public_url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None and "." in host.strip("."):
+        return host.strip(".")
+    fqdn = socket.getfqdn()
+    if "." in fqdn.strip(".") and fqdn != "localhost.localdomain":
+        return fqdn.strip(".")
+    if address is None or address.version == 4:
+        return f"[{address or '127.0.0.1'}]"
+    return f"[IPv6:{address}]"
 
 
 def _options(url: str, query: str) -> dict[str, str]:

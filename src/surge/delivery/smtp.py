@@ -66,21 +66,24 @@ class SenderPool:
         *,
         circuit: Circuit | None = None,
         noop_after: float = 5.0,
-        max_idle: float = 60.0,
+        max_idle: float | None = None,
     ) -> None:
         self.config = config
         self.circuit = circuit or Circuit()
         #: Seconds idle after which a connection is checked with NOOP before reuse.
         self.noop_after = noop_after
-        #: Seconds idle after which a connection is closed rather than reused.
-        self.max_idle = max_idle
+        #: Seconds idle after which a connection is closed with QUIT rather than reused.
+        self.max_idle = max_idle or config.idle_timeout or 30.0
         #: Connections opened so far (metrics, and tests that count reuse).
         self.connections_opened = 0
         self._slots = asyncio.Semaphore(config.max_connections)
         self._idle: list[tuple[SMTPConnection, float]] = []
         self._tls = tls_context(config)
-        self._local_hostname: str | None = None
+        self._local_hostname: str | None = config.helo
         self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+        #: QUITs under way (a task must be referenced until it ends).
+        self._quitting: set[asyncio.Task[None]] = set()
 
     def sender_available(self) -> bool:
         """False while the circuit is open: the dispatcher should defer the whole chunk."""
@@ -194,8 +197,11 @@ class SenderPool:
         while self._idle:
             conn, since = self._idle.pop()  # most recent first: the rest may age out
             idle = time.monotonic() - since
-            if not conn.is_connected or idle > self.max_idle:
+            if not conn.is_connected:
                 _discard(conn)
+                continue
+            if idle > self.max_idle:
+                self._quit_later(conn)
                 continue
             if idle > self.noop_after:
                 try:
@@ -212,10 +218,30 @@ class SenderPool:
             _discard(conn)
 
     def _checkin(self, conn: SMTPConnection) -> None:
-        if self._closed or not conn.is_connected:
+        if not conn.is_connected:
             _discard(conn)
+        elif self._closed:
+            self._quit_later(conn)
         else:
             self._idle.append((conn, time.monotonic()))
+            if self._reaper is None:
+                self._reaper = asyncio.create_task(self._reap(), name="smtp-idle-reaper")
+
+    async def _reap(self) -> None:
+        """Say QUIT to connections idle past ``max_idle``, rather than leave them for the
+        server to time out: a polite client frees the server's slot and keeps its standing."""
+        while not self._closed:
+            await asyncio.sleep(self.max_idle / 2)
+            deadline = time.monotonic() - self.max_idle
+            stale = [conn for conn, since in self._idle if since < deadline]
+            self._idle = [(conn, since) for conn, since in self._idle if since >= deadline]
+            for conn in stale:
+                self._quit_later(conn)
+
+    def _quit_later(self, conn: SMTPConnection) -> None:
+        task = asyncio.create_task(_quit(conn))
+        self._quitting.add(task)
+        task.add_done_callback(self._quitting.discard)
 
     async def _connect(self) -> SMTPConnection:
         if self._local_hostname is None:
@@ -236,10 +262,12 @@ class SenderPool:
         return conn
 
     async def aclose(self) -> None:
-        """Say QUIT on every idle connection and close it; borrowed ones close on return."""
+        """Say QUIT on every idle connection and close it; borrowed ones QUIT on return."""
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(_quit(conn) for conn, _ in idle))
+        await asyncio.gather(*(_quit(conn) for conn, _ in idle), *self._quitting)
 
 
 async def _start(

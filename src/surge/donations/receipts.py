@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
+import functools
 import html
+import ipaddress
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from surge.config import Settings
 from surge.delivery.mime import Composer
 from surge.donations.currencies import format_amount
 
+log = logging.getLogger(__name__)
+
+
+#: Where receipts come from when no address is set and the public URL names no domain
+#: (development): fine for the sink, refused by real mail servers, hence the warning.
+FALLBACK_FROM = "receipts@surge.localhost"
+
 
 def receipt_from(settings: Settings) -> str:
-    """The envelope and header sender of receipts."""
-    return settings.donations_receipt_from
+    """The envelope and header sender of receipts: SURGE_DONATIONS_RECEIPT_FROM, else
+    ``receipts@`` the public URL's domain, else a development fallback."""
+    return _sender(
+        settings.donations_receipt_from, settings.public_url, bool(settings.smtp_senders.strip())
+    )
+
+
+@functools.cache  # one answer (and at most one warning) per process
+def _sender(configured: str, public_url: str, real_senders: bool) -> str:
+    if configured:
+        return configured
+    host = (urlsplit(public_url).hostname or "").strip(".")
+    if "." in host and not _is_address(host):
+        return f"receipts@{host}"
+    if real_senders:
+        log.warning(
+            "receipts go out from %s, which real mail servers refuse: "
+            "set SURGE_DONATIONS_RECEIPT_FROM or a public URL with a domain",
+            FALLBACK_FROM,
+        )
+    return FALLBACK_FROM
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def message_id(donation_id: int, from_email: str) -> str:
