@@ -31,6 +31,8 @@ class Settings:
     embedded_pg_port: int = 0
     #: Connections per process in the pool.
     db_pool_size: int = 10
+    #: Seconds an API request waits for a pooled connection before it is answered 503.
+    db_pool_timeout: float = 5.0
     #: Bind address of `surge api`.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

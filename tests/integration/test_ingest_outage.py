@@ -94,3 +94,31 @@ def test_intake_answers_503_promptly_while_the_database_is_down_and_recovers(
         ).fetchone()
     # Stored before the outage; nothing of the refused requests.
     assert row == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key"),
+    [
+        ("post", "/v1/events", "publishable_key"),  # a key this process has not cached
+        ("get", "/v1/contacts", "secret_key"),
+        ("get", "/v1/campaigns/1/totals", None),
+    ],
+)
+def test_every_route_answers_503_promptly_while_the_database_is_down(
+    outage: Outage, method: str, path: str, key: str | None
+) -> None:
+    fresh = create_org(outage.server.url, "Uncached Org")  # never seen by the API: no cache
+    headers = {"Authorization": f"Bearer {fresh[key]}"} if key else {}
+    outage.server.stop("immediate")
+    try:
+        started = time.monotonic()
+        res = httpx.request(
+            method, outage.api + path, headers=headers, json={"type": "x"}, timeout=60
+        )
+        took = time.monotonic() - started
+    finally:
+        outage.server.start()
+    assert res.status_code == 503, res.text
+    assert res.json()["error"]["code"] == "unavailable"
+    assert int(res.headers["Retry-After"]) > 0
+    assert took < PROMPT, f"503 after {took:.1f} s"

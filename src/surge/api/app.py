@@ -50,7 +50,11 @@ def create_app(settings: Settings, database_url: str) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.pool = await open_pool(database_url, max_size=settings.db_pool_size)
+        # A request waits for a connection at most db_pool_timeout, then gets 503 with
+        # Retry-After (api/errors.py): during an outage clients hear so within seconds.
+        app.state.pool = await open_pool(
+            database_url, max_size=settings.db_pool_size, getconn_timeout=settings.db_pool_timeout
+        )
         hooks = _modules()
         try:
             for module in hooks:

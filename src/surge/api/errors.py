@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -71,8 +74,30 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return json_response(error_body("internal", "internal error"), 500)
 
 
+#: Seconds a client should wait before retrying while the database is unreachable.
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database is down, restarting or every pooled connection is busy past the pool's
+    # timeout: the request did nothing, and the same request later will work.
+    log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+    body = error_body("unavailable", "the database is unavailable; retry shortly")
+    return json_response(body, 503, {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)})
+
+
 HANDLERS = {
     errors.SurgeError: surge_error,
     HTTPException: http_error,
+    PoolTimeout: database_unavailable,
+    OperationalError: database_unavailable,
     Exception: unexpected_error,
 }
+
+
+def handler_for(exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler ``HANDLERS`` gives ``exc`` (for routes served outside Starlette)."""
+    for cls in type(exc).__mro__:
+        if cls in HANDLERS:
+            return HANDLERS[cls]
+    return unexpected_error

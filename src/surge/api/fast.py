@@ -16,9 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from surge.api.errors import surge_error, unexpected_error
+from surge.api.errors import handler_for
 from surge.api.middleware import RequestContext
-from surge.errors import SurgeError
 
 
 class FastRoutes:
@@ -45,8 +44,7 @@ class FastRoutes:
         try:
             await scope["route"].app(scope, receive, send)
         except Exception as exc:
-            handler = surge_error if isinstance(exc, SurgeError) else unexpected_error
-            response: Response = await handler(Request(scope), exc)
+            response: Response = await handler_for(exc)(Request(scope), exc)
             try:
                 await response(scope, receive, send)
             except RuntimeError:

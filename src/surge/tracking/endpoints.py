@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from surge.db.group_commit import Backlogged, GroupCommitWriter
+from surge.db.group_commit import GroupCommitWriter, Unavailable
 from surge.dispatch import service as dispatch
 from surge.errors import NotFound
 from surge.tracking.tokens import Hit, TokenSigner, signing_key
@@ -35,7 +35,13 @@ async def startup(app: Starlette) -> None:
     async def flush(conn: Any, hits: Sequence[Hit]) -> None:
         await dispatch.record_hits(conn, hits)
 
-    app.state.hits = GroupCommitWriter(app.state.pool, flush, max_delay=0.01, name="tracking")
+    app.state.hits = GroupCommitWriter(
+        app.state.pool,
+        flush,
+        max_delay=0.01,
+        name="tracking",
+        write_timeout=app.state.settings.ingest_write_timeout,
+    )
     app.state.hits.start()
 
 
@@ -51,8 +57,9 @@ def _verify(request: Request, kind: str) -> Hit:
 
 
 async def _record(request: Request, hit: Hit) -> None:
-    # Counting an open is not worth failing the recipient's request over.
-    with contextlib.suppress(Backlogged):
+    # Counting an open is not worth failing (or holding) the recipient's request over: with
+    # the database backlogged or away, the pixel and the redirect are served regardless.
+    with contextlib.suppress(Unavailable):
         await request.app.state.hits.write([hit])
 
 
