@@ -182,7 +182,7 @@ async def _dispatch(
         html=HTML,
     )
     t0 = time.perf_counter()
-    message = await campaigns.create_message(conn, org, campaign.id, body)
+    message = await campaigns.create_message(conn, org, campaign.id, body, frozenset())
     await watch.until(conn, "select status = 'sent' from messages where id = %s", [message.id])
     run = Run(n, message.id, seconds=time.perf_counter() - t0)
     first = await scalar(

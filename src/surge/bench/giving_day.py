@@ -208,6 +208,7 @@ async def _start_blast(conn: AsyncConn, org: int, campaign_id: int, recipients: 
             list_ids=[list_id],
             html=HTML,
         ),
+        frozenset(),
     )
     return message.id
 

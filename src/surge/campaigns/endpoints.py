@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +15,12 @@ from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.campaigns import service
 from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn
+from surge.delivery.pools import sender_names
+
+
+async def startup(app: Starlette) -> None:
+    # Read once: SURGE_SMTP_SENDERS is a start-up setting like every other.
+    app.state.sender_names = sender_names(app.state.settings)
 
 
 def _id(request: Request, name: str) -> int:
@@ -40,7 +47,9 @@ async def create_message(request: Request) -> Response:
     org = await organization_id(request)
     body = await read_json(request, MessageIn)
     async with request.app.state.pool.connection() as conn:
-        message = await service.create_message(conn, org, _id(request, "campaign_id"), body)
+        message = await service.create_message(
+            conn, org, _id(request, "campaign_id"), body, request.app.state.sender_names
+        )
     return json_response(message, 201)
 
 

@@ -52,8 +52,16 @@ async def get_campaign(conn: Conn, org: int, campaign_id: int) -> Campaign:
     return msgspec.convert(row, Campaign)
 
 
-async def create_message(conn: Conn, org: int, campaign_id: int, body: MessageIn) -> Message:
-    """Check the templates and audience, store the message and schedule its dispatch."""
+async def create_message(
+    conn: Conn, org: int, campaign_id: int, body: MessageIn, senders: frozenset[str]
+) -> Message:
+    """Check the templates, sender and audience, store the message and schedule its dispatch.
+
+    ``senders`` are the configured sender names; a message may name one of them.
+    """
+    if body.sender is not None and body.sender not in senders:
+        known = ", ".join(sorted(senders))
+        raise Invalid("sender", f"no sender named {body.sender!r}; configured: {known}")
     if body.html is None and body.text is None:
         raise Invalid("html", "a message needs an html or a text body")
     templates.check("subject", body.subject)

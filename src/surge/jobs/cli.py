@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from surge.config import ConfigError, Settings, get_settings
 from surge.db.pool import connect, open_pool
 from surge.db.runtime import database
+from surge.delivery.pools import close_process_senders
 from surge.errors import SurgeError
 from surge.jobs.admin import cancel_jobs, failed_jobs, retry_jobs
 from surge.jobs.metrics import queue_metrics
@@ -94,6 +95,8 @@ async def _serve(url: str, settings: Settings, queues: list[str], concurrency: i
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
     finally:
+        # SMTP connections say QUIT rather than vanish when the worker stops.
+        await close_process_senders()
         await engine_pool.close()
         await pool.close()
 
