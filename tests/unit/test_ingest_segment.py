@@ -103,7 +103,7 @@ def test_a_lone_surrogate_fails_only_its_own_message() -> None:
     body = b'{"batch":[{"type":"track","event":"ok"},{"type":"track","event":"x\\ud800"}]}'
     parsed = service.segment_batch(body, PK, NOW)
     assert [r[1] for r in parsed.rows] == ["ok"]
-    assert [(r.index, r.field) for r in parsed.rejected] == [(1, "batch[1]")]
+    assert [(r.index, r.field) for r in parsed.rejected] == [(1, "batch[1].event")]
 
 
 def test_basic_auth_user_is_the_write_key() -> None:
@@ -175,3 +175,10 @@ def test_times_outside_the_sane_range_are_refused(stamp: str) -> None:
     with pytest.raises(Invalid) as err:
         track(b'{"event":"e","timestamp":"' + stamp.encode() + b'"}')
     assert err.value.field == "timestamp"
+
+
+def test_a_lone_surrogate_is_invalid_naming_its_field() -> None:
+    body = b'{"type":"x","properties":{"a":[1,{"b\\udc00":"\\ud800"}]}}'
+    with pytest.raises(Invalid) as err:
+        decode(body, EventsIn)
+    assert err.value.field == "properties.a[1].b\\udc00"

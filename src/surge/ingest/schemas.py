@@ -6,6 +6,7 @@ the ``payload`` column as they came, never decoded into Python objects and encod
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -17,12 +18,23 @@ from surge.errors import Invalid
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_BYTE = re.compile(r"\(byte (\d+)\)")
+_COLON = re.compile(r"\s*:")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: An event type: printable, no control characters (they would break text columns and logs).
 EventType = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 EMAIL_PATTERN = r"^[^\x00-\x20\x7f@]+@[^\x00-\x20\x7f@]+$"
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+#: Nesting of event data. Python's parsers (msgspec here, ``json`` in psycopg and in every
+#: consumer) give up near 1,000 levels, and a consumer's own stack is deeper than intake's:
+#: an event nested close to that would be accepted here and unreadable there. 100 is far
+#: beyond what any SDK sends.
+MAX_DEPTH = 100
+TOO_DEEP = f"JSON nested more than {MAX_DEPTH} levels deep"
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 #: Events in one POST /v1/events.
 MAX_EVENTS_PER_REQUEST = 1000
@@ -190,6 +202,125 @@ def decode(data: bytes, schema: type[T], where: str = "") -> T:
             field = "." + field
         raise Invalid(where + field or None, _PATH.sub("", message)) from None
     except msgspec.DecodeError as exc:
-        raise Invalid(where or None, f"malformed JSON: {exc}") from None
+        surrogate = _lone_surrogate(data)
+        if surrogate is not None:
+            message = "a lone surrogate escape (such as \\ud800) is not allowed: jsonb refuses it"
+            raise Invalid(join(where, surrogate) or None, message) from None
+        at = _BYTE.search(str(exc))
+        key = key_at(data[: int(at[1])].decode("utf-8", "replace"), 1 << 62) if at else ""
+        raise Invalid(join(where, key) or None, f"malformed JSON: {exc}") from None
     except RecursionError:
-        raise Invalid(where or None, "JSON nested too deeply") from None
+        key = deep_key(data.decode("utf-8", "replace"), MAX_DEPTH)
+        raise Invalid(join(where, key) or None, TOO_DEEP) from None
+
+
+def _lone_surrogate(data: bytes) -> str | None:
+    """The path of a string holding a lone surrogate, if that is why msgspec refused ``data``.
+
+    RFC 8259 lets JSON escape a lone surrogate and JavaScript and Python encoders write one;
+    msgspec (and jsonb) refuse it. Only on that error path, the standard library's parser
+    (which accepts it) finds where it is, so the 400 can name the field.
+    """
+    try:
+        # Numbers as text: int() would refuse one past 4,300 digits, hiding the surrogate.
+        document = json.loads(data, parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):
+        return None
+    return string_path(document, _SURROGATE)
+
+
+def string_path(value: object, pattern: re.Pattern[str]) -> str | None:
+    """The path of the first string (key or value) in ``value`` that ``pattern`` matches."""
+    stack = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if pattern.search(item):
+                return where
+        elif isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                # A key may hold the surrogate itself: escaped, or the error could not be encoded.
+                printable = key.encode("utf-8", "backslashreplace").decode()
+                name = f"{where}.{printable}" if where else printable
+                if pattern.search(key):
+                    return name
+                stack.append((inner, name))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{where}[{i}]") for i, inner in reversed(list(enumerate(item))))
+    return None
+
+
+def join(where: str, key: str) -> str:
+    """A field path: ``where`` and then ``key`` (``batch[1]`` + ``properties``)."""
+    if not where or not key:
+        return where or key
+    return where + ("" if key.startswith("[") else ".") + key
+
+
+def deep_key(text: str, limit: int) -> str:
+    """The top-level key under which JSON ``text`` nests past ``limit`` ('' if none or at top).
+
+    Strings are skipped whole (escaped quotes included), so brackets inside them do not count.
+    """
+    depth = 0
+    key = ""
+    for match in _STRUCTURE.finditer(text):
+        token = match[0]
+        if token[0] == '"':
+            if depth == 1:
+                key = token
+        elif token in "[{":
+            depth += 1
+            if depth > limit:
+                try:
+                    return str(json.loads(key)).encode("utf-8", "backslashreplace").decode()
+                except ValueError:
+                    return ""
+        else:
+            depth -= 1
+    return ""
+
+
+def nested_too_deep(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` nests past ``limit``: a count first, the walk only if it may."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        token = match[0]
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def key_at(text: str, pos: int) -> str:
+    """The top-level key of JSON ``text`` whose key or value holds offset ``pos`` (or '')."""
+    depth = 0
+    key = ""
+    for match in _STRUCTURE.finditer(text):
+        token = match[0]
+        if match.end() > pos:
+            # ``pos`` is in this token (or between tokens): a top-level key names itself.
+            is_key = depth == 1 and token[0] == '"' and match.start() <= pos
+            is_key = bool(is_key and _COLON.match(text, match.end()))
+            return key_name(token if is_key else key) if depth >= 1 else ""
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+        elif depth == 1:
+            key = token
+    return key_name(key) if depth >= 1 else ""
+
+
+def key_name(token: str) -> str:
+    """A JSON string token as a field name, re-escaped: keys may hold NUL or lone surrogates."""
+    try:
+        name = json.dumps(str(json.loads(token)), ensure_ascii=False)[1:-1]
+    except ValueError:
+        return ""
+    return name.encode("utf-8", "backslashreplace").decode()

@@ -18,6 +18,8 @@ from surge.errors import Invalid, SurgeError
 from surge.ingest import store
 from surge.ingest.schemas import (
     EMAIL_PATTERN,
+    MAX_DEPTH,
+    TOO_DEEP,
     EventIn,
     EventsIn,
     HasEmail,
@@ -25,6 +27,11 @@ from surge.ingest.schemas import (
     SegmentBatch,
     SegmentMessage,
     decode,
+    deep_key,
+    join,
+    key_at,
+    key_name,
+    nested_too_deep,
 )
 from surge.orgs.service import Principal
 
@@ -51,7 +58,8 @@ MAX_NUMBER_EXPONENT = 1000
 # for the exact walk over the JSON tokens below, which skips strings.
 _MAYBE_HUGE = re.compile(r"[eE][+-]?\d{4}|[0-9.]{" + str(MAX_NUMBER_DIGITS + 1) + "}")
 _TOKEN = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"|-?([0-9]+)(?:\.([0-9]+))?(?:[eE][+-]?([0-9]+))?', re.DOTALL
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|-?([0-9]+)(?:\.([0-9]+))?(?:[eE][+-]?([0-9]+))?',
+    re.DOTALL,
 )
 #: Event times Surge accepts: from the Unix epoch to a day ahead of the receiving clock.
 #: Outside it a time is a client bug (a clock at year 1, a unit mix-up), and the extremes are
@@ -248,10 +256,14 @@ def _payload(raw: bytes, field: str | None) -> str:
         text = raw.decode()
     except UnicodeDecodeError:
         raise Invalid(field, "not valid UTF-8") from None
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
-        raise Invalid(field, "\\u0000 is not allowed in event data")
+    nul = _NUL_ESCAPE.search(text) if "\\u0000" in text else None
+    if nul:
+        where = join(field or "", key_at(text, nul.end() - 1)) or None
+        raise Invalid(where, "\\u0000 is not allowed in event data")
     if _MAYBE_HUGE.search(text):
         _check_numbers(text, field)
+    if nested_too_deep(text, MAX_DEPTH):
+        raise Invalid(join(field or "", deep_key(text, MAX_DEPTH)) or None, TOO_DEEP)
     return text
 
 
@@ -262,21 +274,34 @@ def _check_numbers(text: str, field: str | None) -> None:
     outside a string opens one and the string pattern consumes it whole, escapes included:
     digits inside strings (UUIDs such as ``"1e23456"``) are never taken for numbers.
     """
+    depth = 0
+    key = ""  # the top-level key being read: the 400 names it
     for match in _TOKEN.finditer(text):
         whole, fraction, exponent = match.groups()
         if whole is None:
-            continue  # a string
+            token = match[0]
+            if token in "[{":
+                depth += 1
+            elif token in "]}":
+                depth -= 1
+            elif depth == 1:
+                key = token
+            continue
         digits = len(whole) + (len(fraction) if fraction else 0)
-        if digits > MAX_NUMBER_DIGITS:
-            raise Invalid(field, f"a number has more than {MAX_NUMBER_DIGITS} digits")
-        if exponent is not None:
-            significant = exponent.lstrip("0")
-            # Length first: int() of a string past 4,300 digits raises by itself.
-            if len(significant) > 4 or int(significant or 0) > MAX_NUMBER_EXPONENT:
-                raise Invalid(
-                    field,
-                    f"a number's exponent is outside -{MAX_NUMBER_EXPONENT}..{MAX_NUMBER_EXPONENT}",
-                )
+        significant = (exponent or "").lstrip("0")
+        # Length first: int() of a string past 4,300 digits raises by itself.
+        if digits > MAX_NUMBER_DIGITS or len(significant) > 4:
+            break
+        if int(significant or 0) > MAX_NUMBER_EXPONENT:
+            break
+    else:
+        return
+    where = join(field or "", key_name(key) if depth >= 1 else "") or None
+    raise Invalid(
+        where,
+        f"a number may have at most {MAX_NUMBER_DIGITS} digits and an exponent within"
+        f" ±{MAX_NUMBER_EXPONENT}",
+    )
 
 
 def _utc(stamp: datetime) -> datetime:
