@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from surge.api.app import all_routes
 from surge.api.openapi import document
+from surge.app import routes
 from tests.conftest import create_org
 
 EXAMPLES = int(os.environ.get("SURGE_SCHEMATHESIS_EXAMPLES", "30"))
 
-all_routes()  # imports every domain, so that document() lists their operations
+routes()  # every domain's operations are declared with its routes
 OPERATIONS = [(path, method) for path, ops in document()["paths"].items() for method in ops]
 
 

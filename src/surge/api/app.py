@@ -1,51 +1,44 @@
-"""The ASGI application: HTTP API, tracking endpoints and health, on one pool per process."""
+"""The ASGI application: HTTP API, tracking endpoints and health, on one pool per process.
+
+What it serves comes from the composition root (``surge.app``): this module only knows how
+an API process is put together, not which domains exist.
+"""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from surge.api import health, reference
 from surge.api.errors import HANDLERS
 from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
 from surge.config import Settings
 from surge.db.pool import open_pool
 
-#: Domain modules whose ``routes`` list the app serves. A module may also define
-#: ``async def startup(app)`` and ``async def shutdown(app)`` for per-process state, and
-#: ``fast_routes``: hot exact-path ASGI routes dispatched before Starlette (``api/fast.py``).
-ROUTE_MODULES = (
-    # First: the hottest routes, matched before the ~40 others on every event.
-    "surge.ingest.endpoints",
-    "surge.contacts.endpoints",
-    "surge.campaigns.endpoints",
-    "surge.tracking.endpoints",
-    "surge.webhooks.endpoints",
-    "surge.donations.endpoints",
-)
+Hook = Callable[[Starlette], Awaitable[None]]
+#: A domain's (startup, shutdown) hooks: per-process state its routes need.
+Lifecycle = tuple[Hook | None, Hook | None]
 
 
-def _modules() -> list[ModuleType]:
-    return [importlib.import_module(name) for name in ROUTE_MODULES]
+def create_app(
+    settings: Settings,
+    database_url: str,
+    *,
+    routes: Sequence[BaseRoute],
+    fast_routes: Sequence[Route] = (),
+    lifecycles: Sequence[Lifecycle] = (),
+) -> ASGIApp:
+    """The application for one API process, connected to ``database_url``.
 
-
-def all_routes() -> list[BaseRoute]:
-    routes: list[BaseRoute] = [*health.routes, *reference.routes]
-    for module in _modules():
-        routes.extend(module.routes)
-    return routes
-
-
-def create_app(settings: Settings, database_url: str) -> ASGIApp:
-    """The application for one API process, connected to ``database_url``."""
+    ``fast_routes`` are served before Starlette's router (``api/fast.py``); each of
+    ``lifecycles`` starts in order after the pool opens and, if it started, stops in reverse
+    order before the pool closes.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,23 +48,23 @@ def create_app(settings: Settings, database_url: str) -> ASGIApp:
         app.state.pool = await open_pool(
             database_url, max_size=settings.db_pool_size, getconn_timeout=settings.db_pool_timeout
         )
-        hooks = _modules()
+        started: list[Hook] = []
         try:
-            for module in hooks:
-                if hasattr(module, "startup"):
-                    await module.startup(app)
+            for startup, shutdown in lifecycles:
+                if startup is not None:
+                    await startup(app)
+                if shutdown is not None:
+                    started.append(shutdown)
             yield
         finally:
-            for module in reversed(hooks):
-                if hasattr(module, "shutdown"):
-                    await module.shutdown(app)
+            for shutdown in reversed(started):
+                await shutdown(app)
             await app.state.pool.close()
 
     app = Starlette(
-        routes=all_routes(),
+        routes=list(routes),
         middleware=[Middleware(RequestContext)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
-    fast = [route for module in _modules() for route in getattr(module, "fast_routes", [])]
-    return FastRoutes(app, fast)
+    return FastRoutes(app, list(fast_routes))

@@ -21,7 +21,7 @@ def _exit(signum: int, frame: object) -> None:
 @click.option("--port", type=int, default=None, help="Port (default SURGE_API_PORT).")
 def api_command(host: str | None, port: int | None) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C."""
-    from surge.api.app import create_app
+    from surge.app import api_app
 
     settings = get_settings()
     configure_logging(settings, process="api")
@@ -29,7 +29,7 @@ def api_command(host: str | None, port: int | None) -> None:
     # on the spot, before the embedded database this command started is stopped.
     signal.signal(signal.SIGTERM, _exit)
     with database(settings) as url:
-        app = create_app(settings, url)
+        app = api_app(settings, url)
         uvicorn.run(
             app,
             host=host or settings.api_host,

@@ -18,7 +18,7 @@ from surge.delivery.pools import close_process_senders
 from surge.errors import SurgeError
 from surge.jobs.admin import cancel_jobs, failed_jobs, retry_jobs
 from surge.jobs.metrics import queue_metrics
-from surge.jobs.registry import QUEUES, load_task_modules
+from surge.jobs.registry import QUEUES, Registry, tasks_in
 from surge.jobs.worker import Worker
 from surge.observability.logging import configure_logging
 
@@ -58,7 +58,7 @@ def _queues(value: str) -> list[str]:
     "tasks_modules",
     multiple=True,
     envvar="SURGE_EXTRA_TASK_MODULES",
-    help="Extra module(s) registering tasks, besides surge.tasks.TASK_MODULES "
+    help="Extra module(s) defining tasks, besides Surge's own (surge.app.DOMAINS) "
     "(repeatable or comma-separated; env SURGE_EXTRA_TASK_MODULES).",
 )
 @click.option(
@@ -77,18 +77,28 @@ def worker_command(
     # Bulk work is huge and patient: on a shared machine it yields the CPU to the API and
     # to critical jobs (donations, receipts) instead of competing with them as an equal.
     os.nice(nice if nice is not None else (10 if served == ["bulk"] else 0))
-    load_task_modules(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
+    from surge.app import tasks  # the composition root: every domain's tasks
+
+    extra = tasks_in(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
+    registry = tasks(extra)
     with database(settings) as url:
-        asyncio.run(_serve(url, settings, served, concurrency))
+        asyncio.run(_serve(url, settings, served, concurrency, registry))
 
 
-async def _serve(url: str, settings: Settings, queues: list[str], concurrency: int | None) -> None:
+async def _serve(
+    url: str, settings: Settings, queues: list[str], concurrency: int | None, registry: Registry
+) -> None:
     pool = await open_pool(url, min_size=1, max_size=settings.db_pool_size)
     # claim, flush and heartbeat each hold one at times, failures a fourth.
     engine_pool = await open_pool(url, min_size=3, max_size=4)
     try:
         worker = Worker(
-            pool, settings, queues=queues, concurrency=concurrency, engine_pool=engine_pool
+            pool,
+            settings,
+            queues=queues,
+            concurrency=concurrency,
+            engine_pool=engine_pool,
+            tasks=registry,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -157,16 +157,10 @@ def _check(kind: str, queue: str, max_attempts: int, cron: str | None, every: fl
         raise ValueError(f"task {kind!r}: every must be positive")
 
 
-def load_task_modules(names: Iterable[str]) -> None:
-    """Import the modules that register tasks: the built-ins, the app's, then ``names``."""
-    importlib.import_module("surge.jobs.builtin")
-    try:
-        app = importlib.import_module("surge.tasks")
-    except ModuleNotFoundError as exc:
-        if exc.name != "surge.tasks":
-            raise
-        app_modules: tuple[str, ...] = ()
-    else:
-        app_modules = tuple(getattr(app, "TASK_MODULES", ()))
-    for name in (*app_modules, *names):
-        importlib.import_module(name)
+def tasks_in(names: Iterable[str]) -> list[Task]:
+    """The tasks defined in the modules ``names`` (extensions and tests: ``--tasks``)."""
+    found: list[Task] = []
+    for name in names:
+        module = importlib.import_module(name)
+        found += [value for value in vars(module).values() if isinstance(value, Task)]
+    return found
