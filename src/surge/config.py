@@ -15,6 +15,10 @@ from typing import Any
 
 # An address as a sender must write it: local@domain, no spaces, angle brackets or CR/LF.
 _ADDRESS = re.compile(r"[^\s@<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+#: What EHLO may say (RFC 5321 4.1.1.1): a domain name or an address literal.
+HELO_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[(?:IPv6:)?[0-9A-Fa-f:.]+\]"
+)
 
 
 class ConfigError(ValueError):
@@ -108,6 +112,12 @@ class Settings:
         address = self.donations_receipt_from
         if address and not _ADDRESS.fullmatch(address):
             raise ConfigError(f"SURGE_DONATIONS_RECEIPT_FROM={address!r} is not an email address")
+        if self.smtp_helo_name and not HELO_NAME.fullmatch(self.smtp_helo_name):
+            raise ConfigError(
+                f"SURGE_SMTP_HELO_NAME={self.smtp_helo_name!r}: use a host name or [address]"
+            )
+        if not 0 < self.smtp_idle_timeout < float("inf"):
+            raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

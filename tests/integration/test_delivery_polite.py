@@ -108,8 +108,18 @@ def test_helo_name_is_never_a_bare_localhost(public_url: str) -> None:
 
 
 def test_a_helo_name_with_spaces_is_refused() -> None:
+    # The setting is refused when the settings are read (start-up), a sender's option when
+    # the senders are.
+    with pytest.raises(ConfigError):
+        Settings(smtp_helo_name="bad name\r\nMAIL FROM:<x@y>")
     with pytest.raises(Invalid):
-        load_senders(Settings(smtp_helo_name="bad name\r\nMAIL FROM:<x@y>"))
+        load_senders(Settings(smtp_senders="smtp://a.example:25?tls=none&helo=bad%20name"))
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("inf")])
+def test_an_idle_timeout_that_is_not_a_positive_number_is_refused(seconds: float) -> None:
+    with pytest.raises(ConfigError):
+        Settings(smtp_idle_timeout=seconds)
 
 
 def test_the_development_sink_is_not_throttled_like_a_real_server() -> None:

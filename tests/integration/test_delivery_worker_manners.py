@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from surge.db.embedded import free_port
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import Process, create_org, run_cli, surge_env
 from tests.helpers import make_audience, make_message, wait_for
 
 PUBLIC_DOMAIN = "give.charity.example"
@@ -118,3 +118,19 @@ def test_stopping_the_worker_says_quit_on_every_open_connection(
         worker.stop()
     until(lambda: recorder.quits == len(recorder.ehlo_names), within=5)
     assert set(recorder.ehlo_names) == {"mta.charity.example"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SURGE_DONATIONS_RECEIPT_FROM", "receipts at charity"),
+        ("SURGE_SMTP_HELO_NAME", "mail server"),
+        ("SURGE_SMTP_IDLE_TIMEOUT", "-5"),
+    ],
+)
+def test_a_worker_with_an_unusable_mail_setting_refuses_to_start(
+    database_url: str, variable: str, value: str
+) -> None:
+    proc = run_cli(database_url, "worker", check=False, **{variable: value})
+    assert proc.returncode != 0
+    assert variable in proc.stderr + proc.stdout

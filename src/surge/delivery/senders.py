@@ -18,13 +18,12 @@ and ``helo`` (the name said in EHLO; default SURGE_SMTP_HELO_NAME, else ``helo_n
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from surge.config import Settings
+from surge.config import HELO_NAME, Settings
 from surge.errors import Invalid
 
 Tls = Literal["none", "starttls", "implicit"]
@@ -147,7 +146,7 @@ def load_senders(settings: Settings) -> list[SenderConfig]:
 #: Messages per second of the development sink (every worker together).
 SINK_RATE = 10_000
 # A domain name or an address literal: what EHLO takes (RFC 5321 4.1.1.1).
-_HELO = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.IPv6]+\]")
+_HELO = HELO_NAME
 
 
 def helo_name(public_url: str) -> str:
