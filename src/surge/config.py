@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# An address as a sender must write it: local@domain, no spaces, angle brackets or CR/LF.
-_ADDRESS = re.compile(r"[^\s@<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+from surge.fields import valid_email
+
 #: What EHLO may say (RFC 5321 4.1.1.1): a domain name or an address literal.
 HELO_NAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[(?:IPv6:)?[0-9A-Fa-f:.]+\]"
@@ -110,7 +110,7 @@ class Settings:
         if self.log_format not in ("auto", "json", "text"):
             raise ConfigError(f"SURGE_LOG_FORMAT={self.log_format!r}: use auto, json or text")
         address = self.donations_receipt_from
-        if address and not _ADDRESS.fullmatch(address):
+        if address and not valid_email(address):
             raise ConfigError(f"SURGE_DONATIONS_RECEIPT_FROM={address!r} is not an email address")
         if self.smtp_helo_name and not HELO_NAME.fullmatch(self.smtp_helo_name):
             raise ConfigError(

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from surge.config import ConfigError
+from surge.config import ConfigError, Settings
 from surge.db.pool import open_pool
 from surge.donations import gateway as gateways
 from surge.donations.gateway import ChargeResult, GatewayUnavailable, SandboxGateway
@@ -68,11 +68,6 @@ def test_tokens_behave_like_a_real_gateways_outcomes(database_url: str) -> None:
     asyncio.run(run())
 
 
-def test_unknown_gateway_name_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gateways, "_gateway", None)
-
-    class Named:
-        payment_gateway = "acme"
-
+def test_unknown_gateway_name_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="acme"):
-        gateways.process_gateway(Named(), None)  # type: ignore[arg-type]
+        gateways.make_gateway(Settings(payment_gateway="acme"), None)  # type: ignore[arg-type]

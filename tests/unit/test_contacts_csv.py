@@ -8,7 +8,7 @@ import re
 import pytest
 
 from surge.contacts.imports import ImportFailed, parse_batches
-from surge.contacts.schemas import valid_email
+from surge.fields import valid_email
 
 
 def split(data: bytes, size: int) -> list[bytes]:

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from surge.api.errors import PayloadTooLarge
-from surge.errors import Invalid
+from surge.errors import Invalid, PayloadTooLarge
 from surge.ingest import service
 from surge.ingest.schemas import EventsIn, decode
 from surge.ingest.segment import basic_auth_user, inflate

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from surge.errors import SurgeError
+from surge.errors import Overloaded
 
-
-class Overloaded(SurgeError):
-    """More requests in flight than this process serves well; try again in a second."""
-
-    code = "overloaded"
-    retry_after = 1
+__all__ = ["Admission", "Overloaded"]
 
 
 class Admission:

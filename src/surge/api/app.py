@@ -19,6 +19,7 @@ from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
 from surge.config import Settings
 from surge.db.pool import open_pool
+from surge.resources import Resources
 
 Hook = Callable[[Starlette], Awaitable[None]]
 #: A domain's (startup, shutdown) hooks: per-process state its routes need.
@@ -48,6 +49,7 @@ def create_app(
         app.state.pool = await open_pool(
             database_url, max_size=settings.db_pool_size, getconn_timeout=settings.db_pool_timeout
         )
+        app.state.resources = Resources(settings, app.state.pool)
         started: list[Hook] = []
         try:
             for startup, shutdown in lifecycles:
@@ -59,6 +61,7 @@ def create_app(
         finally:
             for shutdown in reversed(started):
                 await shutdown(app)
+            await app.state.resources.aclose()
             await app.state.pool.close()
 
     app = Starlette(

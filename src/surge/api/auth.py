@@ -7,8 +7,6 @@ from starlette.requests import Request
 from surge.errors import Forbidden, Unauthorized
 from surge.orgs.service import KeyCache, Principal, authenticate
 
-_cache = KeyCache()
-
 
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
@@ -21,11 +19,12 @@ def bearer_token(request: Request) -> str:
 async def principal(request: Request, *, publishable_ok: bool = False) -> Principal:
     """The verified caller. Secret keys may do everything; publishable keys only what allows it."""
     token = bearer_token(request)
-    found = _cache.get(token)
+    keys: KeyCache = request.app.state.resources.keys
+    found = keys.get(token)
     if found is None:
         async with request.app.state.pool.connection() as conn:
             found = await authenticate(conn, token)
-        _cache.put(token, found)
+        keys.put(token, found)
     if found.kind != "secret" and not publishable_ok:
         raise Forbidden("this endpoint needs a secret key, not a publishable key")
     return found

@@ -8,8 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
-from surge.errors import Invalid
+from surge.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 
 T = TypeVar("T")
 

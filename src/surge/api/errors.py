@@ -12,31 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from surge import errors
-from surge.api.admission import Overloaded
 from surge.api.responses import json_response
 
 log = logging.getLogger(__name__)
-
-STATUS = {
-    errors.Invalid: 400,
-    errors.Unauthorized: 401,
-    errors.Forbidden: 403,
-    errors.NotFound: 404,
-    errors.Conflict: 409,
-}
-
-
-class PayloadTooLarge(errors.SurgeError):
-    code = "payload_too_large"
-
-
-class UnsupportedMediaType(errors.SurgeError):
-    code = "unsupported_media_type"
-
-
-STATUS[PayloadTooLarge] = 413
-STATUS[UnsupportedMediaType] = 415
-STATUS[Overloaded] = 503
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
@@ -52,11 +30,10 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, o
 
 async def surge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SurgeError)
-    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if isinstance(exc, Overloaded):
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+    if exc.retry_after is not None:
         headers = {"Retry-After": str(exc.retry_after)}
-    return json_response(error_body(exc.code, exc.message, exc.field), status, headers)
+    return json_response(error_body(exc.code, exc.message, exc.field), exc.status, headers)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}

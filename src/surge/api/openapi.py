@@ -99,8 +99,12 @@ ERROR = {
                 "field": {"type": ["string", "null"]},
             },
             "required": ["code", "message", "field"],
-        }
+        },
+        # Repeated at the top level for Segment-style SDKs (see api/errors.error_body).
+        "code": {"type": "string"},
+        "message": {"type": "string"},
     },
+    "required": ["error"],
 }
 
 

@@ -19,7 +19,7 @@ from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.dispatch import templates
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import check_time
+from surge.fields import check_email, check_time
 
 Conn = AsyncConnection[Any]
 
@@ -69,9 +69,9 @@ async def create_message(
         source = getattr(body, field)
         if source is not None:
             templates.check(field, source)
-    _check_email("from_email", body.from_email)
+    check_email("from_email", body.from_email)
     if body.reply_to is not None:
-        _check_email("reply_to", body.reply_to)
+        check_email("reply_to", body.reply_to)
     send_at = check_time("send_at", body.send_at)
     async with conn.transaction():
         await get_campaign(conn, org, campaign_id)
@@ -86,12 +86,6 @@ async def create_message(
         row = await store.insert_message(conn, org, values)
         await dispatch.schedule(conn, org, row["id"], send_at)
     return msgspec.convert(row, Message)
-
-
-def _check_email(field: str, value: str) -> None:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c in value for c in " \r\n<>,"):
-        raise Invalid(field, f"'{value}' is not an email address")
 
 
 async def get_message(conn: Conn, org: int, message_id: int) -> Message:

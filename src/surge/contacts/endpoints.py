@@ -17,7 +17,6 @@ from surge.api.decode import (
     query_text,
     read_json,
 )
-from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
 from surge.api.openapi import AFTER, Param, limit, operation
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
@@ -34,7 +33,7 @@ from surge.contacts.schemas import (
     Page,
     UpsertResult,
 )
-from surge.errors import NotFound
+from surge.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 
 DEFAULT_LIMIT = 100
 

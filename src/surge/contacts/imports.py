@@ -29,7 +29,8 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from surge.contacts import service, store
-from surge.contacts.schemas import MAX_NAME, STATUSES, RowError, valid_email
+from surge.contacts.schemas import MAX_NAME, STATUSES, RowError
+from surge.fields import valid_email
 from surge.webhooks.service import emit
 
 T = TypeVar("T")

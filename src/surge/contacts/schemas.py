@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -112,17 +111,3 @@ class Import(msgspec.Struct):
 
 STATUSES = frozenset(("subscribed", "unsubscribed", "bounced", "complained"))
 MAX_NAME = 200
-
-# The WHATWG (HTML) e-mail rule, plus a dot in the domain: what browsers accept, which is
-# what people type. Internationalised addresses (non-ASCII) are not accepted yet.
-EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
-)
-MAX_EMAIL = 254
-
-
-def valid_email(email: str) -> bool:
-    """Whether ``email`` (already stripped) is an address Surge will store."""
-    return len(email) <= MAX_EMAIL and EMAIL.fullmatch(email) is not None

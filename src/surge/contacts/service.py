@@ -24,9 +24,9 @@ from surge.contacts.schemas import (
     Page,
     UpsertResult,
     Written,
-    valid_email,
 )
 from surge.errors import Invalid, NotFound
+from surge.fields import valid_email
 from surge.jobs import enqueue
 
 Conn = store.Conn

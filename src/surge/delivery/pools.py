@@ -57,25 +57,6 @@ def token_batch(config: SenderConfig) -> int:
     return int(max(50, min(500, config.burst, config.rate / 20)))
 
 
-_senders: Senders | None = None
-
-
 def sender_names(settings: Settings) -> frozenset[str]:
     """The names a message may choose its sender by."""
     return frozenset(config.name for config in load_senders(settings))
-
-
-async def close_process_senders() -> None:
-    """Close this process's pools (QUIT on every connection), at shutdown."""
-    global _senders
-    if _senders is not None:
-        senders, _senders = _senders, None
-        await senders.aclose()
-
-
-def process_senders(settings: Settings) -> Senders:
-    """The process-wide ``Senders``, built from ``settings`` on first call."""
-    global _senders
-    if _senders is None:
-        _senders = Senders(settings)
-    return _senders

@@ -22,18 +22,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from surge.config import Settings
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
 from surge.delivery.mime import Composer
-from surge.delivery.pools import process_senders
 from surge.delivery.ratelimit import TokenBucket
 from surge.delivery.smtp import SenderPool
 from surge.dispatch import store
 from surge.dispatch.templates import CompiledMessage, compile_message
 from surge.jobs import JobContext
 from surge.tracking.links import add_pixel, track_links
-from surge.tracking.tokens import TokenSigner, signing_key
+from surge.tracking.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +48,6 @@ class ChunkResult:
     retry_after: float | None = None
     #: 'paused' or 'cancelled' if staff stopped the message while this chunk ran.
     stopped_by: str | None = None
-
-
-_signer: TokenSigner | None = None
-
-
-def _signer_for(settings: Settings) -> TokenSigner:
-    global _signer
-    if _signer is None:
-        _signer = TokenSigner(signing_key(settings))
-    return _signer
 
 
 @dataclass
@@ -136,7 +124,7 @@ class Outcomes:
 
 async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) -> ChunkResult:
     """Send to the chunk's queued recipients; returns totals and whether retries remain."""
-    senders, signer = process_senders(ctx.settings), _signer_for(ctx.settings)
+    senders, signer = ctx.resources.senders, ctx.resources.signer
     async with ctx.pool.connection() as conn:
         message = await store.message_for_send(conn, message_id)
         rows = await store.chunk_recipients(conn, message_id, chunk)

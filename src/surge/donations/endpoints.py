@@ -66,7 +66,10 @@ async def get_donation(request: Request) -> Response:
 
 
 async def campaign_totals(request: Request) -> Response:
-    totals = await service.public_totals(request.app.state.pool, _id(request, "campaign_id"))
+    resources = request.app.state.resources
+    totals = await service.public_totals(
+        resources.pool, resources.totals, _id(request, "campaign_id")
+    )
     return json_response(totals, headers=TOTALS_HEADERS)
 
 

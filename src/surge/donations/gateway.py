@@ -131,17 +131,12 @@ GATEWAYS: dict[str, Callable[[AsyncConnectionPool], PaymentGateway]] = {
     "sandbox": SandboxGateway,
 }
 
-_gateway: PaymentGateway | None = None
 
-
-def process_gateway(settings: Settings, pool: AsyncConnectionPool) -> PaymentGateway:
-    """This process's gateway, chosen by ``settings.payment_gateway``, made on first use."""
-    global _gateway
-    if _gateway is None:
-        name = settings.payment_gateway or DEFAULT_GATEWAY
-        factory = GATEWAYS.get(name)
-        if factory is None:
-            known = ", ".join(sorted(GATEWAYS))
-            raise ConfigError(f"SURGE_PAYMENT_GATEWAY={name!r} is not one of: {known}")
-        _gateway = factory(pool)
-    return _gateway
+def make_gateway(settings: Settings, pool: AsyncConnectionPool) -> PaymentGateway:
+    """The gateway chosen by ``settings.payment_gateway``; ConfigError if there is none such."""
+    name = settings.payment_gateway or DEFAULT_GATEWAY
+    factory = GATEWAYS.get(name)
+    if factory is None:
+        known = ", ".join(sorted(GATEWAYS))
+        raise ConfigError(f"SURGE_PAYMENT_GATEWAY={name!r} is not one of: {known}")
+    return factory(pool)

@@ -18,9 +18,8 @@ from typing import Any
 
 from surge.config import get_settings
 from surge.delivery.bounces import SendStatus
-from surge.delivery.pools import process_senders
 from surge.donations import receipts, service, store
-from surge.donations.gateway import ChargeResult, GatewayUnavailable, process_gateway
+from surge.donations.gateway import ChargeResult, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
 
@@ -58,7 +57,7 @@ async def charge(ctx: JobContext) -> None:
         donation = await store.donation_to_charge(conn, donation_id)
     if donation is None or donation["status"] != "pending":
         return  # final already (a duplicate run) or deleted with its campaign
-    gateway = process_gateway(ctx.settings, ctx.pool)
+    gateway = ctx.resources.gateway
     try:
         result = await gateway.charge(
             amount=donation["amount_minor"],
@@ -102,7 +101,7 @@ async def _send(ctx: JobContext, donation: dict[str, Any]) -> str | None:
         data = receipts.compose(donation, from_email)
     except Invalid as exc:
         return f"cannot compose: {exc.message}"
-    smtp, bucket = process_senders(ctx.settings).get(None, ctx.pool)
+    smtp, bucket = ctx.resources.senders.get(None, ctx.pool)
     await bucket.take()
     outcome = await smtp.send(from_email, str(donation["email"]), data)
     if outcome.status is SendStatus.TEMPORARY:

@@ -23,6 +23,7 @@ from surge.donations.gateway import ChargeResult
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
 from surge.donations.totals import TotalsCache, build_totals
 from surge.errors import Conflict, Invalid, NotFound
+from surge.fields import check_email
 from surge.jobs import enqueue
 from surge.webhooks.service import emit
 
@@ -45,10 +46,7 @@ def check_donation(body: DonationIn) -> DonationIn:
     currency = body.currency.upper()
     if not currencies.is_active(currency):
         raise Invalid("currency", f"{body.currency!r} is not an active ISO 4217 currency code")
-    email = body.email.strip()
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or any(c in email for c in " \t\r\n<>,;"):
-        raise Invalid("email", f"{body.email!r} is not an email address")
+    email = check_email("email", body.email)
     name = body.name.strip() if body.name else None
     return msgspec.structs.replace(body, currency=currency, email=email, name=name or None)
 
@@ -162,17 +160,16 @@ def event_data(donation: Donation) -> dict[str, Any]:
 
 # -- public totals ---------------------------------------------------------------------------
 
-_totals = TotalsCache()
 
-
-async def public_totals(pool: AsyncConnectionPool, campaign_id: int) -> Totals:
-    """A campaign's totals for anyone who knows its id, at most about a second old."""
+async def public_totals(pool: AsyncConnectionPool, cache: TotalsCache, campaign_id: int) -> Totals:
+    """A campaign's totals for anyone who knows its id, at most about a second old
+    (``cache`` is the process's, shared by every request)."""
 
     async def load(cid: int) -> Totals | None:
         async with pool.connection() as conn:
             return build_totals(await store.public_totals(conn, cid))
 
-    found = await _totals.get(campaign_id, load) if campaign_id <= MAX_ID else None
+    found = await cache.get(campaign_id, load) if campaign_id <= MAX_ID else None
     if found is None:
         raise NotFound(f"campaign {campaign_id} not found")
     return found

@@ -19,10 +19,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from surge.api.auth import principal
-from surge.api.errors import PayloadTooLarge, error_body
+from surge.api.errors import error_body
 from surge.api.openapi import operation
 from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
-from surge.errors import Unauthorized
+from surge.errors import PayloadTooLarge, Unauthorized
 from surge.ingest import service, store
 from surge.ingest.ratelimit import KeyBuckets
 from surge.ingest.schemas import (
@@ -67,9 +67,6 @@ async def shutdown(app: Starlette) -> None:
     await app.state.events.close()
 
 
-_keys = KeyCache()
-
-
 async def caller(scope: Scope, authorization: str) -> Principal:
     """The key's principal: ``Authorization: Bearer <key>`` or Segment's basic-auth write key.
 
@@ -80,7 +77,8 @@ async def caller(scope: Scope, authorization: str) -> Principal:
     # Keyed by the whole header, scheme included: a key verified as ``Bearer <key>`` or
     # ``Basic <b64>`` must not be taken from the cache under any other scheme.
     header = authorization.strip()
-    found = _keys.get(header) if header else None
+    keys: KeyCache = scope["app"].state.resources.keys
+    found = keys.get(header) if header else None
     if found is not None:
         return found
     user = basic_auth_user(authorization)
@@ -91,7 +89,7 @@ async def caller(scope: Scope, authorization: str) -> Principal:
     else:
         async with scope["app"].state.pool.connection() as conn:
             found = await authenticate(conn, user)
-    _keys.put(header, found)
+    keys.put(header, found)
     return found
 
 

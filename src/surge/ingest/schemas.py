@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta, Raw, Struct, field
 
 from surge.errors import Invalid
+from surge.fields import Email, Id
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
@@ -24,9 +25,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: An event type: printable, no control characters (they would break text columns and logs).
 EventType = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-EMAIL_PATTERN = r"^[^\x00-\x20\x7f@]+@[^\x00-\x20\x7f@]+$"
-Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
-Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 
 #: Nesting of event data. Python's parsers (msgspec here, ``json`` in psycopg and in every
 #: consumer) give up near 1,000 levels, and a consumer's own stack is deeper than intake's:

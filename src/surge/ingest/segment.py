@@ -7,8 +7,7 @@ import base64
 import binascii
 import zlib
 
-from surge.api.errors import PayloadTooLarge, UnsupportedMediaType
-from surge.errors import Invalid
+from surge.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 
 
 def basic_auth_user(header: str) -> str | None:

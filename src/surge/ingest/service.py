@@ -13,11 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from surge.api.errors import PayloadTooLarge
-from surge.errors import Invalid, SurgeError
+from surge.errors import Invalid, PayloadTooLarge, SurgeError
+from surge.fields import check_email, valid_email
 from surge.ingest import store
 from surge.ingest.schemas import (
-    EMAIL_PATTERN,
     MAX_DEPTH,
     TOO_DEEP,
     EventIn,
@@ -67,7 +66,6 @@ _TOKEN = re.compile(
 #: but Python cannot read back, so every consumer would stop on it.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_LEEWAY = timedelta(days=1)
-_EMAIL = re.compile(EMAIL_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -104,12 +102,13 @@ def _event_row(ev: EventIn, caller: Principal, now: datetime, where: str) -> Row
     payload = _payload(bytes(ev.properties), where + "properties")
     if not payload.lstrip().startswith("{"):
         raise Invalid(where + "properties", "properties must be a JSON object")
+    email = ev.contact_email and check_email(where + "contact_email", ev.contact_email).lower()
     return (
         caller.organization_id,
         ev.type,
         ev.campaign_id,
         ev.contact_id,
-        ev.contact_email.lower() if ev.contact_email else None,
+        email or None,
         payload,
         _in_range(_utc(ev.occurred_at), now, where + "occurred_at") if ev.occurred_at else now,
     )
@@ -236,7 +235,7 @@ def _email_of(holder: HasEmail | None) -> str | None:
     if holder is None or not isinstance(holder.email, str):
         return None
     email = holder.email.strip()
-    return email.lower() if len(email) <= 320 and _EMAIL.match(email) else None
+    return email.lower() if valid_email(email) else None
 
 
 def _check_type(event_type: str, caller: Principal, field: str) -> None:

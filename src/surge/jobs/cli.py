@@ -14,7 +14,6 @@ from psycopg import AsyncConnection
 from surge.config import ConfigError, Settings, get_settings
 from surge.db.pool import connect, open_pool
 from surge.db.runtime import database
-from surge.delivery.pools import close_process_senders
 from surge.errors import SurgeError
 from surge.jobs.admin import cancel_jobs, failed_jobs, retry_jobs
 from surge.jobs.metrics import queue_metrics
@@ -91,6 +90,9 @@ async def _serve(
     pool = await open_pool(url, min_size=1, max_size=settings.db_pool_size)
     # claim, flush and heartbeat each hold one at times, failures a fourth.
     engine_pool = await open_pool(url, min_size=3, max_size=4)
+    from surge.resources import Resources  # the app's shared objects, closed on exit
+
+    resources = Resources(settings, pool)
     try:
         worker = Worker(
             pool,
@@ -99,6 +101,7 @@ async def _serve(
             concurrency=concurrency,
             engine_pool=engine_pool,
             tasks=registry,
+            resources=resources,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,7 +109,7 @@ async def _serve(
         await worker.run()
     finally:
         # SMTP connections say QUIT rather than vanish when the worker stops.
-        await close_process_senders()
+        await resources.aclose()
         await engine_pool.close()
         await pool.close()
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
+    from surge.resources import Resources
+
 QUEUES = ("critical", "default", "bulk")
 DEFAULT_MAX_ATTEMPTS = 20
 
@@ -48,12 +50,14 @@ class Job:
 
 @dataclass(slots=True)
 class JobContext:
-    """What a running task gets: its job, the worker's pool and the settings."""
+    """What a running task gets: its job, the worker's pool, settings and resources."""
 
     job: Job
     pool: AsyncConnectionPool
     settings: Settings
     worker_id: str
+    #: The worker process's shared objects: SMTP pools, HTTP client, gateway, signer.
+    resources: Resources
     #: Set by complete_in(); the worker's own completion is then a no-op for this job.
     completed: bool = False
 

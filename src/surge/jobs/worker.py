@@ -20,6 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from psycopg import Error as DatabaseError
 from psycopg_pool import AsyncConnectionPool
@@ -30,6 +31,9 @@ from surge.jobs.fetch import claim
 from surge.jobs.maintenance import Maintenance, release_lease, take_lease
 from surge.jobs.registry import Job, JobContext, Registry, UnknownTask, registry
 from surge.jobs.rescue import heartbeat, identity, unregister
+
+if TYPE_CHECKING:
+    from surge.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,13 @@ class Worker:
         tasks: Registry = registry,
         worker_id: str | None = None,
         engine_pool: AsyncConnectionPool | None = None,
+        resources: Resources | None = None,
     ) -> None:
         self.pool = pool
+        #: What tasks share (surge.resources); the caller owns and closes it. Without one,
+        #: the worker makes its own from ``settings`` and ``pool`` and closes it on exit.
+        self.resources = resources
+        self._own_resources = resources is None
         # The engine's own statements (claim, flush, heartbeat) get their own connections
         # when possible: tasks holding every connection of `pool` must not delay the
         # heartbeat, or a busy worker would be taken for dead.
@@ -86,6 +95,17 @@ class Worker:
 
     async def run(self) -> None:
         """Serve the queues until ``stop()``, then drain and hand back."""
+        if self.resources is None:
+            from surge.resources import Resources  # the app's, made here only when not given
+
+            self.resources = Resources(self.settings, self.pool)
+        try:
+            await self._serve()
+        finally:
+            if self._own_resources:
+                await self.resources.aclose()
+
+    async def _serve(self) -> None:
         async with self.engine_pool.connection() as conn:
             await heartbeat(conn, self._who)
         log.info("worker started", extra={"worker": self.id, "queues": self.queues})
@@ -154,7 +174,8 @@ class Worker:
         self._running[job.id] = asyncio.create_task(self._execute(job))
 
     async def _execute(self, job: Job) -> None:
-        ctx = JobContext(job, self.pool, self.settings, self.id)
+        assert self.resources is not None, "run() provides the resources"
+        ctx = JobContext(job, self.pool, self.settings, self.id, self.resources)
         try:
             await self.tasks.get(job.kind)(ctx)
         except asyncio.CancelledError as exc:

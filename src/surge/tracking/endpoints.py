@@ -20,7 +20,7 @@ from starlette.routing import Route
 from surge.db.group_commit import GroupCommitWriter, Unavailable
 from surge.dispatch import service as dispatch
 from surge.errors import NotFound
-from surge.tracking.tokens import Hit, TokenSigner, signing_key
+from surge.tracking.tokens import Hit
 
 # The smallest transparent GIF.
 PIXEL = bytes.fromhex(
@@ -30,7 +30,6 @@ NO_STORE = {"Cache-Control": "no-store, private"}
 
 
 async def startup(app: Starlette) -> None:
-    app.state.signer = TokenSigner(signing_key(app.state.settings))
 
     async def flush(conn: Any, hits: Sequence[Hit]) -> None:
         await dispatch.record_hits(conn, hits)
@@ -50,7 +49,7 @@ async def shutdown(app: Starlette) -> None:
 
 
 def _verify(request: Request, kind: str) -> Hit:
-    hit: Hit | None = request.app.state.signer.verify(kind, request.path_params["token"])
+    hit: Hit | None = request.app.state.resources.signer.verify(kind, request.path_params["token"])
     if hit is None:
         raise NotFound("not found")
     return hit

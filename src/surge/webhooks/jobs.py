@@ -34,20 +34,15 @@ USER_AGENT = "Surge-Webhooks/1"
 
 DELIVER = "webhooks.deliver"
 
-_client: httpx.AsyncClient | None = None
 
-
-def client() -> httpx.AsyncClient:
-    """The worker process's one HTTP client: connections to an endpoint are reused."""
-    global _client
-    if _client is None:
-        _client = httpx.AsyncClient(
-            timeout=httpx.Timeout(TIMEOUT),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            headers={"user-agent": USER_AGENT},
-        )
-    return _client
+def new_client() -> httpx.AsyncClient:
+    """The HTTP client of a worker process's deliveries (``Resources.webhooks``)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(TIMEOUT),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"user-agent": USER_AGENT},
+    )
 
 
 @task("webhooks.relay", queue="default", every=1, max_attempts=1)
@@ -83,12 +78,14 @@ def payload(delivery: dict[str, Any]) -> bytes:
     )
 
 
-async def attempt(url: str, body: bytes, headers: dict[str, str]) -> service.Outcome:
+async def attempt(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> service.Outcome:
     """One POST; never raises for what the receiver or the network does."""
     try:
         async with (
             asyncio.timeout(TIMEOUT),
-            client().stream("POST", url, content=body, headers=headers) as response,
+            client.stream("POST", url, content=body, headers=headers) as response,
         ):
             excerpt = await _read_some(response)
     except TimeoutError:
@@ -124,7 +121,7 @@ async def deliver(ctx: JobContext) -> None:
     body = payload(delivery)
     msg_id = service.event_id(delivery["event_id"])
     headers = signing.headers(delivery["secret"], msg_id, int(time.time()), body)
-    outcome = await attempt(delivery["url"], body, headers)
+    outcome = await attempt(ctx.resources.webhooks, delivery["url"], body, headers)
     async with ctx.pool.connection() as conn, conn.transaction():
         retry_at = await service.record_outcome(conn, delivery, outcome)
         if retry_at is not None:

@@ -1,0 +1,69 @@
+"""What one process holds open between requests or jobs, built at start-up and closed at exit.
+
+An API process builds one in its lifespan (``app.state.resources``); a worker builds one
+before it starts and hands it to every job (``ctx.resources``). Everything a request or a
+job reuses lives here rather than in module globals, so it is made from the settings the
+process started with, shared by whoever needs it, and closed on shutdown: SMTP connections
+say QUIT, HTTP connections are released. Expensive parts are made on first use, since an
+API process never sends mail and a worker never verifies API keys.
+"""
+
+from __future__ import annotations
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from surge.config import Settings
+from surge.delivery.pools import Senders
+from surge.donations.gateway import PaymentGateway, make_gateway
+from surge.donations.totals import TotalsCache
+from surge.orgs.service import KeyCache
+from surge.tracking.tokens import TokenSigner, signing_key
+from surge.webhooks.jobs import new_client
+
+
+class Resources:
+    """The process's shared, long-lived objects."""
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool) -> None:
+        self.settings = settings
+        self.pool = pool
+        #: API keys verified in the last seconds (every authenticated route shares it).
+        self.keys = KeyCache()
+        #: Public campaign totals, at most about a second old.
+        self.totals = TotalsCache()
+        #: Signs and verifies tracking and unsubscribe tokens.
+        self.signer = TokenSigner(signing_key(settings))
+        self._senders: Senders | None = None
+        self._webhooks: httpx.AsyncClient | None = None
+        self._gateway: PaymentGateway | None = None
+
+    @property
+    def senders(self) -> Senders:
+        """SMTP pools and rate limits, one per configured sender."""
+        if self._senders is None:
+            self._senders = Senders(self.settings)
+        return self._senders
+
+    @property
+    def webhooks(self) -> httpx.AsyncClient:
+        """The HTTP client webhook deliveries go out on: connections to an endpoint are reused."""
+        if self._webhooks is None:
+            self._webhooks = new_client()
+        return self._webhooks
+
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The payment gateway chosen by SURGE_PAYMENT_GATEWAY."""
+        if self._gateway is None:
+            self._gateway = make_gateway(self.settings, self.pool)
+        return self._gateway
+
+    async def aclose(self) -> None:
+        """Close what is open: QUIT on SMTP connections, release HTTP connections."""
+        senders, self._senders = self._senders, None
+        webhooks, self._webhooks = self._webhooks, None
+        if senders is not None:
+            await senders.aclose()
+        if webhooks is not None:
+            await webhooks.aclose()
