@@ -123,7 +123,7 @@ def load_senders(settings: Settings) -> list[SenderConfig]:
             f"?name=sink&tls=none&rate={SINK_RATE}"
         )
     helo = settings.smtp_helo_name or helo_name(settings.public_url)
-    if not _HELO.fullmatch(helo):
+    if not HELO_NAME.fullmatch(helo):
         raise Invalid("smtp_helo_name", f"{helo!r} is not a host name or address literal")
     senders = [
         replace(
@@ -134,7 +134,7 @@ def load_senders(settings: Settings) -> list[SenderConfig]:
         for parsed in (parse_sender(url) for url in text.split())
     ]
     for sender in senders:
-        if not _HELO.fullmatch(sender.helo or ""):
+        if not HELO_NAME.fullmatch(sender.helo or ""):
             raise Invalid(FIELD, f"{sender.name}: helo {sender.helo!r} is not a host name")
     names = [s.name for s in senders]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -145,8 +145,6 @@ def load_senders(settings: Settings) -> list[SenderConfig]:
 
 #: Messages per second of the development sink (every worker together).
 SINK_RATE = 10_000
-# A domain name or an address literal: what EHLO takes (RFC 5321 4.1.1.1).
-_HELO = HELO_NAME
 
 
 def helo_name(public_url: str) -> str:
