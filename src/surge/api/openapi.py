@@ -1,21 +1,28 @@
 """The OpenAPI document at /openapi.json, built from the msgspec structs the endpoints use.
 
-Endpoints declare themselves with ``operation(...)`` next to their route; the request and
-response schemas come from the same structs that decode and encode the bodies, so the
-document cannot drift from what the server accepts.
+An API route is declared once, as an ``ApiRoute`` carrying its OpenAPI entry; the document
+is built from the routes the application serves, and the request and response schemas come
+from the same structs that decode and encode the bodies, so the document cannot drift from
+what the server accepts. Routes that are not part of the API (tracking links, health,
+these documents) stay plain Starlette routes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from surge import __version__
+
+#: A path parameter, with Starlette's optional converter: ``{campaign_id:int}``.
+_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,30 +70,36 @@ class Operation:
     params: tuple[Param, ...] = ()
 
 
-OPERATIONS: list[Operation] = []
+class ApiRoute(Route):
+    """A route of the HTTP API with its OpenAPI entry: one method, one operation."""
 
-
-def operation(
-    method: str,
-    path: str,
-    summary: str,
-    *,
-    request: Any = None,
-    response: Any = None,
-    status: int = 200,
-    auth: str | None = "secret",
-    request_media: str = "application/json",
-    params: tuple[Param, ...] = (),
-) -> None:
-    """Declare one endpoint for the OpenAPI document."""
-    OPERATIONS.append(
-        Operation(
-            method.lower(), path, summary, request, response, status, auth, request_media, params
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        endpoint: Callable[..., Any],
+        summary: str,
+        *,
+        request: Any = None,
+        response: Any = None,
+        status: int = 200,
+        auth: str | None = "secret",
+        request_media: str = "application/json",
+        params: tuple[Param, ...] = (),
+    ) -> None:
+        super().__init__(path, endpoint, methods=[method.upper()])
+        self.operation = Operation(
+            method.lower(),
+            _PARAM.sub(r"{\1}", path),
+            summary,
+            request,
+            response,
+            status,
+            auth,
+            request_media,
+            params,
         )
-    )
 
-
-_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 ERROR = {
     "type": "object",
@@ -108,17 +121,18 @@ ERROR = {
 }
 
 
-def document() -> dict[str, Any]:
-    types = [t for op in OPERATIONS for t in (op.request, op.response) if t is not None]
+def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI document of the ``ApiRoute`` among ``routes``, in their order."""
+    operations = [route.operation for route in routes if isinstance(route, ApiRoute)]
+    types = [t for op in operations for t in (op.request, op.response) if t is not None]
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
     refs = dict(zip(types, schemas, strict=True))
     _mark_times(types, components)
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        path = _PARAM.sub(r"{\1}", op.path)
-        paths.setdefault(path, {})[op.method] = _describe(op, path, refs)
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _describe(op, op.path, refs)
     components["Error"] = ERROR
     return {
         "openapi": "3.1.0",
@@ -214,11 +228,9 @@ def _add_format(schema: dict[str, Any]) -> None:
         _add_format(option)
 
 
-_cached: bytes | None = None
-
-
 async def openapi_json(request: Request) -> Response:
-    global _cached
-    if _cached is None:
-        _cached = msgspec.json.encode(document())
-    return Response(_cached, media_type="application/json")
+    # Built on first request from the routes this application serves, kept with the app.
+    state = request.app.state
+    if getattr(state, "openapi_json", None) is None:
+        state.openapi_json = msgspec.json.encode(document(request.app.routes))
+    return Response(state.openapi_json, media_type="application/json")

@@ -20,7 +20,6 @@ from surge.api.openapi import document
 _env = Environment(
     loader=PackageLoader("surge.api", "templates"), autoescape=select_autoescape(["html"])
 )
-_page: str | None = None
 
 _AUTH = {"secret": "secret (sk_…)", "publishable": "publishable (pk_…) or secret"}
 
@@ -52,10 +51,10 @@ def render(doc: dict[str, Any]) -> str:
 
 
 async def reference(request: Request) -> Response:
-    global _page
-    if _page is None:
-        _page = render(document())
-    return HTMLResponse(_page)
+    state = request.app.state
+    if getattr(state, "reference_html", None) is None:
+        state.reference_html = render(document(request.app.routes))
+    return HTMLResponse(state.reference_html)
 
 
 async def home(request: Request) -> Response:

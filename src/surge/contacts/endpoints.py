@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import (
@@ -17,7 +16,7 @@ from surge.api.decode import (
     query_text,
     read_json,
 )
-from surge.api.openapi import AFTER, Param, limit, operation
+from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
 from surge.contacts import service
@@ -143,62 +142,72 @@ async def get_import(request: Request) -> Response:
     return json_response(found)
 
 
-operation(
-    "post",
-    "/v1/contacts",
-    "Create or update up to 1,000 contacts by email",
-    request=ContactBatch,
-    response=UpsertResult,
-)
 EMAIL = Param("email", "query", {"type": "string", "maxLength": 320}, "Only this address")
-operation(
-    "get",
-    "/v1/contacts",
-    "Contacts, one keyset page at a time",
-    response=Page,
-    params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER, EMAIL),
-)
-operation("get", "/v1/contacts/{id}", "One contact", response=Contact)
-operation("post", "/v1/lists", "Create a list", request=ListIn, response=ContactList, status=201)
-operation("get", "/v1/lists/{id}", "One list", response=ContactList)
-operation(
-    "post",
-    "/v1/lists/{id}/members",
-    "Add up to 1,000 contacts to a list",
-    request=MembersIn,
-    response=MembersResult,
-)
-operation(
-    "get",
-    "/v1/lists/{id}/members",
-    "A list's members, one keyset page at a time",
-    response=Page,
-    params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER),
-)
-operation(
-    "post",
-    "/v1/imports",
-    "Upload a CSV of contacts to import in the background",
-    request=str,
-    response=Import,
-    status=202,
-    request_media="text/csv",
-    params=(
-        Param("list_id", "query", {"type": "integer", "minimum": 1}, "Add the contacts to it"),
-        Param("filename", "query", {"type": "string", "maxLength": 255}, "Shown in the import"),
-        idempotency_param(required=False),
-    ),
-)
-operation("get", "/v1/imports/{id}", "An import's progress and first errors", response=Import)
 
 routes = [
-    Route("/v1/contacts", upsert_contacts, methods=["POST"]),
-    Route("/v1/contacts", list_contacts, methods=["GET"]),
-    Route("/v1/contacts/{id:int}", get_contact, methods=["GET"]),
-    Route("/v1/lists", create_list, methods=["POST"]),
-    Route("/v1/lists/{id:int}", get_list, methods=["GET"]),
-    Route("/v1/lists/{id:int}/members", add_members, methods=["POST"]),
-    Route("/v1/lists/{id:int}/members", list_members, methods=["GET"]),
-    Route("/v1/imports", create_import, methods=["POST"]),
-    Route("/v1/imports/{id:int}", get_import, methods=["GET"]),
+    ApiRoute(
+        "post",
+        "/v1/contacts",
+        upsert_contacts,
+        "Create or update up to 1,000 contacts by email",
+        request=ContactBatch,
+        response=UpsertResult,
+    ),
+    ApiRoute(
+        "get",
+        "/v1/contacts",
+        list_contacts,
+        "Contacts, one keyset page at a time",
+        response=Page,
+        params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER, EMAIL),
+    ),
+    ApiRoute("get", "/v1/contacts/{id:int}", get_contact, "One contact", response=Contact),
+    ApiRoute(
+        "post",
+        "/v1/lists",
+        create_list,
+        "Create a list",
+        request=ListIn,
+        response=ContactList,
+        status=201,
+    ),
+    ApiRoute("get", "/v1/lists/{id:int}", get_list, "One list", response=ContactList),
+    ApiRoute(
+        "post",
+        "/v1/lists/{id:int}/members",
+        add_members,
+        "Add up to 1,000 contacts to a list",
+        request=MembersIn,
+        response=MembersResult,
+    ),
+    ApiRoute(
+        "get",
+        "/v1/lists/{id:int}/members",
+        list_members,
+        "A list's members, one keyset page at a time",
+        response=Page,
+        params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER),
+    ),
+    ApiRoute(
+        "post",
+        "/v1/imports",
+        create_import,
+        "Upload a CSV of contacts to import in the background",
+        request=str,
+        response=Import,
+        status=202,
+        request_media="text/csv",
+        params=(
+            Param("list_id", "query", {"type": "integer", "minimum": 1}, "Add the contacts to it"),
+            Param("filename", "query", {"type": "string", "maxLength": 255}, "Shown in the import"),
+            idempotency_param(required=False),
+        ),
+    ),
+    ApiRoute(
+        "get",
+        "/v1/imports/{id:int}",
+        get_import,
+        "An import's progress and first errors",
+        response=Import,
+    ),
 ]

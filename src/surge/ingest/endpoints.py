@@ -15,12 +15,11 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from surge.api.auth import principal
 from surge.api.errors import error_body
-from surge.api.openapi import operation
+from surge.api.openapi import ApiRoute
 from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
 from surge.errors import PayloadTooLarge, Unauthorized
 from surge.ingest import service, store
@@ -211,38 +210,38 @@ def _batch_answer(parsed: service.Parsed) -> SegmentBatchAccepted:
     return SegmentBatchAccepted(True, len(parsed.rows), parsed.rejected)
 
 
-operation(
-    "post",
-    "/v1/events",
-    "Send one event or a batch; 202 once stored",
-    request=EventsIn,
-    response=Accepted,
-    status=202,
-    auth="publishable",
-)
-for _kind, _call in (("track", SegmentTrack), ("identify", SegmentIdentify)):
-    operation(
-        "post",
-        f"/v1/{_kind}",
-        f"Segment-compatible {_kind} call (write key as basic-auth user)",
-        request=_call,
-        response=SegmentAccepted,
-        auth="publishable",
-    )
-operation(
-    "post",
-    "/v1/batch",
-    "Segment-compatible batch: valid messages stored, invalid ones listed in `rejected`",
-    request=SegmentBatchIn,
-    response=SegmentBatchAccepted,
-    auth="publishable",
-)
-
 routes = [
-    Route("/v1/events", Intake(_events, 202, _accepted), methods=["POST"]),
-    Route("/v1/track", Intake(_segment("track"), 200, _segment_answer), methods=["POST"]),
-    Route("/v1/identify", Intake(_segment("identify"), 200, _segment_answer), methods=["POST"]),
-    Route("/v1/batch", Intake(service.segment_batch, 200, _batch_answer), methods=["POST"]),
+    ApiRoute(
+        "post",
+        "/v1/events",
+        Intake(_events, 202, _accepted),
+        "Send one event or a batch; 202 once stored",
+        request=EventsIn,
+        response=Accepted,
+        status=202,
+        auth="publishable",
+    ),
+    *(
+        ApiRoute(
+            "post",
+            f"/v1/{kind}",
+            Intake(_segment(kind), 200, _segment_answer),
+            f"Segment-compatible {kind} call (write key as basic-auth user)",
+            request=call,
+            response=SegmentAccepted,
+            auth="publishable",
+        )
+        for kind, call in (("track", SegmentTrack), ("identify", SegmentIdentify))
+    ),
+    ApiRoute(
+        "post",
+        "/v1/batch",
+        Intake(service.segment_batch, 200, _batch_answer),
+        "Segment-compatible batch: valid messages stored, invalid ones listed in `rejected`",
+        request=SegmentBatchIn,
+        response=SegmentBatchAccepted,
+        auth="publishable",
+    ),
 ]
 #: Served by the API's fast path (api/fast.py): no router, no Starlette middleware.
 fast_routes = routes

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import query_int, query_text, read_json
-from surge.api.openapi import AFTER, limit, operation
+from surge.api.openapi import AFTER, ApiRoute, limit
 from surge.api.responses import json_response
 from surge.webhooks import service
 from surge.webhooks.schemas import (
@@ -72,38 +71,38 @@ async def list_deliveries(request: Request) -> Response:
     return json_response(page)
 
 
-ONE = "/v1/webhook-endpoints/{endpoint_id}"
-operation(
-    "post",
-    "/v1/webhook-endpoints",
-    "Register a webhook endpoint (the signing secret is shown only here)",
-    request=EndpointIn,
-    response=EndpointCreated,
-    status=201,
-)
-operation("get", "/v1/webhook-endpoints", "List webhook endpoints", response=EndpointList)
-operation("get", ONE, "Get a webhook endpoint and its state", response=Endpoint)
-operation(
-    "patch",
-    ONE,
-    "Change a webhook endpoint; enabled=true re-enables it and clears its failures",
-    request=EndpointPatch,
-    response=Endpoint,
-)
-operation("delete", ONE, "Delete a webhook endpoint and its delivery log", status=204)
-operation(
-    "get",
-    ONE + "/deliveries",
-    "The endpoint's delivery log, newest first (keyset pages: after, limit)",
-    response=DeliveryPage,
-    params=(limit(service.DEFAULT_LIMIT, service.MAX_LIMIT), AFTER),
-)
+ALL = "/v1/webhook-endpoints"
+ONE = "/v1/webhook-endpoints/{endpoint_id:int}"
 
 routes = [
-    Route("/v1/webhook-endpoints", create_endpoint, methods=["POST"]),
-    Route("/v1/webhook-endpoints", list_endpoints, methods=["GET"]),
-    Route("/v1/webhook-endpoints/{endpoint_id:int}", get_endpoint, methods=["GET"]),
-    Route("/v1/webhook-endpoints/{endpoint_id:int}", update_endpoint, methods=["PATCH"]),
-    Route("/v1/webhook-endpoints/{endpoint_id:int}", delete_endpoint, methods=["DELETE"]),
-    Route("/v1/webhook-endpoints/{endpoint_id:int}/deliveries", list_deliveries, methods=["GET"]),
+    ApiRoute(
+        "post",
+        ALL,
+        create_endpoint,
+        "Register a webhook endpoint (the signing secret is shown only here)",
+        request=EndpointIn,
+        response=EndpointCreated,
+        status=201,
+    ),
+    ApiRoute("get", ALL, list_endpoints, "List webhook endpoints", response=EndpointList),
+    ApiRoute("get", ONE, get_endpoint, "Get a webhook endpoint and its state", response=Endpoint),
+    ApiRoute(
+        "patch",
+        ONE,
+        update_endpoint,
+        "Change a webhook endpoint; enabled=true re-enables it and clears its failures",
+        request=EndpointPatch,
+        response=Endpoint,
+    ),
+    ApiRoute(
+        "delete", ONE, delete_endpoint, "Delete a webhook endpoint and its delivery log", status=204
+    ),
+    ApiRoute(
+        "get",
+        ONE + "/deliveries",
+        list_deliveries,
+        "The endpoint's delivery log, newest first (keyset pages: after, limit)",
+        response=DeliveryPage,
+        params=(limit(service.DEFAULT_LIMIT, service.MAX_LIMIT), AFTER),
+    ),
 ]
