@@ -7,6 +7,8 @@ call ``check_time`` before they write.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import UTC, datetime
 from typing import Annotated
@@ -74,3 +76,24 @@ def check_email(field: str, value: str) -> str:
     if not valid_email(email):
         raise Invalid(field, f"{value!r} is not an email address")
     return email
+
+
+# -- cursors of keyset pages -----------------------------------------------------------
+
+
+def encode_cursor(last_id: int) -> str:
+    """An opaque cursor: clients must not build or parse it, so its format may change."""
+    return base64.urlsafe_b64encode(f"k1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, field: str = "after") -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix == "k1" and value.isdigit() and int(value) <= MAX_BIGINT:
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise Invalid(field, "invalid cursor; pass the 'next' value of a previous page")

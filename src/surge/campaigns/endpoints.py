@@ -7,11 +7,10 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import read_json
-from surge.api.openapi import operation
+from surge.api.openapi import ApiRoute
 from surge.api.responses import json_response
 from surge.campaigns import service
 from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn
@@ -71,34 +70,43 @@ def change_status(action: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-operation(
-    "post", "/v1/campaigns", "Create a campaign", request=CampaignIn, response=Campaign, status=201
-)
-operation("get", "/v1/campaigns/{campaign_id}", "Get a campaign", response=Campaign)
-operation(
-    "post",
-    "/v1/campaigns/{campaign_id}/messages",
-    "Create and schedule a message",
-    request=MessageIn,
-    response=Message,
-    status=201,
-)
-operation("get", "/v1/messages/{message_id}", "A message with its progress", response=Message)
-for _action in service.TRANSITIONS:
-    operation(
-        "post",
-        f"/v1/messages/{{message_id}}/{_action}",
-        f"{_action.title()} a message",
-        response=Message,
-    )
-
 routes = [
-    Route("/v1/campaigns", create_campaign, methods=["POST"]),
-    Route("/v1/campaigns/{campaign_id:int}", get_campaign, methods=["GET"]),
-    Route("/v1/campaigns/{campaign_id:int}/messages", create_message, methods=["POST"]),
-    Route("/v1/messages/{message_id:int}", get_message, methods=["GET"]),
+    ApiRoute(
+        "post",
+        "/v1/campaigns",
+        create_campaign,
+        "Create a campaign",
+        request=CampaignIn,
+        response=Campaign,
+        status=201,
+    ),
+    ApiRoute(
+        "get", "/v1/campaigns/{campaign_id:int}", get_campaign, "Get a campaign", response=Campaign
+    ),
+    ApiRoute(
+        "post",
+        "/v1/campaigns/{campaign_id:int}/messages",
+        create_message,
+        "Create and schedule a message",
+        request=MessageIn,
+        response=Message,
+        status=201,
+    ),
+    ApiRoute(
+        "get",
+        "/v1/messages/{message_id:int}",
+        get_message,
+        "A message with its progress",
+        response=Message,
+    ),
     *(
-        Route(f"/v1/messages/{{message_id:int}}/{action}", change_status(action), methods=["POST"])
-        for action in service.TRANSITIONS
+        ApiRoute(
+            "post",
+            f"/v1/messages/{{message_id:int}}/{action}",
+            change_status(action),
+            f"{action.title()} a message",
+            response=Message,
+        )
+        for action in service.ACTIONS
     ),
 ]

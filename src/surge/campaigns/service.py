@@ -18,17 +18,13 @@ from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn, Pr
 from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.dispatch import templates
-from surge.errors import Conflict, Invalid, NotFound
+from surge.errors import Invalid, NotFound
 from surge.fields import check_email, check_time
 
 Conn = AsyncConnection[Any]
 
-#: Which transitions each action allows: action → (allowed from, to).
-TRANSITIONS = {
-    "pause": ({"scheduled", "sending"}, "paused"),
-    "resume": ({"paused"}, "sending"),
-    "cancel": ({"draft", "scheduled", "sending", "paused"}, "cancelled"),
-}
+#: Staff actions on a message; dispatch owns the state machine behind them.
+ACTIONS = tuple(dispatch.TRANSITIONS)
 
 
 async def create_campaign(conn: Conn, org: int, body: CampaignIn) -> Campaign:
@@ -100,27 +96,27 @@ async def get_message(conn: Conn, org: int, message_id: int) -> Message:
     return message
 
 
-def progress(stats: dict[str, Any], status: str) -> Progress:
+def progress(stats: store.MessageStats, status: str) -> Progress:
     """Progress figures from a message_stats row; rate and ETA from the send window."""
-    done = stats["sent"] + stats["failed"] + stats["skipped"]
-    queued = max(stats["total"] - done, 0)
+    done = stats.sent + stats.failed + stats.skipped
+    queued = max(stats.total - done, 0)
     rate = 0.0
-    first, last = stats["first_sent_at"], stats["last_sent_at"]
-    if first is not None and last is not None and stats["sent"] > 1:
-        end = stats["now"] if status == "sending" else last
+    first, last = stats.first_sent_at, stats.last_sent_at
+    if first is not None and last is not None and stats.sent > 1:
+        end = stats.now if status == "sending" else last
         window = max((end - first).total_seconds(), 1e-3)
-        rate = round(stats["sent"] / window, 1)
+        rate = round(stats.sent / window, 1)
     eta = round(queued / rate, 1) if rate > 0 and status == "sending" else None
     return Progress(
-        total=stats["total"],
+        total=stats.total,
         queued=queued,
-        sent=stats["sent"],
-        failed=stats["failed"],
-        skipped=stats["skipped"],
-        bounced=stats["bounced"],
-        opened=stats["opened"],
-        clicked=stats["clicked"],
-        unsubscribed=stats["unsubscribed"],
+        sent=stats.sent,
+        failed=stats.failed,
+        skipped=stats.skipped,
+        bounced=stats.bounced,
+        opened=stats.opened,
+        clicked=stats.clicked,
+        unsubscribed=stats.unsubscribed,
         msg_per_s=rate,
         eta_seconds=eta,
     )
@@ -128,20 +124,6 @@ def progress(stats: dict[str, Any], status: str) -> Progress:
 
 async def change_status(conn: Conn, org: int, message_id: int, action: str) -> Message:
     """Pause, resume or cancel a message. Takes effect at the next chunk boundary."""
-    allowed, target = TRANSITIONS[action]
     async with conn.transaction():
-        row = await store.get_message(conn, org, message_id, lock=True)
-        if row is None:
-            raise NotFound(f"message {message_id} not found")
-        if row["status"] not in allowed:
-            raise Conflict(f"cannot {action} a message that is {row['status']}")
-        if action == "resume" and row["started_at"] is None:
-            # Paused before planning: plan it afresh (a plan job still waiting is harmless:
-            # whichever runs second finds the message already planned and stops).
-            await store.set_message_status(conn, message_id, "scheduled")
-            await dispatch.schedule(conn, org, message_id, row["send_at"])
-        else:
-            await store.set_message_status(conn, message_id, target, finished=target == "cancelled")
-            if action == "resume":
-                await dispatch.resume(conn, org, message_id)
+        await dispatch.act(conn, org, message_id, action)
     return await get_message(conn, org, message_id)

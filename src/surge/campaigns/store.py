@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 CAMPAIGN_COLUMNS = "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at"
 MESSAGE_COLUMNS = (
     "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, send_at,"
     " track_opens, track_clicks, created_at, started_at, finished_at"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStats:
+    """A message's rollup row (kept by dispatch and tracking), read with the time now."""
+
+    total: int
+    sent: int
+    failed: int
+    skipped: int
+    bounced: int
+    opened: int
+    clicked: int
+    unsubscribed: int
+    first_sent_at: datetime | None
+    last_sent_at: datetime | None
+    now: datetime
 
 
 async def insert_campaign(
@@ -40,16 +59,6 @@ async def get_campaign(
     return await cur.fetchone()
 
 
-async def owned_list_ids(
-    conn: AsyncConnection[Any], organization_id: int, list_ids: list[int]
-) -> set[int]:
-    cur = await conn.execute(
-        "select id from lists where organization_id = %s and id = any(%s)",
-        [organization_id, list_ids],
-    )
-    return {row[0] for row in await cur.fetchall()}
-
-
 async def insert_message(
     conn: AsyncConnection[Any], organization_id: int, values: dict[str, Any]
 ) -> dict[str, Any]:
@@ -73,29 +82,18 @@ async def insert_message(
 
 
 async def get_message(
-    conn: AsyncConnection[Any], organization_id: int, message_id: int, *, lock: bool = False
+    conn: AsyncConnection[Any], organization_id: int, message_id: int
 ) -> dict[str, Any] | None:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"select {MESSAGE_COLUMNS} from messages where organization_id = %s and id = %s"
-        + (" for update" if lock else ""),
+        f"select {MESSAGE_COLUMNS} from messages where organization_id = %s and id = %s",
         [organization_id, message_id],
     )
     return await cur.fetchone()
 
 
-async def set_message_status(
-    conn: AsyncConnection[Any], message_id: int, status: str, *, finished: bool = False
-) -> None:
-    await conn.execute(
-        "update messages set status = %s,"
-        " finished_at = case when %s then now() else finished_at end where id = %s",
-        [status, finished, message_id],
-    )
-
-
-async def message_stats(conn: AsyncConnection[Any], message_id: int) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+async def message_stats(conn: AsyncConnection[Any], message_id: int) -> MessageStats | None:
+    cur = conn.cursor(row_factory=class_row(MessageStats))
     await cur.execute(
         "select total, sent, failed, skipped, bounced, opened, clicked, unsubscribed,"
         " first_sent_at, last_sent_at, now() as now from message_stats where message_id = %s",

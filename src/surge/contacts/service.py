@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,7 +24,7 @@ from surge.contacts.schemas import (
     Written,
 )
 from surge.errors import Invalid, NotFound
-from surge.fields import valid_email
+from surge.fields import decode_cursor, encode_cursor, valid_email
 from surge.jobs import enqueue
 
 Conn = store.Conn
@@ -34,27 +32,6 @@ Conn = store.Conn
 IMPORT_TASK = "contacts.import"
 #: Size of one stored piece of an upload; the import job reads one at a time.
 CHUNK_BYTES = 1024 * 1024
-
-
-# -- cursors ------------------------------------------------------------------------------
-
-
-def encode_cursor(last_id: int) -> str:
-    """An opaque cursor: clients must not build or parse it, so its format may change."""
-    return base64.urlsafe_b64encode(f"k1:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, field: str = "after") -> int:
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        if prefix == "k1" and value.isdigit():
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise Invalid(field, "invalid cursor; pass the 'next' value of a previous page")
 
 
 def check_limit(limit: int) -> int:

@@ -9,21 +9,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 
-from surge.contacts import service as contacts
 from surge.dispatch import store
-from surge.errors import NotFound
+from surge.errors import Conflict, NotFound
 from surge.jobs import NewJob, enqueue, enqueue_many
-from surge.tracking.tokens import Hit
-from surge.webhooks.service import emit
 
 Conn = AsyncConnection[Any]
 QUEUE = "bulk"
+
+#: What staff may do to a message: action → (allowed from, to). Besides these, only the
+#: tiers move a message: ``plan`` scheduled → sending, ``finalise`` sending → sent.
+TRANSITIONS = {
+    "pause": ({"scheduled", "sending"}, "paused"),
+    "resume": ({"paused"}, "sending"),
+    "cancel": ({"draft", "scheduled", "sending", "paused"}, "cancelled"),
+}
 
 
 async def schedule(conn: Conn, org: int, message_id: int, send_at: datetime | None) -> None:
@@ -59,31 +63,27 @@ async def resume(conn: Conn, org: int, message_id: int) -> None:
     await enqueue_chunks(conn, org, message_id, await store.pending_chunks(conn, message_id))
 
 
-async def record_hits(conn: Conn, hits: Sequence[Hit]) -> None:
-    """Count a batch of open and click hits (first per delivery) in message_stats."""
-    for kind in ("open", "click"):
-        batch = [h for h in hits if h.kind == kind]
-        if batch:
-            await store.record_hits(
-                conn, kind, [h.message_id for h in batch], [h.contact_id for h in batch]
-            )
+async def act(conn: Conn, org: int, message_id: int, action: str) -> None:
+    """Pause, resume or cancel a message of ``org``, in the caller's transaction.
 
-
-async def unsubscribe(conn: Conn, message_id: int, contact_id: int) -> None:
-    """Unsubscribe the recipient of a delivery; counted once on the message that caused it."""
-    async with conn.transaction():
-        org = await store.delivery_org(conn, message_id, contact_id)
-        if org is None:
-            raise NotFound("not found")
-        changed = await contacts.set_status(conn, org, [contact_id], "unsubscribed")
-        if changed:
-            await store.count_unsubscribe(conn, message_id)
-            await emit(
-                conn,
-                org,
-                "contact.unsubscribed",
-                {"contact_id": contact_id, "message_id": message_id, "via": "unsubscribe_link"},
-            )
+    Takes effect at the next chunk boundary: running chunks finish the recipient they are
+    on and stop. A message in a state the action does not apply to is a Conflict.
+    """
+    allowed, target = TRANSITIONS[action]
+    message = await store.lock_message(conn, message_id)
+    if message is None or message.organization_id != org:
+        raise NotFound(f"message {message_id} not found")
+    if message.status not in allowed:
+        raise Conflict(f"cannot {action} a message that is {message.status}")
+    if action == "resume" and message.started_at is None:
+        # Paused before planning: plan it afresh (a plan job still waiting is harmless:
+        # whichever runs second finds the message already planned and stops).
+        await store.set_status(conn, message_id, "scheduled")
+        await schedule(conn, org, message_id, message.send_at)
+        return
+    await store.set_status(conn, message_id, target, finished=target == "cancelled")
+    if action == "resume":
+        await resume(conn, org, message_id)
 
 
 async def retry_chunk(

@@ -10,8 +10,8 @@ from starlette.routing import Route
 from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
 from surge.api.decode import idempotency_key, read_json
+from surge.api.openapi import ApiRoute
 from surge.api.openapi import idempotency_key as idempotency_param
-from surge.api.openapi import operation
 from surge.api.responses import json_response
 from surge.donations import service
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
@@ -48,7 +48,12 @@ async def create_donation(request: Request) -> Response:
         request.app.state.pool.connection() as conn,
     ):
         donation, replayed = await service.create_donation(
-            conn, who.organization_id, _id(request, "campaign_id"), key, body
+            conn,
+            who.organization_id,
+            _id(request, "campaign_id"),
+            key,
+            body,
+            charge_attempts=request.app.state.settings.donations_charge_attempts,
         )
     headers = {**CORS, "Idempotent-Replayed": "true"} if replayed else CORS
     return json_response(donation, 202, headers)
@@ -73,28 +78,29 @@ async def campaign_totals(request: Request) -> Response:
     return json_response(totals, headers=TOTALS_HEADERS)
 
 
-operation(
-    "post",
-    "/v1/campaigns/{campaign_id}/donations",
-    "Donate to a campaign (Idempotency-Key header required); charged asynchronously",
-    request=DonationIn,
-    response=DonationAccepted,
-    status=202,
-    auth="publishable",
-    params=(idempotency_param(required=True),),
-)
-operation("get", "/v1/donations/{donation_id}", "Get a donation", response=Donation)
-operation(
-    "get",
-    "/v1/campaigns/{campaign_id}/totals",
-    "A campaign's public totals (at most ~1 s old)",
-    response=Totals,
-    auth=None,
-)
-
 routes = [
-    Route("/v1/campaigns/{campaign_id:int}/donations", create_donation, methods=["POST"]),
+    ApiRoute(
+        "post",
+        "/v1/campaigns/{campaign_id:int}/donations",
+        create_donation,
+        "Donate to a campaign (Idempotency-Key header required); charged asynchronously",
+        request=DonationIn,
+        response=DonationAccepted,
+        status=202,
+        auth="publishable",
+        params=(idempotency_param(required=True),),
+    ),
+    # CORS preflight of the donation form on another origin: not an API operation.
     Route("/v1/campaigns/{campaign_id:int}/donations", donation_preflight, methods=["OPTIONS"]),
-    Route("/v1/donations/{donation_id:int}", get_donation, methods=["GET"]),
-    Route("/v1/campaigns/{campaign_id:int}/totals", campaign_totals, methods=["GET"]),
+    ApiRoute(
+        "get", "/v1/donations/{donation_id:int}", get_donation, "Get a donation", response=Donation
+    ),
+    ApiRoute(
+        "get",
+        "/v1/campaigns/{campaign_id:int}/totals",
+        campaign_totals,
+        "A campaign's public totals (at most ~1 s old)",
+        response=Totals,
+        auth=None,
+    ),
 ]

@@ -18,8 +18,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from surge.db.group_commit import GroupCommitWriter, Unavailable
-from surge.dispatch import service as dispatch
 from surge.errors import NotFound
+from surge.tracking import service
 from surge.tracking.tokens import Hit
 
 # The smallest transparent GIF.
@@ -32,7 +32,7 @@ NO_STORE = {"Cache-Control": "no-store, private"}
 async def startup(app: Starlette) -> None:
 
     async def flush(conn: Any, hits: Sequence[Hit]) -> None:
-        await dispatch.record_hits(conn, hits)
+        await service.record_hits(conn, hits)
 
     app.state.hits = GroupCommitWriter(
         app.state.pool,
@@ -96,7 +96,7 @@ async def unsubscribe(request: Request) -> Response:
     """RFC 8058 one-click (List-Unsubscribe-Post) and the page's button both POST here."""
     hit = _verify(request, "unsubscribe")
     async with request.app.state.pool.connection() as conn:
-        await dispatch.unsubscribe(conn, hit.message_id, hit.contact_id)
+        await service.unsubscribe(conn, hit.message_id, hit.contact_id)
     body = "<h1>Unsubscribed</h1><p>You will not receive these emails any more.</p>"
     return HTMLResponse(PAGE.format(title="Unsubscribed", body=body), headers=NO_STORE)
 
