@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from surge.fields import valid_email
+from surge.retry import parse_steps
 
 #: What EHLO may say (RFC 5321 4.1.1.1): a domain name or an address literal.
 HELO_NAME = re.compile(
@@ -116,6 +117,12 @@ class Settings:
             raise ConfigError(
                 f"SURGE_SMTP_HELO_NAME={self.smtp_helo_name!r}: use a host name or [address]"
             )
+        if self.donations_charge_attempts < 1:
+            raise ConfigError("SURGE_DONATIONS_CHARGE_ATTEMPTS must be at least 1")
+        try:
+            parse_steps(self.webhook_retry_schedule, "SURGE_WEBHOOK_RETRY_SCHEDULE")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 

@@ -10,6 +10,7 @@ import pytest
 from surge.api.decode import check_idempotency_key, decode_json
 from surge.donations import currencies, receipts, service
 from surge.donations.schemas import DonationIn
+from surge.donations.store import DonationToReceipt
 from surge.errors import Invalid
 
 
@@ -82,17 +83,21 @@ def test_gateway_key_is_scoped_to_the_organisation() -> None:
 
 
 def test_receipt_shows_the_amount_and_escapes_names_in_html() -> None:
-    donation = {
-        "id": 7,
-        "amount": 2500,
-        "currency": "USD",
-        "email": "ada@example.org",
-        "name": "Ada <Lovelace>",
-        "gateway_reference": "sbx_1",
-        "succeeded_at": datetime(2025, 5, 6, 12, 0, tzinfo=UTC),
-        "campaign_name": "Giving Day",
-        "organization_name": "Good & Co",
-    }
+    donation = DonationToReceipt(
+        id=7,
+        organization_id=1,
+        status="succeeded",
+        amount=2500,
+        currency="USD",
+        email="ada@example.org",
+        name="Ada <Lovelace>",
+        gateway_reference="sbx_1",
+        succeeded_at=datetime(2025, 5, 6, 12, 0, tzinfo=UTC),
+        receipt_sent_at=None,
+        receipt_error=None,
+        campaign_name="Giving Day",
+        organization_name="Good & Co",
+    )
     receipt = receipts.render(donation)
     assert "25.00 USD" in receipt.subject and "25.00 USD" in receipt.text
     assert "Good &amp; Co" in receipt.html and "Ada &lt;Lovelace&gt;" in receipt.html

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from surge.donations.schemas import Totals
+from surge.donations.store import TotalsRow
 from surge.donations.totals import TotalsCache, build_totals
 
 NOW = datetime(2025, 5, 6, 12, 0, tzinfo=UTC)
@@ -109,9 +111,9 @@ def test_the_cache_is_bounded() -> None:
 
 
 def test_totals_sum_the_campaigns_currency_and_compute_the_percentage() -> None:
-    base = {"id": 3, "campaign_currency": "USD", "goal": 10_000, "as_of": NOW}
+    base = TotalsRow(3, "USD", 10_000, None, None, None, NOW)
     rows = [
-        {**base, "currency": "USD", "raised": 2500, "donations": 2},
+        replace(base, currency="USD", raised=2500, donations=2),
     ]
     found = build_totals(rows)
     assert found is not None
@@ -121,16 +123,16 @@ def test_totals_sum_the_campaigns_currency_and_compute_the_percentage() -> None:
         2,
         25.0,
     )
-    empty = build_totals([{**base, "currency": None, "raised": None, "donations": None}])
+    empty = build_totals([base])
     assert empty is not None and (empty.raised, empty.donations) == (0, 0)
     assert build_totals([]) is None
 
 
 def test_a_campaign_without_currency_that_received_several_has_no_single_total() -> None:
-    base = {"id": 3, "campaign_currency": None, "goal": None, "as_of": NOW}
+    base = TotalsRow(3, None, None, None, None, None, NOW)
     rows = [
-        {**base, "currency": "EUR", "raised": 100, "donations": 1},
-        {**base, "currency": "USD", "raised": 200, "donations": 2},
+        replace(base, currency="EUR", raised=100, donations=1),
+        replace(base, currency="USD", raised=200, donations=2),
     ]
     found = build_totals(rows)
     assert found is not None

@@ -6,10 +6,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from surge.jobs.complete import BACKOFF_CAP, default_backoff
+from surge.config import Settings
 from surge.jobs.enqueue import resolve
-from surge.jobs.registry import DEFAULT_MAX_ATTEMPTS, JobContext, Registry, Task, UnknownTask, task
+from surge.jobs.registry import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_ATTEMPTS,
+    JobContext,
+    Registry,
+    Task,
+    UnknownTask,
+    task,
+)
 from surge.jobs.schedule import current_slot
+from surge.retry import Backoff
 
 
 async def nothing(ctx: JobContext) -> None:
@@ -79,7 +88,20 @@ def test_interval_slot_is_aligned_to_the_epoch() -> None:
 
 def test_default_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     for attempt in range(1, 40):
-        base = min(2**attempt, BACKOFF_CAP)
-        delays = [default_backoff(attempt) for _ in range(50)]
+        base = min(2**attempt, DEFAULT_BACKOFF.cap)
+        delays = [DEFAULT_BACKOFF(attempt) for _ in range(50)]
         assert all(0.5 * base <= d <= 1.5 * base for d in delays)
         assert len(set(delays)) > 1
+
+
+def test_an_explicit_schedule_is_followed_then_given_up() -> None:
+    schedule = Backoff(steps=(1.0, 10.0), jitter=0.0)
+    assert [schedule.after(n) for n in (1, 2, 3)] == [1.0, 10.0, None]
+    assert schedule(3) == 10.0  # called directly, past the end it keeps the last step
+
+
+def test_a_task_backoff_may_come_from_the_settings() -> None:
+    from surge.donations.jobs import charge
+
+    delays = charge.retry_delays(Settings(donations_charge_backoff=0.5))
+    assert delays.base == 0.5 and delays.cap == 600.0

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from surge.config import ConfigError, Settings
 from surge.errors import Invalid
+from surge.retry import Backoff
 from surge.webhooks import service
 
 
@@ -25,20 +27,31 @@ def test_the_default_schedule_is_twelve_attempts_over_about_three_days() -> None
 
 
 def test_next_attempt_follows_the_schedule_with_bounded_jitter_then_gives_up() -> None:
-    schedule = (5.0, 300.0)
+    schedule = Backoff(steps=(5.0, 300.0), jitter=0.2)
     for _ in range(100):
-        first = service.next_attempt_delay(1, schedule, jitter=0.2)
-        second = service.next_attempt_delay(2, schedule, jitter=0.2)
+        first = service.next_attempt_delay(1, schedule)
+        second = service.next_attempt_delay(2, schedule)
         assert first is not None and 4 <= first <= 6
         assert second is not None and 240 <= second <= 360
     assert service.next_attempt_delay(3, schedule) is None
-    assert service.next_attempt_delay(1, (), jitter=0) is None
+    assert service.next_attempt_delay(1, Backoff(steps=(), jitter=0)) is None
+
+
+def test_the_policy_comes_from_the_settings_the_worker_started_with() -> None:
+    default = service.RetryPolicy.from_settings(Settings())
+    assert len(default.schedule.steps) == 11 and default.disable_after == 5 * 86400
+    custom = service.RetryPolicy.from_settings(
+        Settings(webhook_retry_schedule="1,2", webhook_disable_after=60)
+    )
+    assert custom.schedule.steps == (1.0, 2.0) and custom.disable_after == 60
 
 
 @pytest.mark.parametrize("text", ["5,x", "-1", "1e99"])
 def test_a_bad_schedule_override_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="schedule"):
         service.parse_schedule(text)
+    with pytest.raises(ConfigError, match="SURGE_WEBHOOK_RETRY_SCHEDULE"):
+        Settings(webhook_retry_schedule=text)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from surge.webhooks import signing
 from surge.webhooks.jobs import payload
+from surge.webhooks.store import DeliveryToSend
 
 
 def test_new_secrets_are_whsec_base64_of_32_random_bytes() -> None:
@@ -46,7 +47,20 @@ def test_a_tampered_body_or_another_secret_fails_verification() -> None:
 
 def test_payload_has_type_utc_timestamp_and_the_stored_data_verbatim() -> None:
     occurred = datetime(2025, 11, 4, 12, 0, tzinfo=timezone(timedelta(hours=2)))
-    body = payload({"type": "donation.failed", "occurred_at": occurred, "data": '{"x": [1]}'})
+    delivery = DeliveryToSend(
+        id=1,
+        status="pending",
+        attempts=0,
+        endpoint_id=2,
+        url="https://crm.example/hook",
+        secret=signing.new_secret(),
+        enabled=True,
+        event_id=3,
+        type="donation.failed",
+        occurred_at=occurred,
+        data='{"x": [1]}',
+    )
+    body = payload(delivery)
     assert (
         body == b'{"type":"donation.failed","timestamp":"2025-11-04T10:00:00Z","data":{"x": [1]}}'
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from surge.dispatch import service, store
 from surge.dispatch.sending import send_chunk_recipients
@@ -20,11 +21,11 @@ async def plan(ctx: JobContext) -> None:
     async with ctx.pool.connection() as conn, conn.transaction():
         message = await store.lock_message(conn, message_id)
         # Paused, cancelled, or already planned by an earlier (duplicate) plan job.
-        if message is None or message["status"] != "scheduled" or message["started_at"]:
+        if message is None or message.status != "scheduled" or message.started_at:
             await ctx.complete_in(conn)
             return
-        org = message["organization_id"]
-        total = await store.snapshot_audience(conn, org, message_id, message["list_ids"], size)
+        org = message.organization_id
+        total = await store.snapshot_audience(conn, org, message_id, message.list_ids, size)
         chunks = await store.create_chunks(conn, message_id, total, size)
         if chunks == 0:
             await store.finish_message(conn, message_id)
@@ -93,6 +94,6 @@ async def finalise(ctx: JobContext) -> None:
     async with ctx.pool.connection() as conn, conn.transaction():
         if await store.finish_message(conn, message_id):
             stats = await store.final_stats(conn, message_id)
-            await emit(conn, stats["organization_id"], "message.completed", stats)
+            await emit(conn, stats.organization_id, "message.completed", asdict(stats))
             log.info("message sent", extra={"message_id": message_id})
         await ctx.complete_in(conn)

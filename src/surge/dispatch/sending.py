@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
@@ -28,8 +28,10 @@ from surge.delivery.mime import Composer
 from surge.delivery.ratelimit import TokenBucket
 from surge.delivery.smtp import SenderPool
 from surge.dispatch import store
+from surge.dispatch.store import MessageToSend, Recipient
 from surge.dispatch.templates import CompiledMessage, compile_message
 from surge.jobs import JobContext
+from surge.retry import Backoff
 from surge.tracking.links import add_pixel, track_links
 from surge.tracking.tokens import TokenSigner
 
@@ -62,15 +64,15 @@ class Renderer:
     track_opens: bool
     track_clicks: bool
 
-    def render(self, row: tuple[Any, ...]) -> bytes:
-        contact_id, _attempts, email, first_name, last_name, attributes, _status = row
+    def render(self, to: Recipient) -> bytes:
+        contact_id, first_name, last_name = to.contact_id, to.first_name, to.last_name
         unsubscribe_url = self._url("u", "unsubscribe", contact_id)
         subject, html, text = self.compiled.render(
             {
-                "email": email,
+                "email": to.email,
                 "first_name": first_name or "",
                 "last_name": last_name or "",
-                "attributes": attributes or {},
+                "attributes": to.attributes or {},
                 "unsubscribe_url": unsubscribe_url,
             }
         )
@@ -81,7 +83,7 @@ class Renderer:
                 html = add_pixel(html, self._url("t/o", "open", contact_id))
         name = " ".join(p for p in (first_name, last_name) if p)
         return self.composer.compose(
-            email,
+            to.email,
             subject,
             text=text,
             html=html,
@@ -129,22 +131,22 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         message = await store.message_for_send(conn, message_id)
         rows = await store.chunk_recipients(conn, message_id, chunk)
     assert message is not None
-    smtp, bucket = senders.get(message["sender"], ctx.pool)
+    smtp, bucket = senders.get(message.sender, ctx.pool)
     if not smtp.sender_available():
         return ChunkResult(retry_after=smtp.retry_after())
     renderer = Renderer(
         message_id,
-        compile_message(message["subject"], message["html"], message["text_body"]),
+        compile_message(message.subject, message.html, message.text_body),
         Composer(
-            message["from_email"],
-            message["from_name"] or "",
-            headers={"Reply-To": message["reply_to"]} if message["reply_to"] else {},
+            message.from_email,
+            message.from_name or "",
+            headers={"Reply-To": message.reply_to} if message.reply_to else {},
             from_domain=smtp.config.from_domain,
         ),
         signer,
         ctx.settings.public_url.rstrip("/"),
-        message["track_opens"],
-        message["track_clicks"],
+        message.track_opens,
+        message.track_clicks,
     )
     run = _ChunkRun(ctx, message, renderer, smtp, bucket)
     await run.send_all(rows)
@@ -155,7 +157,7 @@ class _ChunkRun:
     def __init__(
         self,
         ctx: JobContext,
-        message: dict[str, Any],
+        message: MessageToSend,
         renderer: Renderer,
         smtp: SenderPool,
         bucket: TokenBucket,
@@ -171,29 +173,28 @@ class _ChunkRun:
         self._flushed_at = time.monotonic()
         self._retry_after: float | None = None
 
-    async def send_all(self, rows: list[tuple[Any, ...]]) -> None:
+    async def send_all(self, rows: list[Recipient]) -> None:
         pending = iter(rows)
         lanes = min(self.ctx.settings.dispatch_concurrency, max(len(rows), 1))
         await asyncio.gather(*(self._lane(pending) for _ in range(lanes)))
         await self._flush()
         self.outcomes.result.retry_after = self._retry_after
 
-    async def _lane(self, pending: Any) -> None:
-        for row in pending:
+    async def _lane(self, pending: Iterator[Recipient]) -> None:
+        for to in pending:
             if self.outcomes.result.stopped_by is not None:
                 return  # paused or cancelled: the rest stays queued
-            contact_id, attempts, email, status = row[0], row[1], row[2], row[6]
-            if status != "subscribed":
-                self.outcomes.add(contact_id, "skipped", f"contact is {status}")
+            if to.status != "subscribed":
+                self.outcomes.add(to.contact_id, "skipped", f"contact is {to.status}")
             elif not self.smtp.sender_available():
                 self._later(self.smtp.retry_after())
             else:
                 await self.bucket.take()
                 if self.outcomes.result.stopped_by is not None:
                     return  # stopped while this lane waited for its turn
-                data = self.renderer.render(row)
-                outcome = await self.smtp.send(self.message["from_email"], email, data)
-                self._record(contact_id, attempts, outcome)
+                data = self.renderer.render(to)
+                outcome = await self.smtp.send(self.message.from_email, to.email, data)
+                self._record(to.contact_id, to.attempts, outcome)
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
             if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:
                 await self._flush()
@@ -216,9 +217,12 @@ class _ChunkRun:
             self._later(outcome.retry_after or self._backoff(attempts + 1))
 
     def _backoff(self, attempt: int) -> float:
-        """Seconds before a recipient's next try after a 4xx: base, 2x, 4x … capped at 1 h."""
+        """Seconds before a recipient's next try after a 4xx: base, 2x, 4x … capped at 1 h.
+
+        No jitter: the chunk waits for its slowest recipient, and chunks are spread already.
+        """
         base = self.ctx.settings.dispatch_retry_base_seconds
-        return float(min(base * 2 ** (attempt - 1), 3600.0))
+        return Backoff(base=base, cap=3600.0, jitter=0.0)(attempt)
 
     def _later(self, seconds: float) -> None:
         self._retry_after = max(self._retry_after or 0.0, seconds)
@@ -228,8 +232,8 @@ class _ChunkRun:
         async with self._flush_lock:
             self._flushed_at = time.monotonic()
             ids, statuses, errors, bounced = self.outcomes.take()
-            org = self.message["organization_id"]
-            message_id = self.message["id"]
+            org = self.message.organization_id
+            message_id = self.message.id
             async with self.ctx.pool.connection() as conn, conn.transaction():
                 if ids:
                     counts = await store.record_outcomes(conn, message_id, ids, statuses, errors)

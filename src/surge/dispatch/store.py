@@ -1,13 +1,78 @@
-"""SQL of the dispatcher: audience snapshot, chunk ownership, outcomes and rollups."""
+"""SQL of the dispatcher: audience snapshot, chunk ownership, outcomes and rollups.
+
+This module is the one writer of ``messages.status`` once a message exists: ``set_status``
+(staff actions, through ``dispatch.service.act``), ``create_chunks`` (→ sending) and
+``finish_message`` (→ sent).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import args_row, class_row
 
 Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageToPlan:
+    """What ``plan`` needs of a message, read under its row lock."""
+
+    id: int
+    organization_id: int
+    status: str
+    started_at: datetime | None
+    list_ids: list[int]
+    send_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageToSend:
+    """What every send of a chunk is made from."""
+
+    id: int
+    organization_id: int
+    status: str
+    subject: str
+    html: str | None
+    text_body: str | None
+    from_email: str
+    from_name: str | None
+    reply_to: str | None
+    sender: str | None
+    track_opens: bool
+    track_clicks: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A queued delivery of a chunk, with its contact as it is now."""
+
+    contact_id: int
+    attempts: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    attributes: dict[str, Any] | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStats:
+    """A finished message's figures, as ``message.completed`` announces them."""
+
+    organization_id: int
+    message_id: int
+    campaign_id: int
+    total: int
+    sent: int
+    failed: int
+    skipped: int
+    bounced: int
+
 
 # The audience snapshot reads list_members and contacts directly: it must be one
 # INSERT … SELECT (a million rows never pass through Python), so it cannot go through the
@@ -22,8 +87,8 @@ on conflict do nothing
 """
 
 
-async def lock_message(conn: Conn, message_id: int) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+async def lock_message(conn: Conn, message_id: int) -> MessageToPlan | None:
+    cur = conn.cursor(row_factory=class_row(MessageToPlan))
     await cur.execute(
         "select id, organization_id, status, started_at, list_ids, send_at"
         " from messages where id = %s for update",
@@ -101,8 +166,8 @@ async def unfinished_chunks(conn: Conn, message_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def message_for_send(conn: Conn, message_id: int) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+async def message_for_send(conn: Conn, message_id: int) -> MessageToSend | None:
+    cur = conn.cursor(row_factory=class_row(MessageToSend))
     await cur.execute(
         "select id, organization_id, status, subject, html, text_body, from_email, from_name,"
         " reply_to, sender, track_opens, track_clicks from messages where id = %s",
@@ -117,12 +182,13 @@ async def message_status(conn: Conn, message_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
-async def chunk_recipients(conn: Conn, message_id: int, chunk: int) -> list[tuple[Any, ...]]:
+async def chunk_recipients(conn: Conn, message_id: int, chunk: int) -> list[Recipient]:
     """The chunk's still-queued recipients with their contact, in one query.
 
     Uses deliveries_chunk_idx (partial on status = 'queued') and contacts' primary key.
     """
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=args_row(Recipient))  # columns in field order
+    await cur.execute(
         "select d.contact_id, d.attempts, c.email, c.first_name, c.last_name, c.attributes,"
         " c.status from deliveries d join contacts c"
         " on c.organization_id = d.organization_id and c.id = d.contact_id"
@@ -178,6 +244,15 @@ async def cancel_queued(conn: Conn, message_id: int, chunk: int) -> None:
     )
 
 
+async def set_status(conn: Conn, message_id: int, status: str, *, finished: bool = False) -> None:
+    """Move a message (locked by the caller) to ``status``; ``finished`` stamps finished_at."""
+    await conn.execute(
+        "update messages set status = %s,"
+        " finished_at = case when %s then now() else finished_at end where id = %s",
+        [status, finished, message_id],
+    )
+
+
 async def finish_message(conn: Conn, message_id: int) -> bool:
     """Mark a sending message sent; False if it is not sending (paused, cancelled, done)."""
     cur = await conn.execute(
@@ -188,62 +263,15 @@ async def finish_message(conn: Conn, message_id: int) -> bool:
     return cur.rowcount == 1
 
 
-HITS = {
-    # The first open or click of a delivery counts; later ones change nothing.
-    "open": """
-with v as (select * from unnest(%s::bigint[], %s::bigint[]) as v(m, c)),
-hit as (update deliveries d set opened_at = now() from v
-        where d.message_id = v.m and d.contact_id = v.c and d.opened_at is null
-        returning d.message_id)
-update message_stats s set opened = opened + h.n
-from (select message_id, count(*) as n from hit group by message_id) h
-where s.message_id = h.message_id
-""",
-    "click": """
-with v as (select * from unnest(%s::bigint[], %s::bigint[]) as v(m, c)),
-hit as (update deliveries d set clicked_at = now() from v
-        where d.message_id = v.m and d.contact_id = v.c and d.clicked_at is null
-        returning d.message_id)
-update message_stats s set clicked = clicked + h.n
-from (select message_id, count(*) as n from hit group by message_id) h
-where s.message_id = h.message_id
-""",
-}
-
-
-async def record_hits(
-    conn: Conn, kind: str, message_ids: list[int], contact_ids: list[int]
-) -> None:
-    """Count first opens or clicks of many deliveries with one statement."""
-    await conn.execute(HITS[kind], [message_ids, contact_ids])
-
-
-async def delivery_org(conn: Conn, message_id: int, contact_id: int) -> int | None:
-    """The organisation of a delivery, if it exists (unsubscribe links check this)."""
-    cur = await conn.execute(
-        "select organization_id from deliveries where message_id = %s and contact_id = %s",
-        [message_id, contact_id],
-    )
-    row = await cur.fetchone()
-    return None if row is None else int(row[0])
-
-
-async def count_unsubscribe(conn: Conn, message_id: int) -> None:
-    await conn.execute(
-        "update message_stats set unsubscribed = unsubscribed + 1 where message_id = %s",
-        [message_id],
-    )
-
-
 async def count_bounces(conn: Conn, message_id: int, n: int) -> None:
     await conn.execute(
         "update message_stats set bounced = bounced + %s where message_id = %s", [n, message_id]
     )
 
 
-async def final_stats(conn: Conn, message_id: int) -> dict[str, Any]:
+async def final_stats(conn: Conn, message_id: int) -> FinalStats:
     """What message.completed announces: the message's final figures."""
-    cur = conn.cursor(row_factory=dict_row)
+    cur = conn.cursor(row_factory=class_row(FinalStats))
     await cur.execute(
         "select m.organization_id, m.id as message_id, m.campaign_id, s.total, s.sent,"
         " s.failed, s.skipped, s.bounced from messages m"

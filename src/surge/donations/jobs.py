@@ -13,15 +13,14 @@ Exactly once, and the bound on "once":
 from __future__ import annotations
 
 import logging
-import random
-from typing import Any
 
-from surge.config import get_settings
+from surge.config import Settings
 from surge.delivery.bounces import SendStatus
 from surge.donations import receipts, service, store
 from surge.donations.gateway import ChargeResult, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
+from surge.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +28,13 @@ log = logging.getLogger(__name__)
 CHARGE_BACKOFF_CAP = 600.0
 
 
-def charge_backoff(attempt: int) -> float:
-    """Seconds before charge attempt ``attempt + 1``: base × 2^(attempt-1), jittered ±50%.
+def charge_backoff(settings: Settings) -> Backoff:
+    """Waits between charge attempts: ``donations_charge_backoff`` doubling, ±50 %.
 
-    The base is ``donations_charge_backoff`` (default 2 s: 2, 4, 8 … s, ~4 min over the
-    default 8 attempts, enough to ride out a short gateway blip).
+    The default 2 s gives 2, 4, 8 … s, ~4 min over the default 8 attempts: enough to ride
+    out a short gateway blip.
     """
-    base = get_settings().donations_charge_backoff
-    delay = min(base * 2.0 ** (attempt - 1), CHARGE_BACKOFF_CAP)
-    return delay * random.uniform(0.5, 1.5)
+    return Backoff(base=settings.donations_charge_backoff, cap=CHARGE_BACKOFF_CAP)
 
 
 class ReceiptDeferred(Exception):
@@ -47,7 +44,8 @@ class ReceiptDeferred(Exception):
 @task(
     "donations.charge",
     queue="critical",
-    max_attempts=service.charge_max_attempts(),
+    # create_donation enqueues with SURGE_DONATIONS_CHARGE_ATTEMPTS; 8 is its default.
+    max_attempts=8,
     backoff=charge_backoff,
 )
 async def charge(ctx: JobContext) -> None:
@@ -55,18 +53,17 @@ async def charge(ctx: JobContext) -> None:
     donation_id = int(ctx.job.args["donation_id"])
     async with ctx.pool.connection() as conn:
         donation = await store.donation_to_charge(conn, donation_id)
-    if donation is None or donation["status"] != "pending":
+    if donation is None or donation.status != "pending":
         return  # final already (a duplicate run) or deleted with its campaign
+    assert donation.token is not None  # dropped only when the donation is made final
     gateway = ctx.resources.gateway
     try:
         result = await gateway.charge(
-            amount=donation["amount_minor"],
-            currency=donation["currency"],
-            token=donation["token"],
-            idempotency_key=service.gateway_key(
-                donation["organization_id"], donation["idempotency_key"]
-            ),
-            description=f"Donation to {donation['campaign_name']}",
+            amount=donation.amount_minor,
+            currency=donation.currency,
+            token=donation.token,
+            idempotency_key=service.gateway_key(donation.organization_id, donation.idempotency_key),
+            description=f"Donation to {donation.campaign_name}",
         )
     except GatewayUnavailable as exc:
         if ctx.job.attempt < ctx.job.max_attempts:
@@ -84,9 +81,9 @@ async def receipt(ctx: JobContext) -> None:
     donation_id = int(ctx.job.args["donation_id"])
     async with ctx.pool.connection() as conn:
         donation = await store.donation_to_receipt(conn, donation_id)
-    if donation is None or donation["status"] != "succeeded":
+    if donation is None or donation.status != "succeeded":
         return
-    if donation["receipt_sent_at"] is not None or donation["receipt_error"] is not None:
+    if donation.receipt_sent_at is not None or donation.receipt_error is not None:
         return  # sent (or refused for good) by an earlier run
     error = await _send(ctx, donation)
     async with ctx.pool.connection() as conn, conn.transaction():
@@ -94,7 +91,7 @@ async def receipt(ctx: JobContext) -> None:
         await ctx.complete_in(conn)
 
 
-async def _send(ctx: JobContext, donation: dict[str, Any]) -> str | None:
+async def _send(ctx: JobContext, donation: store.DonationToReceipt) -> str | None:
     """Send the receipt; None when sent, the reason when refused for good; raise to retry."""
     from_email = receipts.receipt_from(ctx.settings)
     try:
@@ -103,7 +100,7 @@ async def _send(ctx: JobContext, donation: dict[str, Any]) -> str | None:
         return f"cannot compose: {exc.message}"
     smtp, bucket = ctx.resources.senders.get(None, ctx.pool)
     await bucket.take()
-    outcome = await smtp.send(from_email, str(donation["email"]), data)
+    outcome = await smtp.send(from_email, donation.email, data)
     if outcome.status is SendStatus.TEMPORARY:
         raise ReceiptDeferred(outcome.reply)
     return None if outcome.sent else outcome.reply

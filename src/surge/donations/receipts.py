@@ -7,13 +7,12 @@ import html
 import ipaddress
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from surge.config import Settings
 from surge.delivery.mime import Composer
 from surge.donations.currencies import format_amount
+from surge.donations.store import DonationToReceipt
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +66,16 @@ class Receipt:
     html: str
 
 
-def render(donation: dict[str, Any]) -> Receipt:
-    """The receipt of a succeeded donation (a row of ``store.donation_to_receipt``)."""
-    amount = format_amount(donation["amount"], donation["currency"])
-    org = donation["organization_name"]
-    campaign = donation["campaign_name"]
-    when: datetime = donation["succeeded_at"]
+def render(donation: DonationToReceipt) -> Receipt:
+    """The receipt of a succeeded donation."""
+    amount = format_amount(donation.amount, donation.currency)
+    org = donation.organization_name
+    campaign = donation.campaign_name
+    when = donation.succeeded_at
+    assert when is not None  # only a succeeded donation gets a receipt
     date = when.strftime("%d %B %Y, %H:%M UTC")
-    reference = f"{donation['id']} ({donation['gateway_reference']})"
-    greeting = f"Dear {donation['name']}," if donation["name"] else "Dear supporter,"
+    reference = f"{donation.id} ({donation.gateway_reference})"
+    greeting = f"Dear {donation.name}," if donation.name else "Dear supporter,"
     lines = [
         ("Amount", amount),
         ("Campaign", campaign),
@@ -107,15 +107,15 @@ def render(donation: dict[str, Any]) -> Receipt:
     return Receipt(f"Your receipt: {amount} to {org}", text, body)
 
 
-def compose(donation: dict[str, Any], from_email: str) -> bytes:
+def compose(donation: DonationToReceipt, from_email: str) -> bytes:
     """The receipt as message bytes for SMTP DATA; a bad address raises ``Invalid``."""
     receipt = render(donation)
-    composer = Composer(from_email, donation["organization_name"])
+    composer = Composer(from_email, donation.organization_name)
     return composer.compose(
-        donation["email"],
+        donation.email,
         receipt.subject,
         text=receipt.text,
         html=receipt.html,
-        to_name=donation["name"] or "",
-        message_id=message_id(donation["id"], from_email),
+        to_name=donation.name or "",
+        message_id=message_id(donation.id, from_email),
     )

@@ -17,7 +17,6 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from surge.campaigns import service as campaigns
-from surge.config import get_settings
 from surge.donations import currencies, store
 from surge.donations.gateway import ChargeResult
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
@@ -31,11 +30,6 @@ Conn = AsyncConnection[Any]
 
 QUEUE = "critical"
 MAX_ID = 2**63 - 1
-
-
-def charge_max_attempts() -> int:
-    """Attempts of a charge job before the donation fails (temporary gateway errors)."""
-    return max(1, get_settings().donations_charge_attempts)
 
 
 # -- taking a donation -----------------------------------------------------------------------
@@ -60,9 +54,18 @@ def request_hash(campaign_id: int, body: DonationIn) -> bytes:
 
 
 async def create_donation(
-    conn: Conn, org: int, campaign_id: int, key: str, body: DonationIn
+    conn: Conn,
+    org: int,
+    campaign_id: int,
+    key: str,
+    body: DonationIn,
+    *,
+    charge_attempts: int,
 ) -> tuple[DonationAccepted, bool]:
     """Store a pending donation and its charge job, once per (organisation, key).
+
+    ``charge_attempts`` bounds the charge job's attempts on temporary gateway errors
+    (``SURGE_DONATIONS_CHARGE_ATTEMPTS``).
 
     Returns the donation as accepted and whether this was a replay of an earlier request
     (which then creates nothing). The same key with another body is a Conflict.
@@ -80,10 +83,10 @@ async def create_donation(
             await enqueue(
                 conn,
                 "donations.charge",
-                {"donation_id": row["id"]},
+                {"donation_id": row.id},
                 queue=QUEUE,
                 organization_id=org,
-                max_attempts=charge_max_attempts(),
+                max_attempts=charge_attempts,
             )
             return _accepted(row), False
     return await _replay(conn, org, key, digest), True
@@ -100,7 +103,7 @@ async def _replay(conn: Conn, org: int, key: str, digest: bytes) -> DonationAcce
     row = await store.donation_by_key(conn, org, key)
     if row is None:  # the winner rolled back between our insert and this read: rare
         raise Conflict("a request with this Idempotency-Key is in flight; retry it")
-    if bytes(row["request_hash"]) != digest:
+    if bytes(row.request_hash) != digest:
         raise Conflict(
             "this Idempotency-Key was already used with a different request body;"
             " use a new key for a new donation"
@@ -108,10 +111,20 @@ async def _replay(conn: Conn, org: int, key: str, digest: bytes) -> DonationAcce
     return _accepted(row)
 
 
-def _accepted(row: dict[str, Any]) -> DonationAccepted:
+def _accepted(row: store.AcceptedDonation) -> DonationAccepted:
     # The first response described the donation as just accepted: a replay gets the same
     # body, whatever the charge has done since (GET /v1/donations/{id} has the news).
-    return msgspec.convert({**row, "status": "pending"}, DonationAccepted)
+    return DonationAccepted(
+        id=row.id,
+        campaign_id=row.campaign_id,
+        status="pending",
+        amount=row.amount,
+        currency=row.currency,
+        email=row.email,
+        name=row.name,
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
 
 
 async def get_donation(conn: Conn, org: int, donation_id: int) -> Donation:
@@ -119,7 +132,7 @@ async def get_donation(conn: Conn, org: int, donation_id: int) -> Donation:
     row = await store.get_donation(conn, org, donation_id) if donation_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"donation {donation_id} not found")
-    return msgspec.convert(row, Donation)
+    return msgspec.convert(row, Donation, from_attributes=True)
 
 
 # -- charging --------------------------------------------------------------------------------
@@ -141,10 +154,10 @@ async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> D
     row = await store.finish_donation(conn, donation_id, status, result.reference, result.reason)
     if row is None:
         return None
-    donation = msgspec.convert(row, Donation)
-    org = int(row["organization_id"])
+    donation = msgspec.convert(row, Donation, from_attributes=True)
+    org = row.organization_id
     if result.succeeded:
-        await store.add_to_totals(conn, org, row)
+        await store.add_to_totals(conn, row)
         receipt = {"donation_id": donation_id}
         await enqueue(conn, "donations.receipt", receipt, queue=QUEUE, organization_id=org)
     await emit(conn, org, f"donation.{status}", event_data(donation))

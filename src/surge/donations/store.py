@@ -4,13 +4,16 @@ the public totals read and the jobs' reads by donation id (the job carries no ke
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 Conn = AsyncConnection[Any]
+Row = TypeVar("Row")
 
 #: Shards of a campaign's totals; a donation adds to shard ``id % SHARDS``.
 SHARDS = 16
@@ -24,13 +27,103 @@ DONATION_COLUMNS = (
 )
 
 
-async def _one(conn: Conn, sql: str, params: Any) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+@dataclass(frozen=True, slots=True)
+class AcceptedDonation:
+    """A donation as the response to POST …/donations describes it (``ACCEPTED_COLUMNS``)."""
+
+    id: int
+    campaign_id: int
+    status: str
+    amount: int
+    currency: str
+    email: str
+    name: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DonationToReplay(AcceptedDonation):
+    """The donation an Idempotency-Key already made, with the hash of its request."""
+
+    request_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DonationRow(AcceptedDonation):
+    """A donation as staff see it (``DONATION_COLUMNS``)."""
+
+    idempotency_key: str
+    gateway_reference: str | None
+    failure_reason: str | None
+    succeeded_at: datetime | None
+    failed_at: datetime | None
+    receipt_sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedDonation(DonationRow):
+    """A donation the charge job just made final, with its organisation."""
+
+    organization_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DonationToCharge:
+    """A row of ``donation_to_charge``."""
+
+    id: int
+    organization_id: int
+    campaign_id: int
+    status: str
+    amount_minor: int
+    currency: str
+    #: Null once the donation is final: the single-use token is dropped with the charge.
+    token: str | None
+    idempotency_key: str
+    campaign_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DonationToReceipt:
+    """A row of ``donation_to_receipt``."""
+
+    id: int
+    organization_id: int
+    status: str
+    amount: int
+    currency: str
+    email: str
+    name: str | None
+    gateway_reference: str | None
+    succeeded_at: datetime | None
+    receipt_sent_at: datetime | None
+    receipt_error: str | None
+    campaign_name: str
+    organization_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsRow:
+    """A row of ``public_totals``: a campaign and its totals in one currency, or, when it
+    has received nothing yet, the one row of the campaign with currency and sums null."""
+
+    id: int
+    campaign_currency: str | None
+    goal: int | None
+    currency: str | None
+    raised: int | None
+    donations: int | None
+    as_of: datetime
+
+
+async def _one(conn: Conn, row: type[Row], sql: str, params: Any) -> Row | None:
+    cur = conn.cursor(row_factory=class_row(row))
     await cur.execute(sql, params)
     return await cur.fetchone()
 
 
-async def insert_donation(conn: Conn, values: dict[str, Any]) -> dict[str, Any] | None:
+async def insert_donation(conn: Conn, values: dict[str, Any]) -> AcceptedDonation | None:
     """The new donation, or None when the organisation already used this idempotency key.
 
     A concurrent insert with the same key waits for the first transaction and then does
@@ -38,6 +131,7 @@ async def insert_donation(conn: Conn, values: dict[str, Any]) -> dict[str, Any] 
     """
     return await _one(
         conn,
+        AcceptedDonation,
         "insert into donations (organization_id, campaign_id, idempotency_key, request_hash,"
         " amount_minor, currency, email, name, metadata, token) values (%(org)s,"
         " %(campaign_id)s, %(key)s, %(hash)s, %(amount)s, %(currency)s, %(email)s, %(name)s,"
@@ -48,27 +142,30 @@ async def insert_donation(conn: Conn, values: dict[str, Any]) -> dict[str, Any] 
     )
 
 
-async def donation_by_key(conn: Conn, org: int, key: str) -> dict[str, Any] | None:
+async def donation_by_key(conn: Conn, org: int, key: str) -> DonationToReplay | None:
     return await _one(
         conn,
+        DonationToReplay,
         f"select {ACCEPTED_COLUMNS}, request_hash from donations"
         " where organization_id = %s and idempotency_key = %s",
         [org, key],
     )
 
 
-async def get_donation(conn: Conn, org: int, donation_id: int) -> dict[str, Any] | None:
+async def get_donation(conn: Conn, org: int, donation_id: int) -> DonationRow | None:
     return await _one(
         conn,
+        DonationRow,
         f"select {DONATION_COLUMNS} from donations where organization_id = %s and id = %s",
         [org, donation_id],
     )
 
 
-async def donation_to_charge(conn: Conn, donation_id: int) -> dict[str, Any] | None:
+async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge | None:
     """What the charge job needs, with the campaign's name for the charge description."""
     return await _one(
         conn,
+        DonationToCharge,
         "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor, d.currency,"
         " d.token, d.idempotency_key, c.name as campaign_name"
         " from donations d join campaigns c on c.id = d.campaign_id where d.id = %s",
@@ -78,13 +175,14 @@ async def donation_to_charge(conn: Conn, donation_id: int) -> dict[str, Any] | N
 
 async def finish_donation(
     conn: Conn, donation_id: int, status: str, reference: str | None, reason: str | None
-) -> dict[str, Any] | None:
+) -> FinishedDonation | None:
     """Move a pending donation to ``status`` (locking it); None if it was final already.
 
     The token is dropped: it is single-use and the charge is done.
     """
     return await _one(
         conn,
+        FinishedDonation,
         "update donations set status = %(status)s, gateway_reference = %(reference)s,"
         " failure_reason = %(reason)s, token = null,"
         " succeeded_at = case when %(status)s = 'succeeded' then now() end,"
@@ -95,7 +193,7 @@ async def finish_donation(
     )
 
 
-async def add_to_totals(conn: Conn, org: int, donation: dict[str, Any]) -> None:
+async def add_to_totals(conn: Conn, donation: FinishedDonation) -> None:
     """Add one succeeded donation to its shard of the campaign's totals."""
     await conn.execute(
         "insert into campaign_totals (campaign_id, currency, shard, organization_id,"
@@ -104,22 +202,22 @@ async def add_to_totals(conn: Conn, org: int, donation: dict[str, Any]) -> None:
         " raised_minor = campaign_totals.raised_minor + excluded.raised_minor,"
         " donations = campaign_totals.donations + 1, updated_at = now()",
         [
-            donation["campaign_id"],
-            donation["currency"],
-            donation["id"] % SHARDS,
-            org,
-            donation["amount"],
+            donation.campaign_id,
+            donation.currency,
+            donation.id % SHARDS,
+            donation.organization_id,
+            donation.amount,
         ],
     )
 
 
-async def public_totals(conn: Conn, campaign_id: int) -> list[dict[str, Any]]:
+async def public_totals(conn: Conn, campaign_id: int) -> list[TotalsRow]:
     """The campaign and its totals per currency; [] if there is no such campaign.
 
     Deliberately not filtered by organisation: the totals page is public and knows only
     the campaign id. It reads nothing but the goal, currency and sums.
     """
-    cur = conn.cursor(row_factory=dict_row)
+    cur = conn.cursor(row_factory=class_row(TotalsRow))
     await cur.execute(
         "select c.id, c.currency as campaign_currency, c.goal_minor as goal,"
         " t.currency, t.raised, t.donations, now() as as_of"
@@ -133,10 +231,11 @@ async def public_totals(conn: Conn, campaign_id: int) -> list[dict[str, Any]]:
     return await cur.fetchall()
 
 
-async def donation_to_receipt(conn: Conn, donation_id: int) -> dict[str, Any] | None:
+async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt | None:
     """A donation with what its receipt shows: the campaign's and organisation's names."""
     return await _one(
         conn,
+        DonationToReceipt,
         "select d.id, d.organization_id, d.status, d.amount_minor as amount, d.currency,"
         " d.email, d.name, d.gateway_reference, d.succeeded_at, d.receipt_sent_at, d.receipt_error,"
         " c.name as campaign_name, o.name as organization_name"

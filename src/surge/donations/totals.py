@@ -14,9 +14,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 from surge.donations.schemas import CurrencyTotal, Totals
+from surge.donations.store import TotalsRow
 
 #: Seconds an entry is served before it is reloaded.
 TTL = 1.0
@@ -76,31 +76,32 @@ def _retrieve(task: asyncio.Task[Totals | None]) -> None:
         task.exception()
 
 
-def build_totals(rows: list[dict[str, Any]]) -> Totals | None:
+def build_totals(rows: list[TotalsRow]) -> Totals | None:
     """Totals from the rows of ``store.public_totals`` (one per currency received)."""
     if not rows:
         return None
     first = rows[0]
     by_currency = [
-        CurrencyTotal(r["currency"], int(r["raised"]), int(r["donations"]))
+        # A row with a currency sums at least one shard: ``or 0`` only narrows the type.
+        CurrencyTotal(r.currency, r.raised or 0, r.donations or 0)
         for r in rows
-        if r["currency"] is not None
+        if r.currency is not None
     ]
-    currency: str | None = first["campaign_currency"]
+    currency: str | None = first.campaign_currency
     if currency is None and len(by_currency) == 1:
         currency = by_currency[0].currency
     raised: int | None = None
     if currency is not None:
         raised = sum(c.raised for c in by_currency if c.currency == currency)
-    goal: int | None = first["goal"]
+    goal: int | None = first.goal
     return Totals(
-        campaign_id=first["id"],
+        campaign_id=first.id,
         currency=currency,
         goal=goal,
         raised=raised,
         donations=sum(c.donations for c in by_currency),
         percent_of_goal=_percent(raised, goal),
-        as_of=_as_of(first["as_of"]),
+        as_of=_as_of(first.as_of),
         by_currency=by_currency,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from surge.jobs.registry import JobContext, task
+from surge.retry import Backoff
 
 
 class DeliberateFailure(RuntimeError):
@@ -22,7 +23,7 @@ async def sleep(ctx: JobContext) -> None:
     await asyncio.sleep(float(ctx.job.args.get("seconds", 1)))
 
 
-@task("surge.fail", queue="default", max_attempts=3, backoff=lambda attempt: 0.0)
+@task("surge.fail", queue="default", max_attempts=3, backoff=Backoff(base=0.0, cap=0.0))
 async def fail(ctx: JobContext) -> None:
     """Always fails (retried at once, discarded after 3 attempts unless told otherwise)."""
     raise DeliberateFailure(str(ctx.job.args.get("message", "deliberate failure")))

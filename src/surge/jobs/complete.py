@@ -8,7 +8,6 @@ statement as the state change.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,19 +61,6 @@ update jobs
 set state = 'available', attempt = greatest(attempt - 1, 0), attempted_by = null
 where state = 'running' and attempted_by = %(worker)s
 """
-
-#: Retry delays grow as 2**attempt seconds, capped at an hour, times a 0.5–1.5 jitter.
-BACKOFF_CAP = 3600.0
-
-
-def default_backoff(attempt: int) -> float:
-    """Seconds before retrying after failed attempt ``attempt`` (1-based), with jitter.
-
-    Jitter spreads the retries of jobs that failed together (say, a provider outage), so
-    they do not all come back at the same instant.
-    """
-    base = min(2.0 ** min(attempt, 20), BACKOFF_CAP)
-    return base * random.uniform(0.5, 1.5)
 
 
 async def complete_jobs(conn: AsyncConnection[Any], ids: Sequence[int], worker_id: str) -> None:

@@ -16,6 +16,7 @@ from croniter import croniter
 
 from surge.config import Settings
 from surge.jobs.complete import complete_jobs
+from surge.retry import Backoff
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -27,8 +28,10 @@ QUEUES = ("critical", "default", "bulk")
 DEFAULT_MAX_ATTEMPTS = 20
 
 TaskFunction = Callable[["JobContext"], Awaitable[None]]
-#: Seconds to wait before the next attempt, given the attempt that just failed (1-based).
-Backoff = Callable[[int], float]
+#: Retry delays of a task: fixed, or derived from the settings the worker started with.
+Retry = Backoff | Callable[[Settings], Backoff]
+#: Jobs without their own: 2, 4, 8 … s, capped at an hour, jittered ±50 %.
+DEFAULT_BACKOFF = Backoff(base=2.0, cap=3600.0, jitter=0.5)
 
 
 class UnknownTask(LookupError):
@@ -80,7 +83,7 @@ class Task:
     function: TaskFunction
     queue: str = "default"
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff: Backoff | None = None
+    backoff: Retry = DEFAULT_BACKOFF
     #: Periodic tasks: a cron expression (UTC) or an interval in seconds, not both.
     cron: str | None = None
     every: float | None = None
@@ -91,6 +94,10 @@ class Task:
     @property
     def periodic(self) -> bool:
         return self.cron is not None or self.every is not None
+
+    def retry_delays(self, settings: Settings) -> Backoff:
+        """The task's backoff, resolved against the worker's settings."""
+        return self.backoff if isinstance(self.backoff, Backoff) else self.backoff(settings)
 
 
 @dataclass
@@ -128,7 +135,7 @@ def task(
     *,
     queue: str = "default",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    backoff: Backoff | None = None,
+    backoff: Retry = DEFAULT_BACKOFF,
     cron: str | None = None,
     every: float | None = None,
 ) -> Callable[[TaskFunction], Task]:
@@ -136,7 +143,7 @@ def task(
 
     ``cron`` (a 5-field UTC expression) or ``every`` (seconds) makes it periodic: the
     maintenance leader enqueues one job per slot. ``backoff`` overrides the default retry
-    delay (see ``surge.jobs.complete.default_backoff``).
+    delays (``DEFAULT_BACKOFF``); a function of the settings when they configure it.
     """
     _check(kind, queue, max_attempts, cron, every)
 

@@ -26,10 +26,17 @@ from psycopg import Error as DatabaseError
 from psycopg_pool import AsyncConnectionPool
 
 from surge.config import Settings
-from surge.jobs.complete import complete_jobs, default_backoff, fail_job, hand_back
+from surge.jobs.complete import complete_jobs, fail_job, hand_back
 from surge.jobs.fetch import claim
 from surge.jobs.maintenance import Maintenance, release_lease, take_lease
-from surge.jobs.registry import Job, JobContext, Registry, UnknownTask, registry
+from surge.jobs.registry import (
+    DEFAULT_BACKOFF,
+    Job,
+    JobContext,
+    Registry,
+    UnknownTask,
+    registry,
+)
 from surge.jobs.rescue import heartbeat, identity, unregister
 
 if TYPE_CHECKING:
@@ -198,10 +205,9 @@ class Worker:
     async def _fail(self, job: Job, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"
         try:
-            task = self.tasks.get(job.kind)
-            backoff = task.backoff or default_backoff
+            backoff = self.tasks.get(job.kind).retry_delays(self.settings)
         except UnknownTask:
-            backoff = default_backoff
+            backoff = DEFAULT_BACKOFF
         try:
             async with self.engine_pool.connection() as conn:
                 outcome = await fail_job(conn, job.id, self.id, error, backoff(job.attempt))

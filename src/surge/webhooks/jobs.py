@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC
 
 import httpx
 import msgspec
 
 from surge.jobs import JobContext, NewJob, enqueue, enqueue_many, task
 from surge.webhooks import service, signing
+from surge.webhooks.store import DeliveryToSend
 
 RELAY_BATCH = 1000
 RELAY_WINDOW = 2.0
@@ -50,30 +50,29 @@ async def relay(ctx: JobContext) -> None:
     deadline = time.monotonic() + RELAY_WINDOW
     while time.monotonic() < deadline:
         async with ctx.pool.connection() as conn, conn.transaction():
-            events, ids, orgs = await service.relay(conn, RELAY_BATCH)
-            if ids:
+            relayed = await service.relay(conn, RELAY_BATCH)
+            if relayed.delivery_ids:
                 await enqueue_many(
                     conn,
                     (
                         NewJob(DELIVER, {"delivery_id": i, "attempt": 1}, organization_id=o)
-                        for i, o in zip(ids, orgs, strict=True)
+                        for i, o in zip(relayed.delivery_ids, relayed.organization_ids, strict=True)
                     ),
                 )
-        if events < RELAY_BATCH:
+        if relayed.events < RELAY_BATCH:
             await asyncio.sleep(RELAY_POLL)
 
 
 _encode = msgspec.json.Encoder().encode
 
 
-def payload(delivery: dict[str, Any]) -> bytes:
+def payload(delivery: DeliveryToSend) -> bytes:
     """The body: ``{"type", "timestamp", "data"}``, data copied as stored (no re-parse)."""
-    occurred: datetime = delivery["occurred_at"]
     return _encode(
         {
-            "type": delivery["type"],
-            "timestamp": occurred.astimezone(UTC),
-            "data": msgspec.Raw(delivery["data"].encode()),
+            "type": delivery.type,
+            "timestamp": delivery.occurred_at.astimezone(UTC),
+            "data": msgspec.Raw(delivery.data.encode()),
         }
     )
 
@@ -112,23 +111,24 @@ async def deliver(ctx: JobContext) -> None:
     async with ctx.pool.connection() as conn:
         delivery = await service.load_delivery(conn, delivery_id)
     # Gone (endpoint deleted), finished, or a stale job of an attempt already recorded.
-    if delivery is None or delivery["attempts"] + 1 != ctx.job.args.get("attempt", 1):
+    if delivery is None or delivery.attempts + 1 != ctx.job.args.get("attempt", 1):
         return
-    if not delivery["enabled"]:
+    if not delivery.enabled:
         async with ctx.pool.connection() as conn:
             await service.cancel_delivery(conn, delivery_id, "endpoint disabled")
         return
     body = payload(delivery)
-    msg_id = service.event_id(delivery["event_id"])
-    headers = signing.headers(delivery["secret"], msg_id, int(time.time()), body)
-    outcome = await attempt(ctx.resources.webhooks, delivery["url"], body, headers)
+    msg_id = service.event_id(delivery.event_id)
+    headers = signing.headers(delivery.secret, msg_id, int(time.time()), body)
+    outcome = await attempt(ctx.resources.webhooks, delivery.url, body, headers)
     async with ctx.pool.connection() as conn, conn.transaction():
-        retry_at = await service.record_outcome(conn, delivery, outcome)
+        policy = service.RetryPolicy.from_settings(ctx.settings)
+        retry_at = await service.record_outcome(conn, delivery, outcome, policy)
         if retry_at is not None:
             await enqueue(
                 conn,
                 DELIVER,
-                {"delivery_id": delivery_id, "attempt": delivery["attempts"] + 2},
+                {"delivery_id": delivery_id, "attempt": delivery.attempts + 2},
                 run_at=retry_at,
                 organization_id=ctx.job.organization_id,
             )

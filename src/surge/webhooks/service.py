@@ -7,7 +7,6 @@ delivery jobs, which POST signed requests and retry on the schedule in ``deliver
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,10 @@ import httpx
 import msgspec
 from psycopg import AsyncConnection
 
-from surge.config import get_settings
-from surge.contacts.service import decode_cursor, encode_cursor
+from surge.config import Settings
 from surge.errors import Conflict, Invalid, NotFound
+from surge.fields import decode_cursor, encode_cursor
+from surge.retry import Backoff, parse_steps
 from surge.webhooks import signing, store
 from surge.webhooks.schemas import (
     Delivery,
@@ -55,45 +55,38 @@ async def emit(conn: Conn, organization_id: int, event_type: str, data: dict[str
 
 # -- retry schedule and the disable rule ----------------------------------------------------
 
+#: Seconds to wait after failed attempt 1, 2, …; one attempt more than entries (12 in all),
+#: spanning ~2.8 days: the Standard Webhooks (Svix) schedule, with 10 h steps until then.
+DEFAULT_SCHEDULE = "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000"
+#: Each delay is multiplied by uniform(1 - JITTER, 1 + JITTER).
+JITTER = 0.2
+
 
 def parse_schedule(text: str) -> tuple[float, ...]:
     """``"5,300,1800"`` → (5.0, 300.0, 1800.0): seconds to wait after each failed attempt."""
-    try:
-        delays = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(
-            f"webhook retry schedule {text!r}: expected seconds, comma-separated"
-        ) from None
-    if not all(0 <= d < 30 * 86400 for d in delays):
-        raise ValueError(f"webhook retry schedule {text!r}: delays must be 0 to 30 days")
-    return delays
+    return parse_steps(text, "webhook retry schedule")
 
 
-#: Seconds to wait after failed attempt 1, 2, …; one attempt more than entries (12 in all),
-#: spanning ~2.8 days: the Standard Webhooks (Svix) schedule, with 10 h steps until then.
-#: SURGE_WEBHOOK_RETRY_SCHEDULE overrides it (tests use fractions of a second).
-RETRY_SCHEDULE = parse_schedule(
-    get_settings().webhook_retry_schedule
-    or "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000"
-)
-#: Each delay is multiplied by uniform(1 - JITTER, 1 + JITTER), so endpoints that failed
-#: together do not all come back at the same instant.
-JITTER = 0.2
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed delivery is tried again, and when its endpoint is disabled."""
 
-#: An endpoint whose attempts have all failed for this long (since the first failure after
-#: its last success) is disabled at its next failed attempt. SURGE_WEBHOOK_DISABLE_AFTER
-#: (seconds) overrides the 5 days.
-DISABLE_AFTER = get_settings().webhook_disable_after
+    #: Waits after each failed attempt; past its end the delivery has failed for good.
+    schedule: Backoff
+    #: An endpoint whose attempts have all failed for this many seconds (since the first
+    #: failure after its last success) is disabled at its next failed attempt.
+    disable_after: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """SURGE_WEBHOOK_RETRY_SCHEDULE (default: ``DEFAULT_SCHEDULE``) and _DISABLE_AFTER."""
+        steps = parse_schedule(settings.webhook_retry_schedule or DEFAULT_SCHEDULE)
+        return cls(Backoff(steps=steps, jitter=JITTER), settings.webhook_disable_after)
 
 
-def next_attempt_delay(
-    attempts: int, schedule: tuple[float, ...] = RETRY_SCHEDULE, jitter: float = JITTER
-) -> float | None:
+def next_attempt_delay(attempts: int, schedule: Backoff) -> float | None:
     """Seconds until the next attempt after ``attempts`` failed ones; None means give up."""
-    if attempts < 1 or attempts > len(schedule):
-        return None
-    delay = schedule[attempts - 1]
-    return delay * random.uniform(1 - jitter, 1 + jitter)
+    return schedule.after(attempts) if schedule.steps else None
 
 
 def disabled_reason(disable_after: float) -> str:
@@ -115,30 +108,36 @@ class Outcome:
 
 
 async def record_outcome(
-    conn: Conn, delivery: dict[str, Any], outcome: Outcome, *, now: datetime | None = None
+    conn: Conn,
+    delivery: store.DeliveryToSend,
+    outcome: Outcome,
+    policy: RetryPolicy,
+    *,
+    now: datetime | None = None,
 ) -> datetime | None:
     """Record an attempt on the delivery and its endpoint's failure streak.
 
     Run it in the transaction that completes the delivery job. A success resets the
-    streak; a failure extends it and may disable the endpoint (``DISABLE_AFTER``). Returns
+    streak; a failure extends it and may disable the endpoint (``policy.disable_after``). Returns
     when to try again, or None when the delivery is finished (delivered, failed for good,
     or its endpoint was just disabled).
     """
     if outcome.delivered:
         await store.record_attempt(
             conn,
-            delivery["id"],
+            delivery.id,
             delivered=True,
             status_code=outcome.status_code,
             error=None,
             next_attempt_at=None,
         )
-        await store.reset_streak(conn, delivery["endpoint_id"])
+        await store.reset_streak(conn, delivery.endpoint_id)
         return None
+    disable_after = policy.disable_after
     enabled = await store.extend_streak(
-        conn, delivery["endpoint_id"], DISABLE_AFTER, disabled_reason(DISABLE_AFTER)
+        conn, delivery.endpoint_id, disable_after, disabled_reason(disable_after)
     )
-    delay = next_attempt_delay(delivery["attempts"] + 1) if enabled else None
+    delay = next_attempt_delay(delivery.attempts + 1, policy.schedule) if enabled else None
     retry_at = None
     if delay is not None:
         retry_at = (now or datetime.now(UTC)) + timedelta(seconds=delay)
@@ -147,7 +146,7 @@ async def record_outcome(
         error += "; endpoint disabled"
     await store.record_attempt(
         conn,
-        delivery["id"],
+        delivery.id,
         delivered=False,
         status_code=outcome.status_code,
         error=error[:1000],
@@ -156,10 +155,10 @@ async def record_outcome(
     return retry_at
 
 
-async def load_delivery(conn: Conn, delivery_id: int) -> dict[str, Any] | None:
+async def load_delivery(conn: Conn, delivery_id: int) -> store.DeliveryToSend | None:
     """A pending delivery with its endpoint (url, secret, enabled) and event; else None."""
     row = await store.load_delivery(conn, delivery_id)
-    return row if row is not None and row["status"] == "pending" else None
+    return row if row is not None and row.status == "pending" else None
 
 
 async def cancel_delivery(conn: Conn, delivery_id: int, reason: str) -> None:
@@ -167,11 +166,11 @@ async def cancel_delivery(conn: Conn, delivery_id: int, reason: str) -> None:
     await store.cancel_delivery(conn, delivery_id, reason)
 
 
-async def relay(conn: Conn, limit: int) -> tuple[int, list[int], list[int]]:
+async def relay(conn: Conn, limit: int) -> store.Relayed:
     """Turn up to ``limit`` outbox events into deliveries, in the caller's transaction.
 
-    Returns (events relayed, delivery ids, their organisations); the caller enqueues one
-    delivery job per id in the same transaction.
+    Returns how many events were relayed and the new deliveries with their organisations;
+    the caller enqueues one delivery job per delivery in the same transaction.
     """
     return await store.relay(conn, limit)
 
@@ -224,8 +223,8 @@ def check_url(url: str) -> str:
     return url
 
 
-def _endpoint(row: dict[str, Any]) -> Endpoint:
-    return msgspec.convert(row, Endpoint)
+def _endpoint(row: store.EndpointRow) -> Endpoint:
+    return msgspec.convert(row, Endpoint, from_attributes=True)
 
 
 async def create_endpoint(conn: Conn, org: int, body: EndpointIn) -> EndpointCreated:
@@ -243,7 +242,7 @@ async def create_endpoint(conn: Conn, org: int, body: EndpointIn) -> EndpointCre
             "secret": signing.new_secret(),
         },
     )
-    return msgspec.convert(row, EndpointCreated)
+    return msgspec.convert(row, EndpointCreated, from_attributes=True)
 
 
 async def list_endpoints(conn: Conn, org: int) -> EndpointList:
@@ -290,6 +289,22 @@ def event_id(event_row_id: int) -> str:
     return f"evt_{event_row_id}"
 
 
+def _delivery(row: store.DeliveryRow) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event_id=event_id(row.event_id),
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        delivered_at=row.delivered_at,
+    )
+
+
 async def list_deliveries(
     conn: Conn, org: int, endpoint_id: int, *, after: str | None, limit: int
 ) -> DeliveryPage:
@@ -299,7 +314,5 @@ async def list_deliveries(
     before = decode_cursor(after) if after else None
     await get_endpoint(conn, org, endpoint_id)  # NotFound for another tenant's endpoint
     rows = await store.list_deliveries(conn, org, endpoint_id, before, limit)
-    data = [
-        msgspec.convert({**row, "event_id": event_id(row["event_id"])}, Delivery) for row in rows
-    ]
+    data = [_delivery(row) for row in rows]
     return DeliveryPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)

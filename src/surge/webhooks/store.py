@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import args_row, class_row
 
 Conn = AsyncConnection[Any]
 
@@ -53,27 +54,98 @@ select (select count(*) from relayed) as events,
 from inserted
 """
 
+#: In the order of ``EndpointRow``'s fields (``list_endpoints`` reads them by position).
 ENDPOINT_COLUMNS = (
     "id, url, description, event_types, enabled, disabled_reason, failing_since,"
     " consecutive_failures, created_at, updated_at"
 )
 
+#: In the order of ``DeliveryRow``'s fields (``list_deliveries`` reads them by position).
 DELIVERY_COLUMNS = (
     "d.id, d.event_id, e.type as event_type, d.status, d.attempts, d.last_status_code,"
     " d.last_error, d.next_attempt_at, d.created_at, d.updated_at, d.delivered_at"
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """What one ``relay`` did: events relayed, and the deliveries made with their
+    organisations (``delivery_ids[i]`` belongs to ``organization_ids[i]``)."""
+
+    events: int
+    delivery_ids: list[int]
+    organization_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRow:
+    """An endpoint and its state (``ENDPOINT_COLUMNS``), never its secret."""
+
+    id: int
+    url: str
+    description: str | None
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedEndpoint(EndpointRow):
+    """A new endpoint with its signing secret, shown to its creator only."""
+
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A line of an endpoint's delivery log (``DELIVERY_COLUMNS``)."""
+
+    id: int
+    event_id: int
+    event_type: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryToSend:
+    """What an attempt needs: the delivery, its endpoint's URL and secret, the event."""
+
+    id: int
+    status: str
+    attempts: int
+    endpoint_id: int
+    url: str
+    secret: str
+    enabled: bool
+    event_id: int
+    type: str
+    occurred_at: datetime
+    #: The event's data as JSON text, sent as stored.
+    data: str
+
+
 async def insert_event(conn: Conn, organization_id: int, event_type: str, data: str) -> None:
     await conn.execute(EMIT, {"org": organization_id, "type": event_type, "data": data})
 
 
-async def relay(conn: Conn, limit: int) -> tuple[int, list[int], list[int]]:
-    """Relay up to ``limit`` events: (events relayed, new delivery ids, their organisations)."""
-    cur = await conn.execute(RELAY, {"limit": limit})
+async def relay(conn: Conn, limit: int) -> Relayed:
+    """Relay up to ``limit`` events into deliveries."""
+    cur = conn.cursor(row_factory=class_row(Relayed))
+    await cur.execute(RELAY, {"limit": limit})
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0]), list(row[1]), list(row[2])
+    return row
 
 
 # -- endpoints ----------------------------------------------------------------------------
@@ -88,8 +160,8 @@ async def count_endpoints(conn: Conn, org: int) -> int:
     return int(row[0])
 
 
-async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> dict[str, Any]:
-    cur = conn.cursor(row_factory=dict_row)
+async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> CreatedEndpoint:
+    cur = conn.cursor(row_factory=class_row(CreatedEndpoint))
     await cur.execute(
         "insert into webhook_endpoints (organization_id, url, description, event_types, secret)"
         " values (%(org)s, %(url)s, %(description)s, %(event_types)s, %(secret)s)"
@@ -101,8 +173,8 @@ async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> dict[
     return row
 
 
-async def list_endpoints(conn: Conn, org: int) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=dict_row)
+async def list_endpoints(conn: Conn, org: int) -> list[EndpointRow]:
+    cur = conn.cursor(row_factory=args_row(EndpointRow))
     await cur.execute(
         f"select {ENDPOINT_COLUMNS} from webhook_endpoints where organization_id = %s order by id",
         [org],
@@ -110,8 +182,8 @@ async def list_endpoints(conn: Conn, org: int) -> list[dict[str, Any]]:
     return await cur.fetchall()
 
 
-async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> EndpointRow | None:
+    cur = conn.cursor(row_factory=class_row(EndpointRow))
     await cur.execute(
         f"select {ENDPOINT_COLUMNS} from webhook_endpoints where organization_id = %s and id = %s",
         [org, endpoint_id],
@@ -144,8 +216,8 @@ returning {ENDPOINT_COLUMNS}
 
 async def update_endpoint(
     conn: Conn, org: int, endpoint_id: int, values: dict[str, Any]
-) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
+) -> EndpointRow | None:
+    cur = conn.cursor(row_factory=class_row(EndpointRow))
     await cur.execute(UPDATE_ENDPOINT, {"org": org, "id": endpoint_id, **values})
     return await cur.fetchone()
 
@@ -160,8 +232,8 @@ async def delete_endpoint(conn: Conn, org: int, endpoint_id: int) -> bool:
 
 async def list_deliveries(
     conn: Conn, org: int, endpoint_id: int, before: int | None, limit: int
-) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=dict_row)
+) -> list[DeliveryRow]:
+    cur = conn.cursor(row_factory=args_row(DeliveryRow))
     await cur.execute(
         f"select {DELIVERY_COLUMNS} from webhook_deliveries d"
         " join webhook_events e on e.id = d.event_id"
@@ -184,9 +256,9 @@ where d.id = %s
 """
 
 
-async def load_delivery(conn: Conn, delivery_id: int) -> dict[str, Any] | None:
+async def load_delivery(conn: Conn, delivery_id: int) -> DeliveryToSend | None:
     """A delivery with what an attempt needs: the endpoint's URL and secret, the event."""
-    cur = conn.cursor(row_factory=dict_row)
+    cur = conn.cursor(row_factory=class_row(DeliveryToSend))
     await cur.execute(LOAD_DELIVERY, [delivery_id])
     return await cur.fetchone()
 
