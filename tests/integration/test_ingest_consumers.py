@@ -44,7 +44,7 @@ def rows(org_id: int, n: int, type_: str = "app.click") -> list[Row]:
 
 async def write(pool: AsyncConnectionPool, batch: list[Row]) -> None:
     async with pool.connection() as conn, conn.transaction():
-        await service.record_events(conn, batch)
+        await store.copy_events(conn, batch)
 
 
 async def total_counted(pool: AsyncConnectionPool) -> int:

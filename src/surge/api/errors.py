@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from surge import errors
 from surge.api.responses import json_response
+from surge.observability.metrics import http_errors
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # A bug: log it with its traceback, tell the client nothing about our internals.
     log.exception("unhandled error", extra={"path": request.url.path})
+    template = getattr(request.scope.get("route"), "path", None) or "unmatched"
+    http_errors.labels(template).inc()
     return json_response(error_body("internal", "internal error"), 500)
 
 

@@ -89,7 +89,7 @@ async def consume_batch(pool: AsyncConnectionPool, consumer: Consumer, limit: in
         mine = [event for event in batch if consumer.wants(event)]
         if mine:
             await _handle(conn, consumer, mine)
-        await store.save_position(conn, consumer.name, (batch[-1].xid, batch[-1].id))
+        await store.save_position(conn, consumer.name, store.Position(batch[-1].xid, batch[-1].id))
         return len(batch)
 
 

@@ -311,15 +311,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def record_events(conn: store.Conn, rows: list[Row]) -> None:
-    """Store events produced by Surge itself (donations, tracking), in the caller's transaction.
-
-    Consumers see them once that transaction commits, exactly like events from the API.
-    """
-    if rows:
-        await store.copy_events(conn, rows)
-
-
 async def counts_since(
     conn: store.Conn, organization_id: int, since: datetime
 ) -> list[tuple[str, datetime, int]]:

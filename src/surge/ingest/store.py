@@ -29,6 +29,13 @@ async def copy_events(conn: Conn, rows: Sequence[Row]) -> None:
             await copy.write_row(row)
 
 
+class Position(NamedTuple):
+    """Where a consumer is in the event stream: the last (transaction id, event id) it did."""
+
+    xid: int
+    id: int
+
+
 class Event(NamedTuple):
     """A committed event, as consumers see it.
 
@@ -86,11 +93,11 @@ async def ensure_position(conn: Conn, name: str) -> None:
     await conn.execute(ENSURE_POSITION, (name,))
 
 
-async def lock_position(conn: Conn, name: str) -> tuple[int, int] | None:
+async def lock_position(conn: Conn, name: str) -> Position | None:
     """The consumer's position, locked until the transaction ends; None if another runs it."""
     cur = await conn.execute(LOCK_POSITION, (name,))
     row = await cur.fetchone()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else Position(int(row[0]), int(row[1]))
 
 
 # Decoding jsonb is most of a batch's cost for consumers that never look at it; those that do
@@ -100,19 +107,19 @@ READ_WITHOUT_PAYLOAD = READ_BATCH.format(payload="null")
 
 
 async def read_batch(
-    conn: Conn, after: tuple[int, int], limit: int, *, payload: bool = True
+    conn: Conn, after: Position, limit: int, *, payload: bool = True
 ) -> list[Event]:
     """The next committed events after ``after`` in (xid, id) order; see READ_BATCH."""
     query = READ_WITH_PAYLOAD if payload else READ_WITHOUT_PAYLOAD
-    cur = await conn.execute(query, {"xid": str(after[0]), "id": after[1], "limit": limit})
+    cur = await conn.execute(query, {"xid": str(after.xid), "id": after.id, "limit": limit})
     return [
         Event._make((*row[:8], row[8].replace(tzinfo=UTC), row[9].replace(tzinfo=UTC)))
         for row in await cur.fetchall()
     ]
 
 
-async def save_position(conn: Conn, name: str, at: tuple[int, int]) -> None:
-    await conn.execute(SAVE_POSITION, (str(at[0]), at[1], name))
+async def save_position(conn: Conn, name: str, at: Position) -> None:
+    await conn.execute(SAVE_POSITION, (str(at.xid), at.id, name))
 
 
 RECORD_FAILURE = """

@@ -92,10 +92,9 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal:
     if len(parts) != 3 or parts[0] not in KIND:
         raise Unauthorized("malformed API key")
     prefix, lookup, secret = parts
-    found = await store.find_api_key(conn, lookup)
-    if found is None or found[2] != KIND[prefix]:
+    key = await store.find_api_key(conn, lookup)
+    if key is None or key.kind != KIND[prefix]:
         raise Unauthorized("unknown or revoked API key")
-    key_id, org_id, kind, secret_hash = found
-    if not hmac.compare_digest(secret_hash, _hash(secret)):
+    if not hmac.compare_digest(key.secret_hash, _hash(secret)):
         raise Unauthorized("unknown or revoked API key")
-    return Principal(org_id, key_id, kind)
+    return Principal(key.organization_id, key.id, key.kind)

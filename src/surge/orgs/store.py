@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A live API key as authentication needs it."""
+
+    id: int
+    organization_id: int
+    kind: str
+    secret_hash: bytes
 
 
 async def insert_organization(conn: AsyncConnection, name: str) -> int:
@@ -22,15 +34,15 @@ async def insert_api_key(
     )
 
 
-async def find_api_key(conn: AsyncConnection, lookup: str) -> tuple[int, int, str, bytes] | None:
-    """(key id, organization id, kind, secret hash) of a live key. Uses api_keys.lookup unique."""
+async def find_api_key(conn: AsyncConnection, lookup: str) -> ApiKey | None:
+    """The live key with this lookup part. Uses api_keys.lookup unique."""
     cur = await conn.execute(
         "select id, organization_id, kind, secret_hash from api_keys"
         " where lookup = %s and revoked_at is null",
         [lookup],
     )
     row = await cur.fetchone()
-    return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
+    return None if row is None else ApiKey(row[0], row[1], row[2], bytes(row[3]))
 
 
 async def list_organizations(conn: AsyncConnection) -> list[tuple[int, str]]:
