@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -215,18 +214,19 @@ async def test_refusals_become_temporary_permanent_and_hard_bounce_outcomes() ->
 
 async def test_down_server_opens_the_circuit_then_recovers_when_it_is_back() -> None:
     port = free_port()  # nothing listens here yet
-    circuit = Circuit(threshold=3, base_delay=0.3, max_delay=2.0)
+    # The open period (1 s) outlasts the checks below even on a loaded machine.
+    circuit = Circuit(threshold=3, base_delay=1.0, max_delay=2.0)
     pool = SenderPool(sender(port, max_connections=4), circuit=circuit)
 
     first = await asyncio.gather(*(pool.send(FROM, f"r{i}@x.org", message(i)) for i in range(6)))
     assert {(o.status, o.sender_unavailable) for o in first} == {(SendStatus.TEMPORARY, True)}
     assert not pool.sender_available()
 
-    started = time.perf_counter()
     fast = await asyncio.gather(*(pool.send(FROM, f"s{i}@x.org", message(i)) for i in range(100)))
-    assert time.perf_counter() - started < 0.1  # refused without touching the network
+    # Refused by the open circuit without touching the network: a connection attempt would
+    # add its error to the reply ("sender unavailable: …").
     assert all(o.reply == "sender unavailable" for o in fast)
-    assert all(o.retry_after is not None and 0 < o.retry_after <= 0.3 for o in fast)
+    assert all(o.retry_after is not None and 0 < o.retry_after <= 1.0 for o in fast)
 
     async with smtp_server(port=port) as server:
         await asyncio.sleep(pool.retry_after())
