@@ -6,7 +6,8 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from surge.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 
@@ -18,17 +19,30 @@ _PATH = re.compile(r" - at `\$\.?(.*)`$")
 async def read_body(request: Request, limit: int | None = None) -> bytes:
     """The whole body, refusing (413) as soon as it passes ``limit`` bytes."""
     limit = request.app.state.settings.max_body_bytes if limit is None else limit
-    declared = request.headers.get("content-length")
+    return await read_limited(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_limited(receive: Receive, declared: str | bytes | None, limit: int) -> bytes:
+    """The whole body from ASGI ``receive``, refusing (413) as soon as it passes ``limit``.
+
+    ``declared`` is the Content-Length header, if any: a body declared too big is refused
+    before a byte is read. The intake fast path calls this without a Starlette Request.
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json(request: Request, schema: type[T], limit: int | None = None) -> T:

@@ -260,12 +260,12 @@ async def process_import(
         progress = Progress()
         try:
             async with (
-                _read_ahead(conn, turn, org, import_id, started["chunks_total"]) as source,
+                _read_ahead(conn, turn, org, import_id, started.chunks_total) as source,
                 aclosing(_in_thread(parse_batches(source))) as batches,
             ):
                 async for batch in batches:
                     async with turn:
-                        await _merge(conn, org, started["list_id"], batch)
+                        await _merge(conn, org, started.list_id, batch)
                         progress.add(batch)
                         await store.record_progress(
                             conn,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 Conn = AsyncConnection[Any]
 Row = dict[str, Any]
@@ -264,15 +265,23 @@ async def get_import(conn: Conn, org: int, import_id: int) -> Row | None:
     return await cur.fetchone()
 
 
-async def start_import(conn: Conn, org: int, import_id: int) -> Row | None:
+@dataclass(frozen=True, slots=True)
+class ImportToRun:
+    """What the import job needs of the import it just started."""
+
+    list_id: int | None
+    chunks_total: int
+
+
+async def start_import(conn: Conn, org: int, import_id: int) -> ImportToRun | None:
     """Mark running and reset progress: a re-run after a crash starts again from row one."""
-    cur = conn.cursor(row_factory=dict_row)
+    cur = conn.cursor(row_factory=class_row(ImportToRun))
     await cur.execute(
         "update imports set status = 'running', started_at = now(), finished_at = null,"
         " attempts = attempts + 1, rows_total = null, rows_processed = 0, rows_imported = 0,"
         " rows_failed = 0, errors = '[]', error = null"
         " where organization_id = %s and id = %s and status in ('queued', 'running')"
-        f" returning {IMPORT_COLUMNS}, chunks_total",
+        " returning list_id, chunks_total",
         [org, import_id],
     )
     return await cur.fetchone()

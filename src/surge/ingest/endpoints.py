@@ -14,14 +14,15 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from surge.api.auth import principal
+from surge.api.decode import read_limited
 from surge.api.errors import error_body
 from surge.api.openapi import ApiRoute
 from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
-from surge.errors import PayloadTooLarge, Unauthorized
+from surge.errors import Unauthorized
 from surge.ingest import service, store
 from surge.ingest.ratelimit import KeyBuckets
 from surge.ingest.schemas import (
@@ -114,7 +115,7 @@ class Intake:
         headers = dict(scope["headers"])
         who = await caller(scope, headers.get(b"authorization", b"").decode("latin-1"))
         limit: int = state.settings.max_body_bytes
-        body = await _read_body(receive, headers.get(b"content-length"), limit)
+        body = await read_limited(receive, headers.get(b"content-length"), limit)
         encoding = headers.get(b"content-encoding")
         if encoding:
             body = inflate(body, encoding.decode("latin-1"), limit)
@@ -131,25 +132,6 @@ class Intake:
             }
         )
         await send({"type": "http.response.body", "body": data})
-
-
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it passes ``limit`` bytes."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 Refusal = tuple[int | None, Any, list[tuple[bytes, bytes]]]
