@@ -25,6 +25,7 @@ def _register() -> None:
     from surge.contacts.cli import import_group
     from surge.db.cli import migrate_command
     from surge.delivery.cli import smtp_sink_command
+    from surge.delivery.dkim_cli import dkim_group
     from surge.ingest.cli import events_group
     from surge.jobs.cli import jobs_group, worker_command
     from surge.orgs.cli import org_group
@@ -33,6 +34,7 @@ def _register() -> None:
     for command in (
         api_command,
         bench_group,
+        dkim_group,
         events_group,
         import_group,
         jobs_group,

@@ -14,6 +14,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from surge.config import Settings
+from surge.delivery.dkim_keys import SignerCache
 from surge.delivery.pools import Senders
 from surge.donations.gateway import PaymentGateway, make_gateway
 from surge.donations.totals import TotalsCache
@@ -34,6 +35,8 @@ class Resources:
         self.totals = TotalsCache()
         #: Signs and verifies tracking and unsubscribe tokens.
         self.signer = TokenSigner(signing_key(settings))
+        #: DKIM signers of each sending domain's active keys.
+        self.dkim = SignerCache(pool)
         self._senders: Senders | None = None
         self._webhooks: httpx.AsyncClient | None = None
         self._gateway: PaymentGateway | None = None

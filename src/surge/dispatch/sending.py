@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
+from surge.delivery.dkim import Signer, sign_all
 from surge.delivery.mime import Composer
 from surge.delivery.ratelimit import TokenBucket
 from surge.delivery.smtp import SenderPool
@@ -63,6 +64,8 @@ class Renderer:
     public_url: str
     track_opens: bool
     track_clicks: bool
+    #: DKIM signers of the From domain's active keys (none: unsigned).
+    dkim: tuple[Signer, ...] = ()
 
     def render(self, to: Recipient) -> bytes:
         contact_id, first_name, last_name = to.contact_id, to.first_name, to.last_name
@@ -82,7 +85,7 @@ class Renderer:
             if self.track_opens:
                 html = add_pixel(html, self._url("t/o", "open", contact_id))
         name = " ".join(p for p in (first_name, last_name) if p)
-        return self.composer.compose(
+        data = self.composer.compose(
             to.email,
             subject,
             text=text,
@@ -91,6 +94,7 @@ class Renderer:
             message_id=message_id_for(self.message_id, contact_id, self.composer),
             unsubscribe_url=unsubscribe_url,
         )
+        return sign_all(self.dkim, data) if self.dkim else data
 
     def _url(self, path: str, kind: str, contact_id: int, url: str | None = None) -> str:
         token = self.signer.sign(kind, self.message_id, contact_id, url)
@@ -147,6 +151,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         ctx.settings.public_url.rstrip("/"),
         message.track_opens,
         message.track_clicks,
+        await ctx.resources.dkim.signers(message.from_email.rpartition("@")[2]),
     )
     run = _ChunkRun(ctx, message, renderer, smtp, bucket)
     await run.send_all(rows)

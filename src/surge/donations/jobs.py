@@ -16,6 +16,7 @@ import logging
 
 from surge.config import Settings
 from surge.delivery.bounces import SendStatus
+from surge.delivery.dkim import sign_all
 from surge.donations import receipts, service, store
 from surge.donations.gateway import ChargeResult, GatewayUnavailable
 from surge.errors import Invalid
@@ -98,6 +99,8 @@ async def _send(ctx: JobContext, donation: store.DonationToReceipt) -> str | Non
         data = receipts.compose(donation, from_email)
     except Invalid as exc:
         return f"cannot compose: {exc.message}"
+    signers = await ctx.resources.dkim.signers(from_email.rpartition("@")[2])
+    data = sign_all(signers, data)
     smtp, bucket = ctx.resources.senders.get(None, ctx.pool)
     await bucket.take()
     outcome = await smtp.send(from_email, donation.email, data)
