@@ -38,6 +38,7 @@ from surge.config import get_settings
 from surge.db.embedded import free_port
 from surge.db.pool import AsyncConn, connect
 from surge.db.runtime import database
+from surge.delivery import dkim_keys
 from surge.delivery.sink import count_received
 from surge.jobs import NewJob, enqueue_many
 from surge.orgs.service import create_organization
@@ -81,6 +82,13 @@ class Run:
     show_default=True,
     help="Audience of the naive baseline (0 skips it).",
 )
+@click.option(
+    "--dkim-recipients",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also send to this many unsigned, then DKIM-signed (RSA-2048), and compare.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--smtp", "smtp_url", default=None, help="Send to this SMTP URL, not a local sink.")
 @click.option("--timeout", type=float, default=1800.0, show_default=True)
@@ -88,6 +96,7 @@ class Run:
 def dispatch_command(
     recipients: int,
     baseline_recipients: int,
+    dkim_recipients: int,
     workers: int,
     smtp_url: str | None,
     timeout: float,
@@ -95,16 +104,30 @@ def dispatch_command(
 ) -> None:
     """Send one message to N contacts through the dispatcher, and the naive baseline."""
     settings = get_settings()
+    sizes = Sizes(recipients, baseline_recipients, dkim_recipients)
     with database(settings) as url:
-        result = asyncio.run(
-            _bench(url, recipients, baseline_recipients, workers, smtp_url, timeout)
-        )
+        result = asyncio.run(_bench(url, sizes, workers, smtp_url, timeout))
     report(result, as_json)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """Audiences: the dispatcher's run, the naive baseline's, the DKIM comparison's."""
+
+    recipients: int
+    baseline: int
+    dkim: int
+
+
+#: The From domains of the DKIM comparison: one without keys, one with an RSA-2048 key.
+UNSIGNED_DOMAIN = "charity.example"
+SIGNED_DOMAIN = "signed.charity.example"
+
+
 async def _bench(
-    url: str, n: int, baseline_n: int, workers: int, smtp_url: str | None, limit: float
+    url: str, sizes: Sizes, workers: int, smtp_url: str | None, limit: float
 ) -> dict[str, Any]:
+    n, baseline_n = sizes.recipients, sizes.baseline
     bench_url = await fresh_database(url, BENCH_DATABASE)
     sink_dir = Path(tempfile.mkdtemp(prefix="surge-bench-sink-"))
     procs: dict[str, Any] = {}
@@ -126,6 +149,10 @@ async def _bench(
         org = (await create_organization(conn, "Bench")).id
         ours_list = await seed_contacts(conn, org, "r", n)
         base_list = await seed_contacts(conn, org, "b", baseline_n) if baseline_n else None
+        dkim_list = await seed_contacts(conn, org, "d", sizes.dkim) if sizes.dkim else None
+        if dkim_list is not None:
+            key = await dkim_keys.generate(conn, SIGNED_DOMAIN, "rsa-sha256", "bench")
+            await dkim_keys.activate(conn, key.domain, key.selector)
         for i in range(workers):
             # A few chunks per worker at a time: each chunk already has its own send lanes,
             # and a worker that claims every chunk leaves the other idle on small audiences.
@@ -137,12 +164,34 @@ async def _bench(
         baseline = None
         if base_list is not None:
             baseline = await _naive(conn, org, base_list, baseline_n, watch)
+        unsigned = signed = None
+        if dkim_list is not None:
+            unsigned = await _dispatch(conn, org, dkim_list, sizes.dkim, watch, UNSIGNED_DOMAIN)
+            signed = await _dispatch(conn, org, dkim_list, sizes.dkim, watch, SIGNED_DOMAIN)
     finally:
         await conn.close()
         stop_all(list(procs.values()))
-    _count(sink_dir, ours, baseline)
+    _count(sink_dir, ours, baseline, unsigned, signed)
     shutil.rmtree(sink_dir, ignore_errors=True)
-    return _result(n, baseline_n, workers, ours, baseline, rss)
+    result = _result(sizes, workers, ours, baseline, rss)
+    if unsigned is not None and signed is not None:
+        result["dkim"] = _dkim_figures(unsigned, signed)
+    return result
+
+
+def _dkim_figures(unsigned: Run, signed: Run) -> dict[str, Any]:
+    """The same audience sent unsigned, then signed with RSA-2048: the cost of signing."""
+    return {
+        "recipients": unsigned.recipients,
+        "algorithm": "rsa-sha256 (2048 bits)",
+        "unsigned_msg_per_s": unsigned.msg_per_s,
+        "signed_msg_per_s": signed.msg_per_s,
+        "ratio_signed_to_unsigned": round(signed.msg_per_s / unsigned.msg_per_s, 3)
+        if unsigned.msg_per_s
+        else None,
+        "lost": unsigned.lost + signed.lost,
+        "duplicated": unsigned.duplicated + signed.duplicated,
+    }
 
 
 async def seed_contacts(conn: AsyncConn, org: int, prefix: str, n: int) -> int:
@@ -172,11 +221,12 @@ async def _dispatch(
     list_id: int,
     n: int,
     watch: Watch,
+    domain: str = UNSIGNED_DOMAIN,
 ) -> Run:
     campaign = await campaigns.create_campaign(conn, org, CampaignIn(name="Giving day"))
     body = MessageIn(
         subject="{{ first_name }}, the giving day starts tomorrow",
-        from_email="appeals@charity.example",
+        from_email=f"appeals@{domain}",
         from_name="The Charity",
         list_ids=[list_id],
         html=HTML,
@@ -286,13 +336,14 @@ def _p99(values: list[float]) -> float | None:
 
 
 def _result(
-    n: int, baseline_n: int, workers: int, ours: Run, baseline: Run | None, rss: PeakRss
+    sizes: Sizes, workers: int, ours: Run, baseline: Run | None, rss: PeakRss
 ) -> dict[str, Any]:
     return {
         "scenario": "dispatch",
         "params": {
-            "recipients": n,
-            "baseline_recipients": baseline_n,
+            "recipients": sizes.recipients,
+            "baseline_recipients": sizes.baseline,
+            "dkim_recipients": sizes.dkim,
             "workers": workers,
             "chunk_size": get_settings().dispatch_chunk_size,
             "cpus": os.cpu_count(),
