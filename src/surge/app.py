@@ -29,6 +29,7 @@ from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
 from surge.jobs.registry import Registry, Task
+from surge.suppressions import endpoints as suppressions_api
 from surge.tracking import endpoints as tracking_api
 from surge.webhooks import endpoints as webhooks_api
 from surge.webhooks import jobs as webhooks_jobs
@@ -63,6 +64,7 @@ DOMAINS: tuple[Domain, ...] = (
         tasks=(ingest_jobs.event_counts, ingest_jobs.webhooks, ingest_jobs.partitions),
     ),
     Domain("contacts", contacts_api.routes, tasks=(contacts_jobs.run_import,)),
+    Domain("suppressions", suppressions_api.routes),
     Domain("campaigns", campaigns_api.routes, startup=campaigns_api.startup),
     Domain(
         "dispatch",

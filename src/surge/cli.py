@@ -29,6 +29,7 @@ def _register() -> None:
     from surge.ingest.cli import events_group
     from surge.jobs.cli import jobs_group, worker_command
     from surge.orgs.cli import org_group
+    from surge.suppressions.cli import suppressions_group
     from surge.up import up_command
 
     for command in (
@@ -41,6 +42,7 @@ def _register() -> None:
         migrate_command,
         org_group,
         smtp_sink_command,
+        suppressions_group,
         up_command,
         worker_command,
     ):

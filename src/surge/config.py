@@ -68,6 +68,9 @@ class Settings:
     dispatch_max_attempts: int = 5
     #: First retry delay of a temporarily refused recipient, doubled per attempt (cap 1 h).
     dispatch_retry_base_seconds: float = 60.0
+    #: Deliveries failed by temporary errors (after every retry) within 30 days before the
+    #: address is suppressed as a soft bounce.
+    suppress_after_soft_bounces: int = 3
     #: Seconds between webhook delivery attempts, comma-separated (empty: the built-in
     #: Standard Webhooks schedule over ~3 days), and how long an endpoint may fail before
     #: it is disabled.
@@ -117,6 +120,8 @@ class Settings:
             raise ConfigError(
                 f"SURGE_SMTP_HELO_NAME={self.smtp_helo_name!r}: use a host name or [address]"
             )
+        if self.suppress_after_soft_bounces < 1:
+            raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
         if self.donations_charge_attempts < 1:
             raise ConfigError("SURGE_DONATIONS_CHARGE_ATTEMPTS must be at least 1")
         try:

@@ -22,7 +22,8 @@ from tests.helpers import make_audience, make_message, start_api, wait_for
 
 @dataclass
 class Mailbox:
-    """Replies by the recipient's local part: temp* 451 twice, gone* 550 5.1.1, reject* 554."""
+    """Replies by the recipient's local part: temp* 451 twice, always* 451 every time,
+    gone* 550 5.1.1, reject* 554."""
 
     received: Counter[str] = field(default_factory=Counter)
     temp_failures: Counter[str] = field(default_factory=Counter)
@@ -36,6 +37,9 @@ class Mailbox:
             if local.startswith("temp") and self.temp_failures[address] < 2:
                 self.temp_failures[address] += 1
                 return "451 4.3.0 try again later"
+            if local.startswith("always"):
+                self.temp_failures[address] += 1
+                return "451 4.2.2 mailbox full"
         if local.startswith("gone"):
             return "550 5.1.1 no such user"
         if local.startswith("reject"):
@@ -85,6 +89,7 @@ def client(database_url: str, smtp: SmtpServer) -> Iterator[httpx.Client]:
         SURGE_DISPATCH_CONCURRENCY="4",
         SURGE_DISPATCH_MAX_ATTEMPTS="5",
         SURGE_DISPATCH_RETRY_BASE_SECONDS="0.2",
+        SURGE_SUPPRESS_AFTER_SOFT_BOUNCES="2",
     )
     api = start_api(env, api_port)
     # Two chunks at a time, so that a pause has chunks left to hold back.
@@ -136,6 +141,52 @@ def test_refusals_are_retried_failed_or_bounced_as_the_reply_says(
             [message["id"], ids[0]],
         ).fetchone()
     assert attempts is not None and attempts[0] == 3
+    # The hard bounce is on the organisation's suppression list; the refusal is not.
+    listed = client.get("/v1/suppressions").json()["data"]
+    assert [(s["email"], s["reason"]) for s in listed] == [("gone1@example.org", "hard_bounce")]
+
+
+def suppressed(client: httpx.Client, email: str) -> str | None:
+    data = client.get("/v1/suppressions", params={"email": email}).json()["data"]
+    return str(data[0]["reason"]) if data else None
+
+
+def test_repeated_soft_bounces_suppress_the_address_and_later_sends_skip_it(
+    client: httpx.Client, smtp: SmtpServer
+) -> None:
+    list_id, _ = make_audience(client, "soft", 1)
+    added = client.post("/v1/contacts", json={"contacts": [{"email": "always1@example.org"}]})
+    client.post(
+        f"/v1/lists/{list_id}/members", json={"contact_ids": [added.json()["contacts"][0]["id"]]}
+    )
+    for round_ in (1, 2):
+        done = wait_for(client, make_message(client, list_id)["id"], "sent", timeout=60)
+        assert done["progress"]["failed"] == 1, round_  # every retry met 451
+        expected = None if round_ == 1 else "soft_bounce"  # threshold 2 in this module
+        assert suppressed(client, "always1@example.org") == expected
+    tried = smtp.mailbox.temp_failures["always1@example.org"]
+    third = wait_for(client, make_message(client, list_id)["id"], "sent", timeout=30)
+    assert third["progress"]["skipped"] == 1 and third["progress"]["sent"] == 1
+    assert smtp.mailbox.temp_failures["always1@example.org"] == tried  # not even tried
+
+
+def test_an_address_suppressed_by_staff_is_skipped_and_mailed_again_once_removed(
+    client: httpx.Client, smtp: SmtpServer
+) -> None:
+    list_id, _ = make_audience(client, "staff", 2)
+    target = "staff0@example.org"
+    added = client.post(
+        "/v1/suppressions", json={"suppressions": [{"email": "Staff0@Example.org"}]}
+    )
+    assert added.json() == {"added": 1, "existing": 0}
+    before = smtp.mailbox.received[target]
+    done = wait_for(client, make_message(client, list_id)["id"], "sent")
+    assert done["progress"]["skipped"] == 1 and done["progress"]["sent"] == 1
+    assert smtp.mailbox.received[target] == before
+    assert client.delete("/v1/suppressions", params={"email": target}).status_code == 204
+    done = wait_for(client, make_message(client, list_id)["id"], "sent")
+    assert done["progress"]["sent"] == 2
+    assert smtp.mailbox.received[target] == before + 1
 
 
 def test_a_down_sender_delays_sending_without_burning_attempts(

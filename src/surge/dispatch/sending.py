@@ -33,6 +33,7 @@ from surge.dispatch.store import MessageToSend, Recipient
 from surge.dispatch.templates import CompiledMessage, compile_message
 from surge.jobs import JobContext
 from surge.retry import Backoff
+from surge.suppressions import service as suppressions
 from surge.tracking.links import add_pixel, track_links
 from surge.tracking.tokens import TokenSigner
 
@@ -108,23 +109,38 @@ def message_id_for(message_id: int, contact_id: int, composer: Composer) -> str:
 
 
 @dataclass
-class Outcomes:
-    """Outcomes waiting to be written, and the running totals of the chunk."""
+class Batch:
+    """Outcomes of some recipients, written together."""
 
     contact_ids: list[int] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
+    #: Hard bounces (contact ids and addresses): the contact is marked bounced and the
+    #: address suppressed.
     bounced: list[int] = field(default_factory=list)
+    bounced_emails: list[str] = field(default_factory=list)
+    #: Addresses whose delivery failed for good on temporary errors: soft bounces.
+    soft_bounced: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcomes:
+    """Outcomes waiting to be written, and the running totals of the chunk."""
+
+    pending: Batch = field(default_factory=Batch)
     result: ChunkResult = field(default_factory=ChunkResult)
 
-    def add(self, contact_id: int, status: str, error: str | None = None) -> None:
-        self.contact_ids.append(contact_id)
-        self.statuses.append(status)
-        self.errors.append(error)
+    @property
+    def contact_ids(self) -> list[int]:
+        return self.pending.contact_ids
 
-    def take(self) -> tuple[list[int], list[str], list[str | None], list[int]]:
-        batch = (self.contact_ids, self.statuses, self.errors, self.bounced)
-        self.contact_ids, self.statuses, self.errors, self.bounced = [], [], [], []
+    def add(self, contact_id: int, status: str, error: str | None = None) -> None:
+        self.pending.contact_ids.append(contact_id)
+        self.pending.statuses.append(status)
+        self.pending.errors.append(error)
+
+    def take(self) -> Batch:
+        batch, self.pending = self.pending, Batch()
         return batch
 
 
@@ -191,6 +207,8 @@ class _ChunkRun:
                 return  # paused or cancelled: the rest stays queued
             if to.status != "subscribed":
                 self.outcomes.add(to.contact_id, "skipped", f"contact is {to.status}")
+            elif to.suppressed is not None:
+                self.outcomes.add(to.contact_id, "skipped", f"address suppressed ({to.suppressed})")
             elif not self.smtp.sender_available():
                 self._later(self.smtp.retry_after())
             else:
@@ -199,24 +217,27 @@ class _ChunkRun:
                     return  # stopped while this lane waited for its turn
                 data = self.renderer.render(to)
                 outcome = await self.smtp.send(self.message.from_email, to.email, data)
-                self._record(to.contact_id, to.attempts, outcome)
+                self._record(to, outcome)
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
             if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:
                 await self._flush()
 
-    def _record(self, contact_id: int, attempts: int, outcome: SendOutcome) -> None:
+    def _record(self, to: Recipient, outcome: SendOutcome) -> None:
+        contact_id, attempts = to.contact_id, to.attempts
         if outcome.status is SendStatus.SENT:
             self.outcomes.add(contact_id, "sent")
         elif outcome.status is SendStatus.PERMANENT:
             self.outcomes.add(contact_id, "failed", outcome.reply[:500])
             if outcome.hard_bounce:
-                self.outcomes.bounced.append(contact_id)
+                self.outcomes.pending.bounced.append(contact_id)
+                self.outcomes.pending.bounced_emails.append(to.email)
         elif outcome.sender_unavailable:
             # The sender is down, not this recipient: leave the row untouched (no attempt
             # burned) and retry the chunk when the circuit allows.
             self._later(outcome.retry_after or self._backoff(1))
         elif attempts + 1 >= self.max_attempts:
             self.outcomes.add(contact_id, "failed", outcome.reply[:500])
+            self.outcomes.pending.soft_bounced.append(to.email)
         else:
             self.outcomes.add(contact_id, "queued", outcome.reply[:500])
             self._later(outcome.retry_after or self._backoff(attempts + 1))
@@ -236,17 +257,30 @@ class _ChunkRun:
         """Write the outcomes so far, and learn whether the message was paused or cancelled."""
         async with self._flush_lock:
             self._flushed_at = time.monotonic()
-            ids, statuses, errors, bounced = self.outcomes.take()
+            batch = self.outcomes.take()
             org = self.message.organization_id
             message_id = self.message.id
             async with self.ctx.pool.connection() as conn, conn.transaction():
-                if ids:
-                    counts = await store.record_outcomes(conn, message_id, ids, statuses, errors)
-                else:
-                    counts = {}
-                if bounced:
-                    await contacts.set_status(conn, org, bounced, "bounced")
-                    await store.count_bounces(conn, message_id, len(bounced))
+                counts = {}
+                if batch.contact_ids:
+                    counts = await store.record_outcomes(
+                        conn, message_id, batch.contact_ids, batch.statuses, batch.errors
+                    )
+                if batch.bounced:
+                    await contacts.set_status(conn, org, batch.bounced, "bounced")
+                    await store.count_bounces(conn, message_id, len(batch.bounced))
+                    detail = f"hard bounce on message {message_id}"
+                    await suppressions.suppress(
+                        conn, org, batch.bounced_emails, "hard_bounce", detail
+                    )
+                if batch.soft_bounced:
+                    await suppressions.soft_bounced(
+                        conn,
+                        org,
+                        batch.soft_bounced,
+                        self.ctx.settings.suppress_after_soft_bounces,
+                        f"soft bounces, the last on message {message_id}",
+                    )
                 status = await store.message_status(conn, message_id)
             result = self.outcomes.result
             if status in ("paused", "cancelled"):

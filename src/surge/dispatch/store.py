@@ -58,6 +58,8 @@ class Recipient:
     last_name: str | None
     attributes: dict[str, Any] | None
     status: str
+    #: The reason, if the organisation suppressed this address (suppressions table).
+    suppressed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +187,16 @@ async def message_status(conn: Conn, message_id: int) -> str | None:
 async def chunk_recipients(conn: Conn, message_id: int, chunk: int) -> list[Recipient]:
     """The chunk's still-queued recipients with their contact, in one query.
 
-    Uses deliveries_chunk_idx (partial on status = 'queued') and contacts' primary key.
+    Uses deliveries_chunk_idx (partial on status = 'queued'), contacts' primary key and
+    suppressions' primary key: a suppression applies to messages already sending.
     """
     cur = conn.cursor(row_factory=args_row(Recipient))  # columns in field order
     await cur.execute(
         "select d.contact_id, d.attempts, c.email, c.first_name, c.last_name, c.attributes,"
-        " c.status from deliveries d join contacts c"
+        " c.status, s.reason from deliveries d join contacts c"
         " on c.organization_id = d.organization_id and c.id = d.contact_id"
+        " left join suppressions s"
+        " on s.organization_id = d.organization_id and s.email = lower(c.email)"
         " where d.message_id = %s and d.chunk = %s and d.status = 'queued'",
         [message_id, chunk],
     )

@@ -1,0 +1,1 @@
+"""Suppression list: addresses an organisation must not send campaign mail to."""
