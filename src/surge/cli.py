@@ -22,6 +22,7 @@ def _register() -> None:
     # Each area owns its commands; this file only wires them in.
     from surge.api.cli import api_command
     from surge.bench.cli import bench_group
+    from surge.bounces.cli import bounce_server_command
     from surge.contacts.cli import import_group
     from surge.db.cli import migrate_command
     from surge.delivery.cli import smtp_sink_command
@@ -35,6 +36,7 @@ def _register() -> None:
     for command in (
         api_command,
         bench_group,
+        bounce_server_command,
         dkim_group,
         events_group,
         import_group,

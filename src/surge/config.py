@@ -106,6 +106,12 @@ class Settings:
     smtp_idle_timeout: float = 30.0
     #: The name Surge says in EHLO; empty means the public URL's host (see delivery/senders).
     smtp_helo_name: str = ""
+    #: Domain of the VERP envelope senders (bounces+<token>@domain) that bounces come back
+    #: to; empty: the envelope sender is the From address and late bounces are not read.
+    bounce_domain: str = ""
+    #: Where `surge bounce-server` listens (the MX of bounce_domain: port 25 in production).
+    bounce_server_host: str = "127.0.0.1"
+    bounce_server_port: int = 2526
     #: Development SMTP sink (surge up).
     smtp_sink_host: str = "127.0.0.1"
     smtp_sink_port: int = 2525
@@ -120,6 +126,8 @@ class Settings:
             raise ConfigError(
                 f"SURGE_SMTP_HELO_NAME={self.smtp_helo_name!r}: use a host name or [address]"
             )
+        if self.bounce_domain and not HELO_NAME.fullmatch(self.bounce_domain):
+            raise ConfigError(f"SURGE_BOUNCE_DOMAIN={self.bounce_domain!r} is not a domain name")
         if self.suppress_after_soft_bounces < 1:
             raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
         if self.donations_charge_attempts < 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from surge.bounces.verp import Verp
 from surge.config import Settings
 from surge.delivery.dkim_keys import SignerCache
 from surge.delivery.pools import Senders
@@ -37,6 +38,10 @@ class Resources:
         self.signer = TokenSigner(signing_key(settings))
         #: DKIM signers of each sending domain's active keys.
         self.dkim = SignerCache(pool)
+        #: VERP envelope senders, if SURGE_BOUNCE_DOMAIN is set.
+        self.verp = (
+            Verp(signing_key(settings), settings.bounce_domain) if settings.bounce_domain else None
+        )
         self._senders: Senders | None = None
         self._webhooks: httpx.AsyncClient | None = None
         self._gateway: PaymentGateway | None = None

@@ -216,7 +216,9 @@ class _ChunkRun:
                 if self.outcomes.result.stopped_by is not None:
                     return  # stopped while this lane waited for its turn
                 data = self.renderer.render(to)
-                outcome = await self.smtp.send(self.message.from_email, to.email, data)
+                verp = self.ctx.resources.verp
+                sender = verp.address(self.message.id, to.contact_id) if verp else None
+                outcome = await self.smtp.send(sender or self.message.from_email, to.email, data)
                 self._record(to, outcome)
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
             if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:

@@ -1,0 +1,189 @@
+"""Late bounces and complaints end to end: VERP senders out, reports back to the server.
+
+A real worker sends through an SMTP server that records each envelope sender; reports
+are then delivered with smtplib to a real ``surge bounce-server``, as a receiving MTA or a
+feedback loop would, and their effects read over the API.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from surge.db.embedded import free_port
+from tests.conftest import Process, create_org, surge_env
+from tests.helpers import make_audience, make_message, wait_for
+from tests.unit.test_bounces_reports import arf, dsn
+
+DOMAIN = "bounces.test"
+
+
+class Recorder:
+    """Accepts everything; remembers the envelope sender used for each recipient."""
+
+    def __init__(self) -> None:
+        self.senders: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.senders[rcpt] = str(envelope.mail_from)
+        return "250 OK"
+
+
+@pytest.fixture(scope="module")
+def outbound() -> Iterator[Recorder]:
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    recorder.port = controller.port  # type: ignore[attr-defined]
+    yield recorder
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def bounce_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str, outbound: Any, bounce_port: int) -> dict[str, str]:
+    return surge_env(
+        database_url,
+        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{outbound.port}?tls=none",
+        SURGE_SECRET_KEY="bounce-test-key",
+        SURGE_BOUNCE_DOMAIN=DOMAIN,
+        SURGE_BOUNCE_SERVER_PORT=str(bounce_port),
+        SURGE_SUPPRESS_AFTER_SOFT_BOUNCES="1",
+    )
+
+
+@pytest.fixture(scope="module")
+def bounce_server(env: dict[str, str], bounce_port: int) -> Iterator[int]:
+    proc = Process(["bounce-server"], env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP("127.0.0.1", bounce_port, timeout=2) as s:
+                s.noop()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield bounce_port
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def sent(
+    api: str, worker: Process, database_url: str, outbound: Recorder
+) -> tuple[httpx.Client, dict[str, Any], dict[str, int]]:
+    org = create_org(database_url, "Bouncing Org")
+    client = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {org['secret_key']}"})
+    list_id, ids = make_audience(client, "late", 4)
+    message = make_message(client, list_id)
+    wait_for(client, message["id"], "sent")
+    return client, message, {f"late{i}@example.org": ids[i] for i in range(4)}
+
+
+def deliver(port: int, rcpt: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.sendmail("MAILER-DAEMON@mx.example.com", [rcpt], data)
+
+
+def suppression(client: httpx.Client, email: str) -> str | None:
+    data = client.get("/v1/suppressions", params={"email": email}).json()["data"]
+    return str(data[0]["reason"]) if data else None
+
+
+def contact_status(database_url: str, contact_id: int) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("select status from contacts where id = %s", [contact_id]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def eventually(check: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_each_delivery_goes_out_with_its_own_verp_sender(sent: Any, outbound: Recorder) -> None:
+    _, message, contacts = sent
+    senders = {outbound.senders[email] for email in contacts}
+    assert len(senders) == 4
+    assert all(s.startswith("bounces+") and s.endswith(f"@{DOMAIN}") for s in senders)
+
+
+def test_a_hard_bounce_to_the_verp_address_bounces_and_suppresses_once(
+    sent: Any, outbound: Recorder, bounce_server: int, database_url: str
+) -> None:
+    client, message, contacts = sent
+    email = "late0@example.org"
+    report = dsn("failed", "5.1.1", "smtp; 550 5.1.1 user unknown", "<someone-elses@x.example>")
+    for _ in range(2):  # servers retry: the second report changes nothing
+        deliver(bounce_server, outbound.senders[email], report)
+    eventually(lambda: suppression(client, email) == "hard_bounce")
+    assert contact_status(database_url, contacts[email]) == "bounced"
+    progress = client.get(f"/v1/messages/{message['id']}").json()["progress"]
+    assert progress["bounced"] == 1
+
+
+def test_a_soft_bounce_counts_toward_suppression(
+    sent: Any, outbound: Recorder, bounce_server: int, database_url: str
+) -> None:
+    client, _, contacts = sent
+    email = "late1@example.org"
+    deliver(bounce_server, outbound.senders[email], dsn("failed", "5.7.1", "smtp; 554 5.7.1 spam"))
+    eventually(lambda: suppression(client, email) == "soft_bounce")  # threshold 1 here
+    assert contact_status(database_url, contacts[email]) == "subscribed"
+
+
+def test_a_complaint_through_the_feedback_loop_is_attributed_by_message_id(
+    sent: Any, bounce_server: int, database_url: str
+) -> None:
+    client, message, contacts = sent
+    email = "late2@example.org"
+    quoted = arf().replace(b"<m12.c34@", f"<m{message['id']}.c{contacts[email]}@".encode())
+    deliver(bounce_server, f"fbl@{DOMAIN}", quoted)
+    eventually(lambda: suppression(client, email) == "complaint")
+    assert contact_status(database_url, contacts[email]) == "complained"
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select complained from message_stats where message_id = %s", [message["id"]]
+        ).fetchone()
+    assert row == (1,)
+
+
+def test_mail_for_any_other_address_is_refused_at_rcpt(bounce_server: int) -> None:
+    with smtplib.SMTP("127.0.0.1", bounce_server, timeout=10) as s:
+        s.ehlo()
+        s.mail("spammer@example.com")
+        code, _ = s.rcpt(f"postmaster@{DOMAIN}")
+        assert code == 550
+        code, _ = s.rcpt(f"bounces+aaaa@{DOMAIN}")
+        assert code == 550
+
+
+def test_an_auto_reply_is_accepted_and_ignored(
+    sent: Any, outbound: Recorder, bounce_server: int, database_url: str
+) -> None:
+    client, _, contacts = sent
+    email = "late3@example.org"
+    deliver(
+        bounce_server, outbound.senders[email], b"Subject: Out of office\r\n\r\nBack Monday.\r\n"
+    )
+    time.sleep(0.5)
+    assert suppression(client, email) is None
+    assert contact_status(database_url, contacts[email]) == "subscribed"
