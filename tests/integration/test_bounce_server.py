@@ -7,6 +7,7 @@ feedback loop would, and their effects read over the API.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import threading
 import time
@@ -28,16 +29,19 @@ DOMAIN = "bounces.test"
 
 
 class Recorder:
-    """Accepts everything; remembers the envelope sender used for each recipient."""
+    """Accepts everything; remembers the envelope sender and the message of each recipient."""
 
     def __init__(self) -> None:
         self.senders: dict[str, str] = {}
+        self.messages: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.senders[rcpt] = str(envelope.mail_from)
+                content = envelope.original_content or b""
+                self.messages[rcpt] = content if isinstance(content, bytes) else content.encode()
         return "250 OK"
 
 
@@ -89,10 +93,10 @@ def sent(
 ) -> tuple[httpx.Client, dict[str, Any], dict[str, int]]:
     org = create_org(database_url, "Bouncing Org")
     client = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {org['secret_key']}"})
-    list_id, ids = make_audience(client, "late", 4)
+    list_id, ids = make_audience(client, "late", 5)
     message = make_message(client, list_id)
     wait_for(client, message["id"], "sent")
-    return client, message, {f"late{i}@example.org": ids[i] for i in range(4)}
+    return client, message, {f"late{i}@example.org": ids[i] for i in range(5)}
 
 
 def deliver(port: int, rcpt: str, data: bytes) -> None:
@@ -122,7 +126,7 @@ def eventually(check: Any, timeout: float = 10) -> None:
 def test_each_delivery_goes_out_with_its_own_verp_sender(sent: Any, outbound: Recorder) -> None:
     _, message, contacts = sent
     senders = {outbound.senders[email] for email in contacts}
-    assert len(senders) == 4
+    assert len(senders) == 5
     assert all(s.startswith("bounces+") and s.endswith(f"@{DOMAIN}") for s in senders)
 
 
@@ -187,3 +191,23 @@ def test_an_auto_reply_is_accepted_and_ignored(
     time.sleep(0.5)
     assert suppression(client, email) is None
     assert contact_status(database_url, contacts[email]) == "subscribed"
+
+
+def test_mail_to_the_list_unsubscribe_mailto_address_unsubscribes(
+    sent: Any, outbound: Recorder, bounce_server: int, database_url: str
+) -> None:
+    client, message, contacts = sent
+    email = "late4@example.org"
+    head = outbound.messages[email].split(b"\r\n\r\n")[0].replace(b"\r\n ", b" ").decode()
+    found = re.search(
+        r"^List-Unsubscribe: <(https://[^>]+|http://[^>]+)>, <mailto:([^>]+)>", head, re.M
+    )
+    assert found is not None, head
+    mailto = found[2]
+    assert mailto.startswith("unsubscribe+") and mailto.endswith(f"@{DOMAIN}")
+    assert mailto != outbound.senders[email]  # not the Return-Path
+    # What a mail client sends when the recipient picks "unsubscribe".
+    deliver(bounce_server, mailto.upper(), b"Subject: unsubscribe\r\n\r\nunsubscribe\r\n")
+    eventually(lambda: contact_status(database_url, contacts[email]) == "unsubscribed")
+    progress = client.get(f"/v1/messages/{message['id']}").json()["progress"]
+    assert progress["unsubscribed"] == 1

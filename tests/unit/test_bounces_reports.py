@@ -124,3 +124,15 @@ def test_anything_else_is_not_a_report(data: bytes) -> None:
 @given(st.binary(max_size=2000))
 def test_any_bytes_parse_without_raising(data: bytes) -> None:
     reports.parse(data)
+
+
+def test_unsubscribe_addresses_are_their_own_kind() -> None:
+    from surge.bounces.verp import UNSUBSCRIBE
+
+    unsubscribe = VERP.address(7, 9, UNSUBSCRIBE)
+    assert unsubscribe.startswith("unsubscribe+")
+    assert VERP.parse(unsubscribe, UNSUBSCRIBE) == (7, 9)
+    assert VERP.parse(unsubscribe) is None
+    # The Return-Path a recipient sees cannot be turned into an unsubscribe address.
+    bounce_token = VERP.address(7, 9).split("+", 1)[1]
+    assert VERP.parse(f"unsubscribe+{bounce_token}", UNSUBSCRIBE) is None

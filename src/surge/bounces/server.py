@@ -13,6 +13,7 @@ too much for the development sink at a million messages, does not matter here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -22,9 +23,11 @@ from psycopg import Error as DatabaseError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from surge.bounces import reports, service
-from surge.bounces.verp import Verp
+from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.config import Settings
 from surge.db.pool import open_pool
+from surge.errors import NotFound
+from surge.tracking import service as tracking
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,22 @@ class BounceHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        if self.verp.parse(address) is None and address.lower() != self.feedback:
+        known = (
+            self.verp.parse(address) is not None
+            or self.verp.parse(address, UNSUBSCRIBE) is not None
+            or address.lower() == self.feedback
+        )
+        if not known:
             return "550 5.1.1 no such mailbox here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            await self._unsubscribe(envelope.rcpt_tos)
+        except (DatabaseError, PoolTimeout):
+            log.exception("unsubscribe not stored; the sender will retry")
+            return "451 4.3.0 cannot store the request now, try again later"
         data = envelope.original_content or b""
         report = reports.parse(data if isinstance(data, bytes) else data.encode())
         if report is None:
@@ -65,6 +78,16 @@ class BounceHandler:
             log.exception("report not stored; the sender will retry")
             return "451 4.3.0 cannot store the report now, try again later"
         return "250 2.0.0 OK"
+
+    async def _unsubscribe(self, recipients: list[str]) -> None:
+        """Mail to a List-Unsubscribe mailto: address unsubscribes its recipient (RFC 2369)."""
+        for rcpt in recipients:
+            delivery = self.verp.parse(rcpt, UNSUBSCRIBE)
+            if delivery is None:
+                continue
+            async with self.pool.connection() as conn:
+                with contextlib.suppress(NotFound):  # the message was deleted since
+                    await tracking.unsubscribe(conn, *delivery, via="mailto")
 
 
 async def serve(settings: Settings, database_url: str, host: str, port: int, key: str) -> None:

@@ -19,27 +19,33 @@ import struct
 
 _IDS = struct.Struct(">QQ")
 _MAC_BYTES = 10
+#: Bounces come back to ``bounces+…``; ``unsubscribe+…`` is the mailto: of List-Unsubscribe.
 LOCAL = "bounces"
+UNSUBSCRIBE = "unsubscribe"
 
 
 class Verp:
-    """Makes and reads the VERP addresses of one installation."""
+    """Makes and reads the per-delivery addresses of one installation."""
 
     def __init__(self, key: str, domain: str) -> None:
         self.domain = domain.lower()
-        self._key = hmac.new(key.encode(), b"surge-verp", hashlib.sha256).digest()
+        # One key per purpose: the Return-Path a recipient sees is no unsubscribe address.
+        self._keys = {
+            local: hmac.new(key.encode(), b"surge-verp:" + local.encode(), hashlib.sha256).digest()
+            for local in (LOCAL, UNSUBSCRIBE)
+        }
 
-    def address(self, message_id: int, contact_id: int) -> str:
+    def address(self, message_id: int, contact_id: int, local: str = LOCAL) -> str:
         payload = _IDS.pack(message_id, contact_id)
-        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = hmac.new(self._keys[local], payload, hashlib.sha256).digest()[:_MAC_BYTES]
         token = base64.b32encode(payload + mac).decode("ascii").rstrip("=").lower()
-        return f"{LOCAL}+{token}@{self.domain}"
+        return f"{local}+{token}@{self.domain}"
 
-    def parse(self, address: str) -> tuple[int, int] | None:
-        """(message id, contact id) of a VERP address of ours; None for anything else."""
-        local, _, domain = address.strip().strip("<>").rpartition("@")
-        prefix, plus, token = local.partition("+")
-        if not plus or prefix.lower() != LOCAL or domain.lower() != self.domain:
+    def parse(self, address: str, local: str = LOCAL) -> tuple[int, int] | None:
+        """(message id, contact id) of an address of ours for ``local``; else None."""
+        mailbox, _, domain = address.strip().strip("<>").rpartition("@")
+        prefix, plus, token = mailbox.partition("+")
+        if not plus or prefix.lower() != local or domain.lower() != self.domain:
             return None
         text = token.upper()
         try:
@@ -49,7 +55,7 @@ class Verp:
         if len(raw) != _IDS.size + _MAC_BYTES:
             return None
         payload, mac = raw[: _IDS.size], raw[_IDS.size :]
-        expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        expected = hmac.new(self._keys[local], payload, hashlib.sha256).digest()[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected):
             return None
         message_id, contact_id = _IDS.unpack(payload)

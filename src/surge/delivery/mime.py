@@ -240,9 +240,12 @@ class Composer:
         to_name: str = "",
         message_id: str | None = None,
         unsubscribe_url: str | None = None,
+        unsubscribe_mailto: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """One message as CRLF bytes, ready for SMTP DATA.
+
+        ``unsubscribe_mailto`` (an address) replaces the Composer's for this recipient.
 
         ``html`` alone gets a plain-text part made by ``html_to_text``; ``text`` alone makes
         a single-part message. Bad addresses, header names or URLs raise ``Invalid``;
@@ -254,7 +257,7 @@ class Composer:
             header("Subject", subject),
             self._date.now(),
             b"Message-ID: " + _message_id(message_id, self._domain).encode("ascii") + CRLF,
-            self._unsubscribe(unsubscribe_url),
+            self._unsubscribe(unsubscribe_url, unsubscribe_mailto),
         ]
         if headers:
             head.append(_extra_headers(headers))
@@ -273,11 +276,13 @@ class Composer:
         head.append(b"\r\n--" + boundary + b"--\r\n")
         return b"".join(head)
 
-    def _unsubscribe(self, url: str | None) -> bytes:
+    def _unsubscribe(self, url: str | None, mailto: str | None = None) -> bytes:
         targets = []
         if url:
             targets.append(f"<{_url(url, 'unsubscribe_url')}>")
-        if self._mailto:
+        if mailto:
+            targets.append(f"<{_url('mailto:' + mailto, 'unsubscribe_mailto')}>")
+        elif self._mailto:
             targets.append(f"<{self._mailto}>")
         if not targets:
             return b""

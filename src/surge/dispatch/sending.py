@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
 from surge.delivery.dkim import Signer, sign_all
@@ -67,6 +68,8 @@ class Renderer:
     track_clicks: bool
     #: DKIM signers of the From domain's active keys (none: unsigned).
     dkim: tuple[Signer, ...] = ()
+    #: Per-delivery addresses (SURGE_BOUNCE_DOMAIN): the mailto: unsubscribe of each message.
+    verp: Verp | None = None
 
     def render(self, to: Recipient) -> bytes:
         contact_id, first_name, last_name = to.contact_id, to.first_name, to.last_name
@@ -94,6 +97,9 @@ class Renderer:
             to_name=name,
             message_id=message_id_for(self.message_id, contact_id, self.composer),
             unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=self.verp.address(self.message_id, contact_id, UNSUBSCRIBE)
+            if self.verp
+            else None,
         )
         return sign_all(self.dkim, data) if self.dkim else data
 
@@ -168,6 +174,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         message.track_opens,
         message.track_clicks,
         await ctx.resources.dkim.signers(message.from_email.rpartition("@")[2]),
+        ctx.resources.verp,
     )
     run = _ChunkRun(ctx, message, renderer, smtp, bucket)
     await run.send_all(rows)

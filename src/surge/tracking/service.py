@@ -30,8 +30,13 @@ async def record_hits(conn: Conn, hits: Sequence[Hit]) -> None:
             )
 
 
-async def unsubscribe(conn: Conn, message_id: int, contact_id: int) -> None:
-    """Unsubscribe the recipient of a delivery; counted once on the message that caused it."""
+async def unsubscribe(
+    conn: Conn, message_id: int, contact_id: int, via: str = "unsubscribe_link"
+) -> None:
+    """Unsubscribe the recipient of a delivery; counted once on the message that caused it.
+
+    ``via`` says how (the link's page or one-click POST, or a mail to the mailto: address).
+    """
     async with conn.transaction():
         org = await store.delivery_org(conn, message_id, contact_id)
         if org is None:
@@ -43,5 +48,5 @@ async def unsubscribe(conn: Conn, message_id: int, contact_id: int) -> None:
                 conn,
                 org,
                 "contact.unsubscribed",
-                {"contact_id": contact_id, "message_id": message_id, "via": "unsubscribe_link"},
+                {"contact_id": contact_id, "message_id": message_id, "via": via},
             )
