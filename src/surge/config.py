@@ -22,6 +22,10 @@ HELO_NAME = re.compile(
 )
 
 
+#: One entry of SURGE_DOMAIN_THROTTLES: DOMAIN:RATE/s|min|h[:BURST] (see delivery/domains).
+THROTTLE_ENTRY = re.compile(r"([a-z0-9.-]+):(\d+(?:\.\d+)?)/(s|min|h)(?::(\d+))?")
+
+
 class ConfigError(ValueError):
     """A SURGE_* variable holds a value Surge cannot use."""
 
@@ -112,6 +116,11 @@ class Settings:
     #: Where `surge bounce-server` listens (the MX of bounce_domain: port 25 in production).
     bounce_server_host: str = "127.0.0.1"
     bounce_server_port: int = 2526
+    #: Rates per recipient domain, shared by all workers: "gmail.com:3000/min
+    #: yahoo.com:1000/min:200" (DOMAIN:RATE/s|min|h[:BURST]); see delivery/domains.py.
+    domain_throttles: str = ""
+    #: First wait after a provider's "slow down" (421, 4.7.x), doubled per consecutive one.
+    domain_deferral_base_seconds: float = 60.0
     #: Development SMTP sink (surge up).
     smtp_sink_host: str = "127.0.0.1"
     smtp_sink_port: int = 2525
@@ -128,6 +137,13 @@ class Settings:
             )
         if self.bounce_domain and not HELO_NAME.fullmatch(self.bounce_domain):
             raise ConfigError(f"SURGE_BOUNCE_DOMAIN={self.bounce_domain!r} is not a domain name")
+        for entry in self.domain_throttles.lower().split():
+            if not THROTTLE_ENTRY.fullmatch(entry) or float(entry.split(":")[1].split("/")[0]) <= 0:
+                raise ConfigError(
+                    f"SURGE_DOMAIN_THROTTLES: {entry!r}: expected DOMAIN:RATE/s|min|h[:BURST]"
+                )
+        if not 0 < self.domain_deferral_base_seconds <= 3600:
+            raise ConfigError("SURGE_DOMAIN_DEFERRAL_BASE_SECONDS must be 0 to 3600 seconds")
         if self.suppress_after_soft_bounces < 1:
             raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
         if self.donations_charge_attempts < 1:

@@ -16,10 +16,12 @@ from psycopg_pool import AsyncConnectionPool
 from surge.bounces.verp import Verp
 from surge.config import Settings
 from surge.delivery.dkim_keys import SignerCache
+from surge.delivery.domains import DomainThrottles, parse_throttles
 from surge.delivery.pools import Senders
 from surge.donations.gateway import PaymentGateway, make_gateway
 from surge.donations.totals import TotalsCache
 from surge.orgs.service import KeyCache
+from surge.retry import Backoff
 from surge.tracking.tokens import TokenSigner, signing_key
 from surge.webhooks.jobs import new_client
 
@@ -42,7 +44,10 @@ class Resources:
         self.verp = (
             Verp(signing_key(settings), settings.bounce_domain) if settings.bounce_domain else None
         )
+        #: Per-provider rates (SURGE_DOMAIN_THROTTLES), checked at start-up.
+        self.domain_limits = parse_throttles(settings.domain_throttles)
         self._senders: Senders | None = None
+        self._domains: DomainThrottles | None = None
         self._webhooks: httpx.AsyncClient | None = None
         self._gateway: PaymentGateway | None = None
 
@@ -52,6 +57,14 @@ class Resources:
         if self._senders is None:
             self._senders = Senders(self.settings)
         return self._senders
+
+    def domain_throttles(self) -> DomainThrottles:
+        """A chunk's view of the provider throttles and deferrals (call ``refresh`` first)."""
+        if self._domains is None:
+            base = self.settings.domain_deferral_base_seconds
+            backoff = Backoff(base=base, cap=max(base, 3600.0), jitter=0.2)
+            self._domains = DomainThrottles(self.pool, self.domain_limits, backoff)
+        return self._domains
 
     @property
     def webhooks(self) -> httpx.AsyncClient:

@@ -27,13 +27,19 @@ class Mailbox:
 
     received: Counter[str] = field(default_factory=Counter)
     temp_failures: Counter[str] = field(default_factory=Counter)
+    #: "Slow down" replies given to slow.example (the first three RCPTs), and arrival times.
+    deferrals: int = 0
+    arrived: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        local = address.split("@")[0]
+        local, _, domain = address.partition("@")
         with self.lock:
+            if domain == "slow.example" and self.deferrals < 3:
+                self.deferrals += 1
+                return "421 4.7.0 Try again later: too many messages from your IP"
             if local.startswith("temp") and self.temp_failures[address] < 2:
                 self.temp_failures[address] += 1
                 return "451 4.3.0 try again later"
@@ -51,6 +57,7 @@ class Mailbox:
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.received[rcpt] += 1
+                self.arrived[rcpt] = time.monotonic()
         return "250 2.0.0 queued"
 
 
@@ -90,6 +97,8 @@ def client(database_url: str, smtp: SmtpServer) -> Iterator[httpx.Client]:
         SURGE_DISPATCH_MAX_ATTEMPTS="5",
         SURGE_DISPATCH_RETRY_BASE_SECONDS="0.2",
         SURGE_SUPPRESS_AFTER_SOFT_BOUNCES="2",
+        SURGE_DOMAIN_THROTTLES="throttled.example:20/s:5",
+        SURGE_DOMAIN_DEFERRAL_BASE_SECONDS="0.5",
     )
     api = start_api(env, api_port)
     # Two chunks at a time, so that a pause has chunks left to hold back.
@@ -237,3 +246,43 @@ def test_pause_stops_within_a_chunk_and_resume_finishes_each_recipient_once(
     mine = {k: v for k, v in smtp.mailbox.received.items() if k.startswith("pausing")}
     assert len(mine) == 150
     assert set(mine.values()) == {1}
+
+
+def audience_at(client: httpx.Client, domain: str, n: int) -> tuple[int, list[int]]:
+    contacts = [{"email": f"r{i}@{domain}"} for i in range(n)]
+    ids = [
+        c["id"] for c in client.post("/v1/contacts", json={"contacts": contacts}).json()["contacts"]
+    ]
+    lst = client.post("/v1/lists", json={"name": domain}).json()
+    client.post(f"/v1/lists/{lst['id']}/members", json={"contact_ids": ids})
+    return lst["id"], ids
+
+
+def test_a_provider_that_says_slow_down_is_backed_off_without_failing_anyone(
+    client: httpx.Client, smtp: SmtpServer, database_url: str
+) -> None:
+    list_id, ids = audience_at(client, "slow.example", 6)
+    done = wait_for(client, make_message(client, list_id)["id"], "sent", timeout=60)
+    assert done["progress"]["sent"] == 6 and done["progress"]["failed"] == 0
+    assert smtp.mailbox.deferrals == 3
+    assert all(smtp.mailbox.received[f"r{i}@slow.example"] == 1 for i in range(6))
+    with psycopg.connect(database_url) as conn:
+        attempts = conn.execute(
+            "select max(attempts) from deliveries where contact_id = any(%s)", [ids]
+        ).fetchone()
+        left = conn.execute("select count(*) from domain_deferrals").fetchone()
+    assert attempts == (1,)  # the send that went through; a deferral is no attempt
+    assert left == (0,)  # the provider accepted again: the deferral is cleared
+
+
+def test_a_throttled_provider_gets_no_more_than_its_rate(
+    client: httpx.Client, smtp: SmtpServer
+) -> None:
+    list_id, _ = audience_at(client, "throttled.example", 45)
+    done = wait_for(client, make_message(client, list_id)["id"], "sent", timeout=60)
+    assert done["progress"]["sent"] == 45
+    times = sorted(
+        t for rcpt, t in smtp.mailbox.arrived.items() if rcpt.endswith("@throttled.example")
+    )
+    # 20/s with a burst of 5: the last of 45 cannot arrive before (45 - 5) / 20 = 2 s.
+    assert times[-1] - times[0] >= 1.8

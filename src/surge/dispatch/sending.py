@@ -26,6 +26,7 @@ from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.contacts import service as contacts
 from surge.delivery.bounces import SendOutcome, SendStatus
 from surge.delivery.dkim import Signer, sign_all
+from surge.delivery.domains import DomainThrottles, is_deferral
 from surge.delivery.mime import Composer
 from surge.delivery.ratelimit import TokenBucket
 from surge.delivery.smtp import SenderPool
@@ -108,6 +109,10 @@ class Renderer:
         return f"{self.public_url}/{path}/{token}"
 
 
+def domain_of(email: str) -> str:
+    return email.rpartition("@")[2]
+
+
 def message_id_for(message_id: int, contact_id: int, composer: Composer) -> str:
     """Deterministic per delivery, so a duplicate send is recognisable downstream."""
     domain = composer.from_domain or composer.from_email.rpartition("@")[2]
@@ -176,7 +181,9 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         await ctx.resources.dkim.signers(message.from_email.rpartition("@")[2]),
         ctx.resources.verp,
     )
-    run = _ChunkRun(ctx, message, renderer, smtp, bucket)
+    domains = ctx.resources.domain_throttles()
+    await domains.refresh()
+    run = _ChunkRun(ctx, message, renderer, smtp, bucket, domains)
     await run.send_all(rows)
     return run.outcomes.result
 
@@ -189,12 +196,14 @@ class _ChunkRun:
         renderer: Renderer,
         smtp: SenderPool,
         bucket: TokenBucket,
+        domains: DomainThrottles,
     ) -> None:
         self.ctx = ctx
         self.message = message
         self.renderer = renderer
         self.smtp = smtp
         self.bucket = bucket
+        self.domains = domains
         self.outcomes = Outcomes()
         self.max_attempts = ctx.settings.dispatch_max_attempts
         self._flush_lock = asyncio.Lock()
@@ -218,18 +227,31 @@ class _ChunkRun:
                 self.outcomes.add(to.contact_id, "skipped", f"address suppressed ({to.suppressed})")
             elif not self.smtp.sender_available():
                 self._later(self.smtp.retry_after())
+            elif (wait := await self.domains.admit(domain_of(to.email))) > 0:
+                # The provider is throttled or deferring: left queued, no attempt counted.
+                self._later(wait)
             else:
                 await self.bucket.take()
                 if self.outcomes.result.stopped_by is not None:
                     return  # stopped while this lane waited for its turn
-                data = self.renderer.render(to)
-                verp = self.ctx.resources.verp
-                sender = verp.address(self.message.id, to.contact_id) if verp else None
-                outcome = await self.smtp.send(sender or self.message.from_email, to.email, data)
-                self._record(to, outcome)
+                await self._send(to)
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
             if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:
                 await self._flush()
+
+    async def _send(self, to: Recipient) -> None:
+        data = self.renderer.render(to)
+        verp = self.ctx.resources.verp
+        sender = verp.address(self.message.id, to.contact_id) if verp else None
+        outcome = await self.smtp.send(sender or self.message.from_email, to.email, data)
+        if is_deferral(outcome):
+            # "Slow down" from the provider, not a verdict on the recipient: every worker
+            # backs off that provider and this recipient waits, queued, with no attempt counted.
+            self._later(await self.domains.deferred(domain_of(to.email)))
+            return
+        if outcome.sent:
+            await self.domains.accepted(domain_of(to.email))
+        self._record(to, outcome)
 
     def _record(self, to: Recipient, outcome: SendOutcome) -> None:
         contact_id, attempts = to.contact_id, to.attempts
