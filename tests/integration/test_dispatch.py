@@ -125,8 +125,8 @@ def test_opens_clicks_and_unsubscribes_are_counted(
     link = re.search(r'href="([^"]*/t/c/[^"]+)"', body)
     assert pixel and link
     for _ in range(3):  # repeated opens count once
-        assert httpx.get(pixel[1]).headers["content-type"] == "image/gif"
-    redirect = httpx.get(link[1].replace("&amp;", "&"))
+        assert httpx.get(pixel[1], headers=PERSON).headers["content-type"] == "image/gif"
+    redirect = httpx.get(link[1].replace("&amp;", "&"), headers=PERSON)
     assert redirect.status_code == 302
     assert redirect.headers["location"] == "https://example.org/give?a=1&b=2"
     tampered = link[1][:-3] + ("abc" if not link[1].endswith("abc") else "xyz")
@@ -150,6 +150,42 @@ def test_opens_clicks_and_unsubscribes_are_counted(
     assert progress["opened"] == 1
     assert progress["clicked"] == 1
     assert progress["unsubscribed"] == 1
+    assert progress["machine_opened"] == 0 and progress["machine_clicked"] == 0
+
+
+#: What a recipient's mail client sends when it shows an image or follows a link.
+PERSON = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15"}
+
+
+def test_apple_privacy_proxy_and_link_scanners_are_counted_apart(
+    client: httpx.Client, sink: tuple[int, Path]
+) -> None:
+    list_id, _ = make_audience(client, "machines", 1)
+    message = make_message(client, list_id)
+    wait_for(client, message["id"], "sent")
+    html = mails_for(sink[1], message["id"])[0].get_body(("html",))
+    assert html is not None
+    pixel = re.search(r'src="([^"]*/t/o/[^"]+)"', html.get_content())
+    link = re.search(r'href="([^"]*/t/c/[^"]+)"', html.get_content())
+    assert pixel and link
+    # Apple Mail Privacy Protection's proxy, then a mail gateway checking the link.
+    assert httpx.get(pixel[1], headers={"User-Agent": "Mozilla/5.0"}).status_code == 200
+    scan = httpx.head(link[1].replace("&amp;", "&"), headers=PERSON)
+    assert scan.status_code == 302  # still redirected: the scanner must see the target
+    deadline = time.monotonic() + 5
+    while True:
+        progress = client.get(f"/v1/messages/{message['id']}").json()["progress"]
+        if progress["machine_opened"] and progress["machine_clicked"]:
+            break
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.05)
+    assert progress["opened"] == 0 and progress["clicked"] == 0
+    # The recipient really reading it later still counts.
+    httpx.get(pixel[1], headers=PERSON)
+    deadline = time.monotonic() + 5
+    while client.get(f"/v1/messages/{message['id']}").json()["progress"]["opened"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_send_at_in_the_future_waits_then_starts_within_seconds(client: httpx.Client) -> None:

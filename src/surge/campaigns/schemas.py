@@ -55,8 +55,12 @@ class Progress(msgspec.Struct):
     failed: int
     skipped: int
     bounced: int
+    #: Deliveries opened and clicked by their recipients…
     opened: int
     clicked: int
+    #: …and by machines only (Apple Mail Privacy Protection, link scanners): not in the rates.
+    machine_opened: int
+    machine_clicked: int
     unsubscribed: int
     msg_per_s: float
     eta_seconds: float | None

@@ -116,6 +116,8 @@ def progress(stats: store.MessageStats, status: str) -> Progress:
         bounced=stats.bounced,
         opened=stats.opened,
         clicked=stats.clicked,
+        machine_opened=stats.machine_opened,
+        machine_clicked=stats.machine_clicked,
         unsubscribed=stats.unsubscribed,
         msg_per_s=rate,
         eta_seconds=eta,

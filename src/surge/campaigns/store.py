@@ -27,6 +27,8 @@ class MessageStats:
     bounced: int
     opened: int
     clicked: int
+    machine_opened: int
+    machine_clicked: int
     unsubscribed: int
     first_sent_at: datetime | None
     last_sent_at: datetime | None
@@ -95,7 +97,8 @@ async def get_message(
 async def message_stats(conn: AsyncConnection[Any], message_id: int) -> MessageStats | None:
     cur = conn.cursor(row_factory=class_row(MessageStats))
     await cur.execute(
-        "select total, sent, failed, skipped, bounced, opened, clicked, unsubscribed,"
+        "select total, sent, failed, skipped, bounced, opened, clicked, machine_opened,"
+        " machine_clicked, unsubscribed,"
         " first_sent_at, last_sent_at, now() as now from message_stats where message_id = %s",
         [message_id],
     )

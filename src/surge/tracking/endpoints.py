@@ -8,6 +8,7 @@ An unknown or tampered token is a plain 404, indistinguishable from a missing pa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from surge.db.group_commit import GroupCommitWriter, Unavailable
 from surge.errors import NotFound
 from surge.tracking import service
+from surge.tracking.machines import is_machine
 from surge.tracking.tokens import Hit
 
 # The smallest transparent GIF.
@@ -56,6 +58,9 @@ def _verify(request: Request, kind: str) -> Hit:
 
 
 async def _record(request: Request, hit: Hit) -> None:
+    client = request.client.host if request.client else None
+    if is_machine(request.method, request.headers.get("user-agent"), client):
+        hit = dataclasses.replace(hit, machine=True)
     # Counting an open is not worth failing (or holding) the recipient's request over: with
     # the database backlogged or away, the pixel and the redirect are served regardless.
     with contextlib.suppress(Unavailable):

@@ -23,11 +23,11 @@ Conn = AsyncConnection[Any]
 async def record_hits(conn: Conn, hits: Sequence[Hit]) -> None:
     """Count a batch of open and click hits (first per delivery) in message_stats."""
     for kind in ("open", "click"):
-        batch = [h for h in hits if h.kind == kind]
-        if batch:
-            await store.record_hits(
-                conn, kind, [h.message_id for h in batch], [h.contact_id for h in batch]
-            )
+        for machine in (False, True):
+            batch = [h for h in hits if h.kind == kind and h.machine is machine]
+            if batch:
+                ids = [h.message_id for h in batch], [h.contact_id for h in batch]
+                await store.record_hits(conn, kind, machine, *ids)
 
 
 async def unsubscribe(

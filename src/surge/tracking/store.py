@@ -13,34 +13,30 @@ from psycopg import AsyncConnection
 
 Conn = AsyncConnection[Any]
 
+# The first open or click of a delivery counts; later ones change nothing. Machines'
+# (Apple's privacy proxy, link scanners) go to columns of their own.
+_HIT = """
+with v as (select * from unnest(%s::bigint[], %s::bigint[]) as v(m, c)),
+hit as (update deliveries d set {column} = now() from v
+        where d.message_id = v.m and d.contact_id = v.c and d.{column} is null
+        returning d.message_id)
+update message_stats s set {counter} = {counter} + h.n
+from (select message_id, count(*) as n from hit group by message_id) h
+where s.message_id = h.message_id
+"""
 HITS = {
-    # The first open or click of a delivery counts; later ones change nothing.
-    "open": """
-with v as (select * from unnest(%s::bigint[], %s::bigint[]) as v(m, c)),
-hit as (update deliveries d set opened_at = now() from v
-        where d.message_id = v.m and d.contact_id = v.c and d.opened_at is null
-        returning d.message_id)
-update message_stats s set opened = opened + h.n
-from (select message_id, count(*) as n from hit group by message_id) h
-where s.message_id = h.message_id
-""",
-    "click": """
-with v as (select * from unnest(%s::bigint[], %s::bigint[]) as v(m, c)),
-hit as (update deliveries d set clicked_at = now() from v
-        where d.message_id = v.m and d.contact_id = v.c and d.clicked_at is null
-        returning d.message_id)
-update message_stats s set clicked = clicked + h.n
-from (select message_id, count(*) as n from hit group by message_id) h
-where s.message_id = h.message_id
-""",
+    ("open", False): _HIT.format(column="opened_at", counter="opened"),
+    ("click", False): _HIT.format(column="clicked_at", counter="clicked"),
+    ("open", True): _HIT.format(column="machine_opened_at", counter="machine_opened"),
+    ("click", True): _HIT.format(column="machine_clicked_at", counter="machine_clicked"),
 }
 
 
 async def record_hits(
-    conn: Conn, kind: str, message_ids: list[int], contact_ids: list[int]
+    conn: Conn, kind: str, machine: bool, message_ids: list[int], contact_ids: list[int]
 ) -> None:
-    """Count first opens or clicks of many deliveries with one statement."""
-    await conn.execute(HITS[kind], [message_ids, contact_ids])
+    """Count first opens or clicks (by people, or by machines) of many deliveries at once."""
+    await conn.execute(HITS[kind, machine], [message_ids, contact_ids])
 
 
 async def delivery_org(conn: Conn, message_id: int, contact_id: int) -> int | None:

@@ -48,6 +48,8 @@ class Hit:
     message_id: int
     contact_id: int
     url: str | None = None
+    #: Made by a machine (Apple's privacy proxy, a link scanner), not the recipient.
+    machine: bool = False
 
 
 def _b64(data: bytes) -> str:
