@@ -20,10 +20,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from surge.config import HELO_NAME, Settings
+from surge.delivery.warmup import DEFAULT_SCHEDULE
 from surge.errors import Invalid
 
 Tls = Literal["none", "starttls", "implicit"]
@@ -40,6 +42,8 @@ _OPTIONS = frozenset(
         "ca_file",
         "idle_timeout",
         "helo",
+        "warmup",
+        "warmup_schedule",
     }
     | {"verify"}
 )
@@ -69,6 +73,9 @@ class SenderConfig:
     idle_timeout: float | None = None
     #: Name given in EHLO (None: SURGE_SMTP_HELO_NAME, or one derived from the public URL).
     helo: str | None = None
+    #: First day of the warm-up (UTC), and the daily caps from then on (see delivery/warmup).
+    warmup_start: date | None = None
+    warmup_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
 
     def __repr__(self) -> str:
         # Never print the password into logs or tracebacks.
@@ -109,7 +116,27 @@ def parse_sender(url: str) -> SenderConfig:
         helo=options.pop("helo", None),
         ca_file=options.pop("ca_file", None),
         verify=_flag(url, options.pop("verify", "true")),
+        warmup_start=_date(url, options.pop("warmup", None)),
+        warmup_schedule=_schedule(url, options.pop("warmup_schedule", None)),
     )
+
+
+def _date(url: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(FIELD, f"{_redact(url)}: warmup must be a date, YYYY-MM-DD") from None
+
+
+def _schedule(url: str, value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return DEFAULT_SCHEDULE
+    parts = value.split(",")
+    if not all(p.strip().isascii() and p.strip().isdigit() for p in parts) or len(parts) > 366:
+        raise Invalid(FIELD, f"{_redact(url)}: warmup_schedule is daily caps, comma-separated")
+    return tuple(int(p) for p in parts)
 
 
 def load_senders(settings: Settings) -> list[SenderConfig]:

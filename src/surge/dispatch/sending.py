@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.contacts import service as contacts
+from surge.delivery import warmup
 from surge.delivery.bounces import SendOutcome, SendStatus
 from surge.delivery.dkim import Signer, sign_all
 from surge.delivery.domains import DomainThrottles, is_deferral
@@ -184,7 +185,11 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
     domains = ctx.resources.domain_throttles()
     await domains.refresh()
     run = _ChunkRun(ctx, message, renderer, smtp, bucket, domains)
-    await run.send_all(rows)
+    await run.reserve_warmup(rows)
+    try:
+        await run.send_all(rows)
+    finally:
+        await run.return_warmup()
     return run.outcomes.result
 
 
@@ -204,11 +209,34 @@ class _ChunkRun:
         self.smtp = smtp
         self.bucket = bucket
         self.domains = domains
+        #: Messages this chunk may still send today under the sender's warm-up (None: no cap).
+        self.allowance: int | None = None
+        self._warmup_day = warmup.today()
         self.outcomes = Outcomes()
         self.max_attempts = ctx.settings.dispatch_max_attempts
         self._flush_lock = asyncio.Lock()
         self._flushed_at = time.monotonic()
         self._retry_after: float | None = None
+
+    async def reserve_warmup(self, rows: list[Recipient]) -> None:
+        """Reserve today's share of a warming-up sender's cap for this chunk's sends."""
+        config = self.smtp.config
+        if config.warmup_start is None:
+            return
+        cap = warmup.cap_for(config.warmup_start, config.warmup_schedule, self._warmup_day)
+        if cap is None:
+            return
+        wanted = sum(1 for r in rows if r.status == "subscribed" and r.suppressed is None)
+        self.allowance = await warmup.reserve(
+            self.ctx.pool, config.name, self._warmup_day, cap, wanted
+        )
+
+    async def return_warmup(self) -> None:
+        if self.allowance:
+            await warmup.give_back(
+                self.ctx.pool, self.smtp.config.name, self._warmup_day, self.allowance
+            )
+            self.allowance = 0
 
     async def send_all(self, rows: list[Recipient]) -> None:
         pending = iter(rows)
@@ -227,8 +255,12 @@ class _ChunkRun:
                 self.outcomes.add(to.contact_id, "skipped", f"address suppressed ({to.suppressed})")
             elif not self.smtp.sender_available():
                 self._later(self.smtp.retry_after())
+            elif not self._take_allowance():
+                # The sender's warm-up cap for today is reached: tomorrow, no attempt counted.
+                self._later(warmup.seconds_to_tomorrow())
             elif (wait := await self.domains.admit(domain_of(to.email))) > 0:
                 # The provider is throttled or deferring: left queued, no attempt counted.
+                self._give_allowance()
                 self._later(wait)
             else:
                 await self.bucket.take()
@@ -238,6 +270,22 @@ class _ChunkRun:
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
             if due or len(self.outcomes.contact_ids) >= FLUSH_EVERY:
                 await self._flush()
+
+    def _take_allowance(self) -> bool:
+        """One message of today's warm-up share, if there is a cap; False when none is left.
+
+        Synchronous, so that lanes cannot both take the last one across an ``await``.
+        """
+        if self.allowance is None:
+            return True
+        if self.allowance <= 0:
+            return False
+        self.allowance -= 1
+        return True
+
+    def _give_allowance(self) -> None:
+        if self.allowance is not None:
+            self.allowance += 1
 
     async def _send(self, to: Recipient) -> None:
         data = self.renderer.render(to)
