@@ -8,14 +8,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.conftest import start_api
+from tests.conftest import Process, start_api, surge_env
 
 __all__ = ["start_api"]
+
+
+@contextmanager
+def sink_process(data_dir: Path, database_url: str) -> Iterator[tuple[int, Path]]:
+    """A real ``surge smtp-sink``: (its port, the directory its mail lands in)."""
+    from surge.db.embedded import free_port
+
+    port = free_port()
+    proc = Process(
+        ["smtp-sink", "--port", str(port)], surge_env(database_url, SURGE_DATA_DIR=str(data_dir))
+    )
+    time.sleep(0.5)
+    try:
+        yield port, data_dir / "mail"
+    finally:
+        proc.stop()
 
 
 def make_audience(client: httpx.Client, prefix: str, n: int) -> tuple[int, list[int]]:

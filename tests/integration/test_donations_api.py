@@ -20,23 +20,17 @@ import httpx
 import psycopg
 import pytest
 
-from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
 from tests.conftest import Process, create_org, surge_env
+from tests.helpers import sink_process
 
 FINAL = ("succeeded", "failed")
 
 
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[int, Path]]:
-    data_dir = tmp_path_factory.mktemp("sink")
-    port = free_port()
-    proc = Process(
-        ["smtp-sink", "--port", str(port)], surge_env(database_url, SURGE_DATA_DIR=str(data_dir))
-    )
-    time.sleep(0.5)
-    yield port, data_dir / "mail"
-    proc.stop()
+    with sink_process(tmp_path_factory.mktemp("sink"), database_url) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -26,6 +25,7 @@ from surge.bounces import reports, service
 from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.config import Settings
 from surge.db.pool import open_pool
+from surge.delivery.sink import until_stopped
 from surge.errors import NotFound
 from surge.tracking import service as tracking
 
@@ -102,11 +102,8 @@ async def serve(settings: Settings, database_url: str, host: str, port: int, key
         port,
     )
     log.info("bounce server listening", extra={"host": host, "port": port})
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stopped()
     finally:
         server.close()
         await server.wait_closed()

@@ -237,17 +237,23 @@ def count_received(directory: Path) -> dict[str, int]:
     return counts
 
 
+async def until_stopped() -> None:
+    """Return on SIGTERM or SIGINT: how a server command runs until it is told to stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(host: str, port: int, directory: Path, keep_bodies: bool = True) -> None:
     """Run the sink until SIGTERM or SIGINT."""
     mailbox = Mailbox(directory, keep_bodies)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SinkProtocol(mailbox), host, port)
     log.info("smtp sink listening", extra={"host": host, "port": port, "dir": str(directory)})
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stopped()
     finally:
         server.close()
         await server.wait_closed()
