@@ -63,7 +63,11 @@ DOMAINS: tuple[Domain, ...] = (
         shutdown=ingest_api.shutdown,
         tasks=(ingest_jobs.event_counts, ingest_jobs.webhooks, ingest_jobs.partitions),
     ),
-    Domain("contacts", contacts_api.routes, tasks=(contacts_jobs.run_import,)),
+    Domain(
+        "contacts",
+        contacts_api.routes,
+        tasks=(contacts_jobs.run_import, contacts_jobs.send_confirmations),
+    ),
     Domain("suppressions", suppressions_api.routes),
     Domain("campaigns", campaigns_api.routes, startup=campaigns_api.startup),
     Domain(

@@ -24,6 +24,7 @@ import psycopg
 from surge.bench.common import report
 from surge.config import get_settings
 from surge.contacts import imports, service
+from surge.contacts.schemas import ListIn
 from surge.db.migrate import migrate
 from surge.db.pool import connect, open_pool
 from surge.db.runtime import database
@@ -134,7 +135,9 @@ async def real_import(url: str, path: Path, into_list: bool) -> dict[str, Any]:
     try:
         async with pool.connection() as conn:
             org = (await create_organization(conn, "bench import")).id
-            list_id = (await service.create_list(conn, org, "bench")).id if into_list else None
+            list_id = (
+                (await service.create_list(conn, org, ListIn("bench"))).id if into_list else None
+            )
             started = time.perf_counter()
             created, _ = await service.create_import(
                 conn,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from html import escape
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import (
@@ -74,7 +76,7 @@ async def create_list(request: Request) -> Response:
     org = await organization_id(request)
     body = await read_json(request, ListIn)
     async with request.app.state.pool.connection() as conn:
-        created = await service.create_list(conn, org, body.name)
+        created = await service.create_list(conn, org, body)
     return json_response(created, 201)
 
 
@@ -142,9 +144,47 @@ async def get_import(request: Request) -> Response:
     return json_response(found)
 
 
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}}
+button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
+NO_STORE = {"Cache-Control": "no-store, private"}
+
+
+def _confirmation(request: Request) -> tuple[int, int]:
+    hit = request.app.state.resources.signer.verify("confirm", request.path_params["token"])
+    if hit is None:
+        raise NotFound("not found")
+    return int(hit.message_id), int(hit.contact_id)  # a confirm token carries the list id
+
+
+async def confirm_page(request: Request) -> Response:
+    # GET only asks: mail scanners fetch every link, and must not confirm anybody.
+    _confirmation(request)
+    action = escape(request.url.path)
+    body = (
+        "<h1>Confirm your subscription</h1>"
+        f'<form method="post" action="{action}"><button type="submit">Yes, subscribe me</button>'
+        "</form>"
+    )
+    return HTMLResponse(PAGE.format(title="Confirm", body=body), headers=NO_STORE)
+
+
+async def confirm(request: Request) -> Response:
+    list_id, contact_id = _confirmation(request)
+    async with request.app.state.pool.connection() as conn:
+        if await service.confirm_member(conn, list_id, contact_id) is None:
+            raise NotFound("not found")
+    body = "<h1>Subscribed</h1><p>Thank you: you will receive this list's mail.</p>"
+    return HTMLResponse(PAGE.format(title="Subscribed", body=body), headers=NO_STORE)
+
+
 EMAIL = Param("email", "query", {"type": "string", "maxLength": 320}, "Only this address")
 
 routes = [
+    # Double opt-in confirmation links, reached by recipients (signed tokens, no key).
+    Route("/l/{token}", confirm_page, methods=["GET"]),
+    Route("/l/{token}", confirm, methods=["POST"]),
     ApiRoute(
         "post",
         "/v1/contacts",

@@ -61,12 +61,17 @@ class Page(msgspec.Struct):
 
 class ListIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
+    #: Members added later stay pending until they confirm by mail (from ``confirm_from``).
+    double_opt_in: bool = False
+    confirm_from: str | None = None
 
 
 class ContactList(msgspec.Struct):
     id: int
     name: str
     created_at: datetime
+    double_opt_in: bool = False
+    confirm_from: str | None = None
 
 
 class MembersIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,12 +84,14 @@ class NotFoundMembers(msgspec.Struct):
     emails: list[str]
 
 
-class MembersResult(msgspec.Struct):
+class MembersResult(msgspec.Struct, kw_only=True):
     #: Contacts that became members with this call.
     added: int
     #: Contacts that were found (of this organisation), members now, whether new or not.
     found: int
     not_found: NotFoundMembers
+    #: Of the added, those waiting to confirm (double opt-in lists): each gets a mail.
+    pending: int = 0
 
 
 class RowError(msgspec.Struct):

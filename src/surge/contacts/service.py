@@ -16,6 +16,7 @@ from surge.contacts.schemas import (
     ContactIn,
     ContactList,
     Import,
+    ListIn,
     MembersIn,
     MembersResult,
     NotFoundMembers,
@@ -24,12 +25,14 @@ from surge.contacts.schemas import (
     Written,
 )
 from surge.errors import Invalid, NotFound
-from surge.fields import decode_cursor, encode_cursor, valid_email
+from surge.fields import check_email, decode_cursor, encode_cursor, valid_email
 from surge.jobs import enqueue
 
 Conn = store.Conn
 
 IMPORT_TASK = "contacts.import"
+#: Sends the confirmation mails of members added to a double opt-in list.
+CONFIRM_TASK = "contacts.confirm"
 #: Size of one stored piece of an upload; the import job reads one at a time.
 CHUNK_BYTES = 1024 * 1024
 
@@ -116,12 +119,18 @@ def _page(rows: list[store.Row], limit: int) -> Page:
 # -- lists --------------------------------------------------------------------------------
 
 
-async def create_list(conn: Conn, org: int, name: str) -> ContactList:
-    """A new, empty list."""
-    name = name.strip()
+async def create_list(conn: Conn, org: int, body: ListIn) -> ContactList:
+    """A new, empty list; a double opt-in one needs the address its confirmations come from."""
+    name = body.name.strip()
     if not 1 <= len(name) <= 200:
         raise Invalid("name", "name must be 1 to 200 characters")
-    return ContactList(**await store.insert_list(conn, org, name))
+    confirm_from = body.confirm_from
+    if confirm_from is not None:
+        confirm_from = check_email("confirm_from", confirm_from)
+    elif body.double_opt_in:
+        raise Invalid("confirm_from", "a double opt-in list needs the address its mail is from")
+    row = await store.insert_list(conn, org, name, body.double_opt_in, confirm_from)
+    return ContactList(**row)
 
 
 async def get_list(conn: Conn, org: int, list_id: int) -> ContactList:
@@ -136,13 +145,22 @@ async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> Me
     """Add contacts, by id and/or email, to a list. Others' or unknown ones are "not found"."""
     if not 1 <= len(body.contact_ids) + len(body.emails) <= MAX_BATCH:
         raise Invalid("contact_ids", f"send 1 to {MAX_BATCH} contact_ids and emails in total")
-    await get_list(conn, org, list_id)
+    target = await get_list(conn, org, list_id)
     emails = [e.strip().lower() for e in body.emails]
-    found, added = await store.add_members(conn, org, list_id, body.contact_ids, emails)
+    pending = target.double_opt_in
+    async with conn.transaction():
+        found, added = await store.add_members(
+            conn, org, list_id, body.contact_ids, emails, confirmed=not pending
+        )
+        if pending and added:
+            # The confirmation mails go out from a job, committed with the new members.
+            args = {"list_id": list_id, "contact_ids": added}
+            await enqueue(conn, CONFIRM_TASK, args, queue="critical", organization_id=org)
     found_ids = {r["id"] for r in found}
     found_emails = {r["email"] for r in found}
     return MembersResult(
-        added=added,
+        added=len(added),
+        pending=len(added) if pending else 0,
         found=len(found_ids),
         not_found=NotFoundMembers(
             contact_ids=[i for i in body.contact_ids if i not in found_ids],
@@ -151,6 +169,11 @@ async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> Me
             ],
         ),
     )
+
+
+async def confirm_member(conn: Conn, list_id: int, contact_id: int) -> bool | None:
+    """A pending member confirms (the link in the confirmation mail); None if no member."""
+    return await store.confirm_member(conn, list_id, contact_id)
 
 
 async def list_members(

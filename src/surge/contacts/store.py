@@ -131,11 +131,17 @@ async def list_contacts(
     return await cur.fetchall()
 
 
-async def insert_list(conn: Conn, org: int, name: str) -> Row:
+LIST_COLUMNS = "id, name, created_at, double_opt_in, confirm_from"
+
+
+async def insert_list(
+    conn: Conn, org: int, name: str, double_opt_in: bool, confirm_from: str | None
+) -> Row:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "insert into lists (organization_id, name) values (%s, %s) returning id, name, created_at",
-        [org, name],
+        "insert into lists (organization_id, name, double_opt_in, confirm_from)"
+        f" values (%s, %s, %s, %s) returning {LIST_COLUMNS}",
+        [org, name, double_opt_in, confirm_from],
     )
     row = await cur.fetchone()
     assert row is not None
@@ -145,16 +151,24 @@ async def insert_list(conn: Conn, org: int, name: str) -> Row:
 async def get_list(conn: Conn, org: int, list_id: int) -> Row | None:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "select id, name, created_at from lists where organization_id = %s and id = %s",
+        f"select {LIST_COLUMNS} from lists where organization_id = %s and id = %s",
         [org, list_id],
     )
     return await cur.fetchone()
 
 
 async def add_members(
-    conn: Conn, org: int, list_id: int, ids: Sequence[int], emails: Sequence[str]
-) -> tuple[list[Row], int]:
-    """Add this organisation's contacts found by id or email; (found contacts, newly added)."""
+    conn: Conn,
+    org: int,
+    list_id: int,
+    ids: Sequence[int],
+    emails: Sequence[str],
+    confirmed: bool = True,
+) -> tuple[list[Row], list[int]]:
+    """Add this organisation's contacts found by id or email; (found contacts, added ids).
+
+    ``confirmed`` false adds them pending (a double opt-in list).
+    """
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         """
@@ -165,18 +179,72 @@ async def add_members(
             select id, lower(email) from contacts
             where organization_id = %(org)s and lower(email) = any(%(emails)s::text[])
         ), added as (
-            insert into list_members (organization_id, list_id, contact_id)
-            select distinct %(org)s, %(list)s::bigint, id from found
+            insert into list_members (organization_id, list_id, contact_id, confirmed_at)
+            select distinct %(org)s, %(list)s::bigint, id,
+                case when %(confirmed)s then now() end from found
             on conflict do nothing
             returning contact_id
         )
-        select id, email, (select count(*) from added) as added from found
+        select id, email, (select array_agg(contact_id) from added) as added from found
         """,
-        {"org": org, "list": list_id, "ids": list(ids), "emails": list(emails)},
+        {
+            "org": org,
+            "list": list_id,
+            "ids": list(ids),
+            "emails": list(emails),
+            "confirmed": confirmed,
+        },
     )
     rows = await cur.fetchall()
-    added = int(rows[0]["added"]) if rows else 0
+    added = [int(i) for i in (rows[0]["added"] or [])] if rows else []
     return rows, added
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A pending member to send the confirmation mail to."""
+
+    contact_id: int
+    email: str
+    list_name: str
+    confirm_from: str
+
+
+async def pending_confirmations(
+    conn: Conn, org: int, list_id: int, contact_ids: Sequence[int]
+) -> list[Confirmation]:
+    cur = conn.cursor(row_factory=class_row(Confirmation))
+    await cur.execute(
+        "select m.contact_id, c.email, l.name as list_name, l.confirm_from"
+        " from list_members m join contacts c"
+        " on c.organization_id = m.organization_id and c.id = m.contact_id"
+        " join lists l on l.organization_id = m.organization_id and l.id = m.list_id"
+        " where m.organization_id = %s and m.list_id = %s and m.contact_id = any(%s)"
+        " and m.confirmed_at is null and m.confirm_sent_at is null and c.status = 'subscribed'",
+        [org, list_id, list(contact_ids)],
+    )
+    return await cur.fetchall()
+
+
+async def confirmation_sent(conn: Conn, org: int, list_id: int, contact_id: int) -> None:
+    await conn.execute(
+        "update list_members set confirm_sent_at = now()"
+        " where organization_id = %s and list_id = %s and contact_id = %s",
+        [org, list_id, contact_id],
+    )
+
+
+async def confirm_member(conn: Conn, list_id: int, contact_id: int) -> bool | None:
+    """Confirm a pending member: True now, False if confirmed before, None if not a member."""
+    cur = await conn.execute(
+        "update list_members m set confirmed_at = coalesce(m.confirmed_at, now())"
+        " from lists l where l.id = %(list)s and m.organization_id = l.organization_id"
+        " and m.list_id = l.id and m.contact_id = %(contact)s"
+        " returning (m.confirmed_at = now())",
+        {"list": list_id, "contact": contact_id},
+    )
+    row = await cur.fetchone()
+    return None if row is None else bool(row[0])
 
 
 async def list_members(conn: Conn, org: int, list_id: int, after: int, limit: int) -> list[Row]:

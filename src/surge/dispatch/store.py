@@ -84,7 +84,8 @@ insert into deliveries (message_id, contact_id, organization_id, chunk)
 select %(message_id)s, contact_id, %(org)s,
        ((row_number() over (order by contact_id)) - 1) / %(chunk_size)s
 from (select distinct contact_id from list_members
-      where organization_id = %(org)s and list_id = any(%(list_ids)s)) audience
+      where organization_id = %(org)s and list_id = any(%(list_ids)s)
+        and confirmed_at is not null) audience
 on conflict do nothing
 """
 

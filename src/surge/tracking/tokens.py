@@ -24,7 +24,8 @@ from pathlib import Path
 
 from surge.config import Settings
 
-KINDS = ("open", "click", "unsubscribe")
+#: "confirm" tokens carry a list id where the others carry a message id (double opt-in).
+KINDS = ("open", "click", "unsubscribe", "confirm")
 _IDS = struct.Struct(">QQ")  # message id, contact id
 _MAC_BYTES = 16  # 128-bit tags: forging one is out of reach
 
