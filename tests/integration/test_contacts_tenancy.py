@@ -73,6 +73,7 @@ def test_another_organisations_contacts_are_not_found_for_my_list(
         "added": 0,
         "found": 0,
         "not_found": {"contact_ids": [bobs["contact"]], "emails": ["secret@bob.io"]},
+        "pending": 0,
     }
     assert alice.get(f"/v1/lists/{mine}/members").json() == {"data": [], "next": None}
 
