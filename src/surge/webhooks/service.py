@@ -223,10 +223,6 @@ def check_url(url: str) -> str:
     return url
 
 
-def _endpoint(row: store.EndpointRow) -> Endpoint:
-    return msgspec.convert(row, Endpoint, from_attributes=True)
-
-
 async def create_endpoint(conn: Conn, org: int, body: EndpointIn) -> EndpointCreated:
     """Register an endpoint; its signing secret is returned here and never again."""
     url = check_url(body.url)
@@ -242,12 +238,12 @@ async def create_endpoint(conn: Conn, org: int, body: EndpointIn) -> EndpointCre
             "secret": signing.new_secret(),
         },
     )
-    return msgspec.convert(row, EndpointCreated, from_attributes=True)
+    return row
 
 
 async def list_endpoints(conn: Conn, org: int) -> EndpointList:
     """Every endpoint of the organisation (there are at most ``MAX_ENDPOINTS``)."""
-    return EndpointList([_endpoint(row) for row in await store.list_endpoints(conn, org)])
+    return EndpointList(await store.list_endpoints(conn, org))
 
 
 async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> Endpoint:
@@ -255,7 +251,7 @@ async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> Endpoint:
     row = await store.get_endpoint(conn, org, endpoint_id) if endpoint_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"webhook endpoint {endpoint_id} not found")
-    return _endpoint(row)
+    return row
 
 
 async def update_endpoint(conn: Conn, org: int, endpoint_id: int, patch: EndpointPatch) -> Endpoint:
@@ -275,7 +271,7 @@ async def update_endpoint(conn: Conn, org: int, endpoint_id: int, patch: Endpoin
         row = await store.update_endpoint(conn, org, endpoint_id, values)
     if row is None:
         raise NotFound(f"webhook endpoint {endpoint_id} not found")
-    return _endpoint(row)
+    return row
 
 
 async def delete_endpoint(conn: Conn, org: int, endpoint_id: int) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import args_row, class_row
 
+from surge.webhooks.schemas import Endpoint, EndpointCreated
+
 Conn = AsyncConnection[Any]
 
 # One statement on the caller's path. The EXISTS probe (a few index entries of the
@@ -54,7 +56,8 @@ select (select count(*) from relayed) as events,
 from inserted
 """
 
-#: In the order of ``EndpointRow``'s fields (``list_endpoints`` reads them by position).
+#: In the order of ``schemas.Endpoint``'s fields (``list_endpoints`` reads them by position):
+#: endpoints are read straight into the response structs, with nothing to add on the way.
 ENDPOINT_COLUMNS = (
     "id, url, description, event_types, enabled, disabled_reason, failing_since,"
     " consecutive_failures, created_at, updated_at"
@@ -75,29 +78,6 @@ class Relayed:
     events: int
     delivery_ids: list[int]
     organization_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointRow:
-    """An endpoint and its state (``ENDPOINT_COLUMNS``), never its secret."""
-
-    id: int
-    url: str
-    description: str | None
-    event_types: list[str]
-    enabled: bool
-    disabled_reason: str | None
-    failing_since: datetime | None
-    consecutive_failures: int
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedEndpoint(EndpointRow):
-    """A new endpoint with its signing secret, shown to its creator only."""
-
-    secret: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +140,8 @@ async def count_endpoints(conn: Conn, org: int) -> int:
     return int(row[0])
 
 
-async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> CreatedEndpoint:
-    cur = conn.cursor(row_factory=class_row(CreatedEndpoint))
+async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> EndpointCreated:
+    cur = conn.cursor(row_factory=class_row(EndpointCreated))
     await cur.execute(
         "insert into webhook_endpoints (organization_id, url, description, event_types, secret)"
         " values (%(org)s, %(url)s, %(description)s, %(event_types)s, %(secret)s)"
@@ -173,8 +153,8 @@ async def insert_endpoint(conn: Conn, org: int, values: dict[str, Any]) -> Creat
     return row
 
 
-async def list_endpoints(conn: Conn, org: int) -> list[EndpointRow]:
-    cur = conn.cursor(row_factory=args_row(EndpointRow))
+async def list_endpoints(conn: Conn, org: int) -> list[Endpoint]:
+    cur = conn.cursor(row_factory=args_row(Endpoint))
     await cur.execute(
         f"select {ENDPOINT_COLUMNS} from webhook_endpoints where organization_id = %s order by id",
         [org],
@@ -182,8 +162,8 @@ async def list_endpoints(conn: Conn, org: int) -> list[EndpointRow]:
     return await cur.fetchall()
 
 
-async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> EndpointRow | None:
-    cur = conn.cursor(row_factory=class_row(EndpointRow))
+async def get_endpoint(conn: Conn, org: int, endpoint_id: int) -> Endpoint | None:
+    cur = conn.cursor(row_factory=class_row(Endpoint))
     await cur.execute(
         f"select {ENDPOINT_COLUMNS} from webhook_endpoints where organization_id = %s and id = %s",
         [org, endpoint_id],
@@ -216,8 +196,8 @@ returning {ENDPOINT_COLUMNS}
 
 async def update_endpoint(
     conn: Conn, org: int, endpoint_id: int, values: dict[str, Any]
-) -> EndpointRow | None:
-    cur = conn.cursor(row_factory=class_row(EndpointRow))
+) -> Endpoint | None:
+    cur = conn.cursor(row_factory=class_row(Endpoint))
     await cur.execute(UPDATE_ENDPOINT, {"org": org, "id": endpoint_id, **values})
     return await cur.fetchone()
 
