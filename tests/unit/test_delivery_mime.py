@@ -245,3 +245,12 @@ def test_address_headers_encode_names_but_not_addresses() -> None:
 def test_address_header_without_an_address_is_invalid() -> None:
     with pytest.raises(Invalid):
         composer(headers={"Reply-To": "nobody at all"})
+
+
+def test_control_characters_in_headers_go_out_encoded() -> None:
+    from surge.delivery.mime import format_address, header
+
+    raw = header("Subject", "tab\tstays, form\x0cfeed and bell\x07 do not")
+    assert raw.startswith(b"Subject: =?utf-8?") and b"\x0c" not in raw and b"\x07" not in raw
+    assert header("Subject", "a\tb") == b"Subject: a\tb\r\n"
+    assert b"\x0b" not in format_address("a@example.org", "Vertical\x0btab").encode()

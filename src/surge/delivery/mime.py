@@ -35,6 +35,9 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 5322 3
 _ATEXT_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*")
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
 _CRLF_RUN = re.compile(r"[\r\n]+")
+# Controls other than tab may not stand in a header (RFC 5322 allows VCHAR and WSP): text
+# holding one goes out as an encoded-word, which carries any byte.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Headers the composer writes itself; letting callers add them would give duplicates.
 _RESERVED = frozenset(
     {
@@ -123,7 +126,7 @@ def header(name: str, value: str) -> bytes:
         raise Invalid("headers", f"{name!r} is not a valid header name")
     value = clean_value(value)
     # ASCII that looks like an encoded-word is encoded too, so it reads back as written.
-    if not value.isascii() or "=?" in value:
+    if not value.isascii() or "=?" in value or _CONTROL.search(value):
         return f"{name}: {encode_words(value)}\r\n".encode("ascii")
     if any(len(w) > 900 for w in value.split(" ")):
         raise Invalid("headers", f"{name} has a word too long to fit a header line")
@@ -148,7 +151,7 @@ def format_address(email: str, name: str = "", *, field_name: str = "to") -> str
     name = clean_value(name).strip()
     if not name:
         return email
-    if not name.isascii():
+    if not name.isascii() or _CONTROL.search(name):
         return f"{encode_words(name)} <{email}>"
     if _ATEXT_PHRASE.fullmatch(name):
         return f"{name} <{email}>"
