@@ -1,11 +1,23 @@
-"""Fixtures shared by the integration tests that need TLS: a throw-away CA and server cert."""
+"""Fixtures shared by integration tests: a throw-away CA and server cert for those that need
+TLS, and the development SMTP sink for those that send."""
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trustme
+
+from tests.helpers import sink_process
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[int, Path]]:
+    """A real ``surge smtp-sink`` for the module: (its port, the directory mail lands in)."""
+    with sink_process(tmp_path_factory.mktemp("sink"), database_url) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

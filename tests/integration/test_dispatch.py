@@ -18,15 +18,9 @@ import pytest
 
 from surge.delivery.sink import count_received
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, make_message, sink_process, wait_for, webhook_receiver
+from tests.helpers import make_audience, make_message, wait_for, webhook_receiver
 
 SECRET = "test-signing-key"
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[int, Path]]:
-    with sink_process(tmp_path_factory.mktemp("sink"), database_url) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ verifier, against the DNS records the CLI printed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim as dkimpy
@@ -16,15 +15,9 @@ import psycopg
 import pytest
 
 from tests.conftest import Process, create_org, run_cli, surge_env
-from tests.helpers import make_audience, make_message, sink_process, wait_for
+from tests.helpers import make_audience, make_message, wait_for
 
 DOMAIN = "charity.example"  # the From domain of tests.helpers.make_message
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[int, Path]]:
-    with sink_process(tmp_path_factory.mktemp("sink"), database_url) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_message, sink_process, wait_for
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[int, Path]]:
-    with sink_process(tmp_path_factory.mktemp("sink"), database_url) as running:
-        yield running
+from tests.helpers import make_message, wait_for
 
 
 @pytest.fixture(scope="module")
