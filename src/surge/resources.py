@@ -37,13 +37,12 @@ class Resources:
         #: Public campaign totals, at most about a second old.
         self.totals = TotalsCache()
         #: Signs and verifies tracking and unsubscribe tokens.
-        self.signer = TokenSigner(signing_key(settings))
+        key = signing_key(settings)  # may read (or create) the key file: once
+        self.signer = TokenSigner(key)
         #: DKIM signers of each sending domain's active keys.
         self.dkim = SignerCache(pool)
         #: VERP envelope senders, if SURGE_BOUNCE_DOMAIN is set.
-        self.verp = (
-            Verp(signing_key(settings), settings.bounce_domain) if settings.bounce_domain else None
-        )
+        self.verp = Verp(key, settings.bounce_domain) if settings.bounce_domain else None
         #: Per-provider rates (SURGE_DOMAIN_THROTTLES), checked at start-up.
         self.domain_limits = parse_throttles(settings.domain_throttles)
         self._senders: Senders | None = None
