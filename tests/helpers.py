@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.conftest import Process, start_api, surge_env
 
@@ -140,3 +142,36 @@ def webhook_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Recorder:
+    """Accepts everything; remembers the envelope sender and the message of each recipient."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.senders: dict[str, str] = {}
+        self.messages: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.senders[rcpt] = str(envelope.mail_from)
+                content = envelope.original_content or b""
+                self.messages[rcpt] = content if isinstance(content, bytes) else content.encode()
+        return "250 OK"
+
+
+@contextmanager
+def recording_smtp() -> Iterator[Recorder]:
+    """A real SMTP server (aiosmtpd) on loopback that records what it is sent."""
+    from surge.db.embedded import free_port
+
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    recorder.port = controller.port
+    try:
+        yield recorder
+    finally:
+        controller.stop()

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from surge.api import app as api
 from surge.api import health, reference
+from surge.bounces import endpoints as bounces_api
 from surge.campaigns import endpoints as campaigns_api
 from surge.config import Settings
 from surge.contacts import endpoints as contacts_api
@@ -74,6 +75,7 @@ DOMAINS: tuple[Domain, ...] = (
         "dispatch",
         tasks=(dispatch_jobs.plan, dispatch_jobs.send_chunk, dispatch_jobs.finalise),
     ),
+    Domain("bounces", bounces_api.routes, startup=bounces_api.startup),
     Domain(
         "tracking",
         tracking_api.routes,

@@ -6,12 +6,16 @@ has the table. ``Settings.from_env()`` is the only place that reads the environm
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from surge.fields import valid_email
 from surge.retry import parse_steps
@@ -24,6 +28,14 @@ HELO_NAME = re.compile(
 
 #: One entry of SURGE_DOMAIN_THROTTLES: DOMAIN:RATE/s|min|h[:BURST] (see delivery/domains).
 THROTTLE_ENTRY = re.compile(r"([a-z0-9.-]+):(\d+(?:\.\d+)?)/(s|min|h)(?::(\d+))?")
+
+
+def valid_public_key(text: str) -> bool:
+    """A base64 DER elliptic-curve public key, as SendGrid shows its verification key."""
+    try:
+        return isinstance(load_der_public_key(base64.b64decode(text)), ec.EllipticCurvePublicKey)
+    except ValueError:  # binascii.Error too
+        return False
 
 
 class ConfigError(ValueError):
@@ -116,6 +128,18 @@ class Settings:
     #: Where `surge bounce-server` listens (the MX of bounce_domain: port 25 in production).
     bounce_server_host: str = "127.0.0.1"
     bounce_server_port: int = 2526
+    #: ESP webhooks (POST /esp/<provider>, see bounces/esp.py); each is off while empty.
+    #: Amazon SES: the SNS topic ARNs whose notifications are accepted, space-separated.
+    ses_topic_arns: str = ""
+    #: Hosts SNS signing certificates and subscription links may come from (a regular
+    #: expression over the host name; AWS's SNS hosts by default).
+    sns_hosts: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    #: Postmark: the "user:password" the webhook URL carries (HTTP basic auth).
+    postmark_webhook_auth: str = ""
+    #: SendGrid: the verification key of the signed event webhook (base64, from SendGrid).
+    sendgrid_webhook_key: str = ""
+    #: Mailgun: the HTTP webhook signing key.
+    mailgun_webhook_key: str = ""
     #: Rates per recipient domain, shared by all workers: "gmail.com:3000/min
     #: yahoo.com:1000/min:200" (DOMAIN:RATE/s|min|h[:BURST]); see delivery/domains.py.
     domain_throttles: str = ""
@@ -144,6 +168,14 @@ class Settings:
                 )
         if not 0 < self.domain_deferral_base_seconds <= 3600:
             raise ConfigError("SURGE_DOMAIN_DEFERRAL_BASE_SECONDS must be 0 to 3600 seconds")
+        try:
+            re.compile(self.sns_hosts)
+        except re.error as exc:
+            raise ConfigError(f"SURGE_SNS_HOSTS is not a regular expression: {exc}") from None
+        if self.postmark_webhook_auth and ":" not in self.postmark_webhook_auth:
+            raise ConfigError("SURGE_POSTMARK_WEBHOOK_AUTH must be user:password")
+        if self.sendgrid_webhook_key and not valid_public_key(self.sendgrid_webhook_key):
+            raise ConfigError("SURGE_SENDGRID_WEBHOOK_KEY is not a base64 EC public key")
         if self.suppress_after_soft_bounces < 1:
             raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
         if self.donations_charge_attempts < 1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,42 +16,19 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from surge.db.embedded import free_port
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, make_message, wait_for
+from tests.helpers import Recorder, make_audience, make_message, recording_smtp, wait_for
 from tests.unit.test_bounces_reports import arf, dsn
 
 DOMAIN = "bounces.test"
 
 
-class Recorder:
-    """Accepts everything; remembers the envelope sender and the message of each recipient."""
-
-    def __init__(self) -> None:
-        self.senders: dict[str, str] = {}
-        self.messages: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.lock:
-            for rcpt in envelope.rcpt_tos:
-                self.senders[rcpt] = str(envelope.mail_from)
-                content = envelope.original_content or b""
-                self.messages[rcpt] = content if isinstance(content, bytes) else content.encode()
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
 def outbound() -> Iterator[Recorder]:
-    recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    recorder.port = controller.port  # type: ignore[attr-defined]
-    yield recorder
-    controller.stop()
+    with recording_smtp() as recorder:
+        yield recorder
 
 
 @pytest.fixture(scope="module")

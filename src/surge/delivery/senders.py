@@ -12,7 +12,9 @@ percent-decoded. Options: ``tls``, ``max_connections`` (connections kept open pe
 second's worth), ``name`` (default: the host), ``from_domain``, ``timeout`` (seconds),
 ``ca_file`` (trust this CA bundle), ``verify=false`` (skip certificate checks: tests only),
 ``idle_timeout`` (seconds an unused connection stays open; default SURGE_SMTP_IDLE_TIMEOUT)
-and ``helo`` (the name said in EHLO; default SURGE_SMTP_HELO_NAME, else ``helo_name``).
+``helo`` (the name said in EHLO; default SURGE_SMTP_HELO_NAME, else ``helo_name``),
+``warmup`` and ``warmup_schedule`` (delivery/warmup) and ``esp`` (ses, postmark, sendgrid
+or mailgun: the provider whose webhooks report this server's bounces; bounces/esp).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from surge.delivery.warmup import DEFAULT_SCHEDULE
 from surge.errors import Invalid
 
 Tls = Literal["none", "starttls", "implicit"]
+#: Email service providers whose bounce and complaint webhooks Surge reads.
+Esp = Literal["ses", "postmark", "sendgrid", "mailgun"]
+ESPS: tuple[Esp, ...] = ("ses", "postmark", "sendgrid", "mailgun")
 FIELD = "smtp_senders"
 _OPTIONS = frozenset(
     {
@@ -44,6 +49,7 @@ _OPTIONS = frozenset(
         "helo",
         "warmup",
         "warmup_schedule",
+        "esp",
     }
     | {"verify"}
 )
@@ -76,6 +82,10 @@ class SenderConfig:
     #: First day of the warm-up (UTC), and the daily caps from then on (see delivery/warmup).
     warmup_start: date | None = None
     warmup_schedule: tuple[int, ...] = DEFAULT_SCHEDULE
+    #: The email service provider behind this server, if any (ses, postmark, sendgrid,
+    #: mailgun): each message then carries the header that provider's bounce and complaint
+    #: webhooks hand back (see bounces/esp.py).
+    esp: Esp | None = None
 
     def __repr__(self) -> str:
         # Never print the password into logs or tracebacks.
@@ -118,7 +128,17 @@ def parse_sender(url: str) -> SenderConfig:
         verify=_flag(url, options.pop("verify", "true")),
         warmup_start=_date(url, options.pop("warmup", None)),
         warmup_schedule=_schedule(url, options.pop("warmup_schedule", None)),
+        esp=_esp(url, options.pop("esp", None)),
     )
+
+
+def _esp(url: str, value: str | None) -> Esp | None:
+    for esp in ESPS:
+        if value == esp:
+            return esp
+    if value is not None:
+        raise Invalid(FIELD, f"{_redact(url)}: esp must be one of {', '.join(ESPS)}")
+    return None
 
 
 def _date(url: str, value: str | None) -> date | None:

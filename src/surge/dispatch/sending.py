@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from surge.bounces.esp import carrier_headers
 from surge.bounces.verp import UNSUBSCRIBE, Verp
 from surge.contacts import service as contacts
 from surge.delivery import warmup
@@ -30,6 +31,7 @@ from surge.delivery.dkim import Signer, sign_all
 from surge.delivery.domains import DomainThrottles, is_deferral
 from surge.delivery.mime import Composer
 from surge.delivery.ratelimit import TokenBucket
+from surge.delivery.senders import Esp
 from surge.delivery.smtp import SenderPool
 from surge.dispatch import store
 from surge.dispatch.store import MessageToSend, Recipient
@@ -72,6 +74,8 @@ class Renderer:
     dkim: tuple[Signer, ...] = ()
     #: Per-delivery addresses (SURGE_BOUNCE_DOMAIN): the mailto: unsubscribe of each message.
     verp: Verp | None = None
+    #: The ESP behind the sender, whose webhooks need the delivery in a header of theirs.
+    esp: Esp | None = None
 
     def render(self, to: Recipient) -> bytes:
         contact_id, first_name, last_name = to.contact_id, to.first_name, to.last_name
@@ -102,6 +106,7 @@ class Renderer:
             unsubscribe_mailto=self.verp.address(self.message_id, contact_id, UNSUBSCRIBE)
             if self.verp
             else None,
+            headers=carrier_headers(self.esp, self.message_id, contact_id) if self.esp else None,
         )
         return sign_all(self.dkim, data) if self.dkim else data
 
@@ -181,6 +186,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         message.track_clicks,
         await ctx.resources.dkim.signers(message.from_email.rpartition("@")[2]),
         ctx.resources.verp,
+        smtp.config.esp,
     )
     domains = ctx.resources.domain_throttles()
     await domains.refresh()
