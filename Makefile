@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install system-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/surge up
 
-test: $(STAMP)
+# Debian packages only the tests need: Postfix, for the end-to-end bounce test (it runs its own
+# instance from a temporary directory). Preseeded as "No configuration" so that installing it
+# neither sets up nor starts a system mail server.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-packages:
+	@test -x /usr/sbin/postfix || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix; }
+
+test: $(STAMP) system-packages
 	$(BIN)/pytest -q tests
 
 lint: $(STAMP)

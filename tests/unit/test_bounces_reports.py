@@ -47,6 +47,55 @@ def arf(feedback: str = "abuse") -> bytes:
     ).encode()
 
 
+def postfix_dsn() -> bytes:
+    """What Postfix 3.7 sends when local(8) finds no such user (tests/integration/
+    test_postfix_bounces.py runs the real thing): per-message X-Postfix fields, an
+    ``X-Postfix`` diagnostic type, and the whole original message quoted back."""
+    return (
+        b"Received: by mta.example.test (Postfix)\r\n\tid CD6872100F4; Tue,  1 Dec 2026 05:28:25"
+        b" +0000 (UTC)\r\n"
+        b"From: Mail Delivery System <MAILER-DAEMON@mta.example.test>\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n"
+        b"To: bounces+abc@bounces.example.org\r\n"
+        b"Auto-Submitted: auto-replied\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status;\r\n"
+        b'\tboundary="C8EBB2100F0.1796102905/mta.example.test"\r\n'
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"Message-Id: <20261201052825.CD6872100F4@mta.example.test>\r\n"
+        b"\r\nThis is a MIME-encapsulated message.\r\n"
+        b"\r\n--C8EBB2100F0.1796102905/mta.example.test\r\n"
+        b"Content-Description: Notification\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"\r\nThis is the mail system at host mta.example.test.\r\n"
+        b'\r\n<gone0@example.test>: unknown user: "gone0"\r\n'
+        b"\r\n--C8EBB2100F0.1796102905/mta.example.test\r\n"
+        b"Content-Description: Delivery report\r\n"
+        b"Content-Type: message/delivery-status\r\n"
+        b"\r\nReporting-MTA: dns; mta.example.test\r\n"
+        b"X-Postfix-Queue-ID: C8EBB2100F0\r\n"
+        b"X-Postfix-Sender: rfc822; bounces+abc@bounces.example.org\r\n"
+        b"Arrival-Date: Tue,  1 Dec 2026 05:28:25 +0000 (UTC)\r\n"
+        b"\r\nFinal-Recipient: rfc822; gone0@example.test\r\n"
+        b"Original-Recipient: rfc822;gone0@example.test\r\n"
+        b"Action: failed\r\n"
+        b"Status: 5.1.1\r\n"
+        b'Diagnostic-Code: X-Postfix; unknown user: "gone0"\r\n'
+        b"\r\n--C8EBB2100F0.1796102905/mta.example.test\r\n"
+        b"Content-Description: Undelivered Message\r\n"
+        b"Content-Type: message/rfc822\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"\r\nReturn-Path: <bounces+abc@bounces.example.org>\r\n"
+        b"From: appeals@charity.example\r\n"
+        b"To: gone0@example.test\r\n"
+        b"Message-ID: <m7.c9@charity.example>\r\n"
+        b"Subject: Hello\r\n"
+        b"\r\nbody\r\n"
+        b"\r\n--C8EBB2100F0.1796102905/mta.example.test--\r\n"
+    )
+
+
 def test_a_verp_address_round_trips_whatever_case_it_comes_back_in() -> None:
     address = VERP.address(2**63 - 1, 42)
     local = address.split("@")[0]
@@ -85,6 +134,13 @@ def test_a_dsn_for_an_unknown_user_is_a_hard_bounce_of_the_quoted_delivery() -> 
     assert report is not None
     assert (report.kind, report.status, report.delivery) == ("hard_bounce", "5.1.1", (7, 9))
     assert "user unknown" in report.detail
+
+
+def test_postfix_own_dsn_for_an_unknown_local_user_is_a_hard_bounce() -> None:
+    report = reports.parse(postfix_dsn())
+    assert report is not None
+    assert (report.kind, report.status, report.delivery) == ("hard_bounce", "5.1.1", (7, 9))
+    assert report.detail == 'X-Postfix; unknown user: "gone0"'
 
 
 def test_a_permanent_failure_not_about_the_address_is_a_soft_bounce() -> None:
