@@ -30,6 +30,8 @@ from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
 from surge.jobs.registry import Registry, Task
+from surge.segments import endpoints as segments_api
+from surge.segments import jobs as segments_jobs
 from surge.suppressions import endpoints as suppressions_api
 from surge.tracking import endpoints as tracking_api
 from surge.webhooks import endpoints as webhooks_api
@@ -70,6 +72,11 @@ DOMAINS: tuple[Domain, ...] = (
         tasks=(contacts_jobs.run_import, contacts_jobs.send_confirmations),
     ),
     Domain("suppressions", suppressions_api.routes),
+    Domain(
+        "segments",
+        segments_api.routes,
+        tasks=(segments_jobs.contact_activity, segments_jobs.prune_activity),
+    ),
     Domain("campaigns", campaigns_api.routes, startup=campaigns_api.startup),
     Domain(
         "dispatch",

@@ -9,7 +9,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
-from surge.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
+from surge.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 T = TypeVar("T")
 
@@ -164,4 +164,13 @@ def check_idempotency_key(value: str | None, *, required: bool) -> str | None:
             IDEMPOTENCY_HEADER,
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
         )
+    return value
+
+
+def path_id(request: Request, name: str) -> int:
+    """The id in path parameter ``name`` (routes match digits only, ``{name:int}``); a number
+    too big to be an id is a 404 like any id that does not exist."""
+    value: int = request.path_params[name]
+    if value > MAX_ID:
+        raise NotFound("no such id")
     return value

@@ -46,6 +46,8 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     track_opens: bool = True
     track_clicks: bool = True
     sender: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    #: Only the members of ``list_ids`` who match this segment, evaluated when sending starts.
+    segment_id: Id | None = None
 
 
 class Progress(msgspec.Struct):
@@ -75,6 +77,7 @@ class Message(msgspec.Struct):
     from_name: str | None
     reply_to: str | None
     list_ids: list[int]
+    segment_id: int | None
     send_at: datetime | None
     track_opens: bool
     track_clicks: bool

@@ -20,6 +20,7 @@ from surge.dispatch import service as dispatch
 from surge.dispatch import templates
 from surge.errors import Invalid, NotFound
 from surge.fields import check_email, check_time
+from surge.segments import service as segments
 
 Conn = AsyncConnection[Any]
 
@@ -76,6 +77,11 @@ async def create_message(
                 await contacts.get_list(conn, org, list_id)
             except NotFound:
                 raise Invalid(f"list_ids[{index}]", f"list {list_id} not found") from None
+        if body.segment_id is not None:
+            try:
+                await segments.get(conn, org, body.segment_id)
+            except NotFound:
+                raise Invalid("segment_id", f"segment {body.segment_id} not found") from None
         values = msgspec.structs.asdict(body)
         values.update(campaign_id=campaign_id, status="scheduled", send_at=send_at)
         values["list_ids"] = sorted(set(body.list_ids))

@@ -11,7 +11,8 @@ from psycopg.rows import class_row, dict_row
 
 CAMPAIGN_COLUMNS = "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at"
 MESSAGE_COLUMNS = (
-    "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, send_at,"
+    "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, segment_id,"
+    " send_at,"
     " track_opens, track_clicks, created_at, started_at, finished_at"
 )
 
@@ -67,9 +68,10 @@ async def insert_message(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "insert into messages (organization_id, campaign_id, subject, html, text_body,"
-        " from_email, from_name, reply_to, list_ids, sender, track_opens, track_clicks,"
-        " send_at, status) values (%(org)s, %(campaign_id)s, %(subject)s, %(html)s, %(text)s,"
-        " %(from_email)s, %(from_name)s, %(reply_to)s, %(list_ids)s, %(sender)s,"
+        " from_email, from_name, reply_to, list_ids, segment_id, sender, track_opens,"
+        " track_clicks, send_at, status) values (%(org)s, %(campaign_id)s, %(subject)s,"
+        " %(html)s, %(text)s, %(from_email)s, %(from_name)s, %(reply_to)s, %(list_ids)s,"
+        " %(segment_id)s, %(sender)s,"
         " %(track_opens)s, %(track_clicks)s, %(send_at)s, %(status)s)"
         f" returning {MESSAGE_COLUMNS}",
         {"org": organization_id, **values},

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from surge.dispatch import service, store
 from surge.dispatch.sending import send_chunk_recipients
 from surge.jobs import JobContext, enqueue, task
+from surge.segments import service as segments
 from surge.webhooks.service import emit
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,12 @@ async def plan(ctx: JobContext) -> None:
             await ctx.complete_in(conn)
             return
         org = message.organization_id
-        total = await store.snapshot_audience(conn, org, message_id, message.list_ids, size)
+        segment = None
+        if message.segment_id is not None:
+            segment = await segments.predicate(conn, org, message.segment_id)
+        total = await store.snapshot_audience(
+            conn, org, message_id, message.list_ids, size, segment
+        )
         chunks = await store.create_chunks(conn, message_id, total, size)
         if chunks == 0:
             await store.finish_message(conn, message_id)

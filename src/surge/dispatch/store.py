@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import args_row, class_row
 
 Conn = AsyncConnection[Any]
@@ -26,6 +26,7 @@ class MessageToPlan:
     status: str
     started_at: datetime | None
     list_ids: list[int]
+    segment_id: int | None
     send_at: datetime | None
 
 
@@ -79,21 +80,25 @@ class FinalStats:
 # The audience snapshot reads list_members and contacts directly: it must be one
 # INSERT … SELECT (a million rows never pass through Python), so it cannot go through the
 # contacts service. Uses list_members' primary key (organization_id, list_id, contact_id).
+# With a segment, the members are narrowed by its predicate over ``contacts c`` (segments/
+# rules.py), still in the same statement. The values are composed in as literals, not sent
+# as parameters: a predicate's literals may hold "%", which parameters would misread.
 SNAPSHOT = """
 insert into deliveries (message_id, contact_id, organization_id, chunk)
-select %(message_id)s, contact_id, %(org)s,
-       ((row_number() over (order by contact_id)) - 1) / %(chunk_size)s
+select {message_id}, contact_id, {org},
+       ((row_number() over (order by contact_id)) - 1) / {chunk_size}
 from (select distinct contact_id from list_members
-      where organization_id = %(org)s and list_id = any(%(list_ids)s)
-        and confirmed_at is not null) audience
+      where organization_id = {org} and list_id = any({list_ids})
+        and confirmed_at is not null{segment}) audience
 on conflict do nothing
 """
+IN_SEGMENT = " and contact_id in (select c.id from contacts c where c.organization_id = {} and {})"
 
 
 async def lock_message(conn: Conn, message_id: int) -> MessageToPlan | None:
     cur = conn.cursor(row_factory=class_row(MessageToPlan))
     await cur.execute(
-        "select id, organization_id, status, started_at, list_ids, send_at"
+        "select id, organization_id, status, started_at, list_ids, segment_id, send_at"
         " from messages where id = %s for update",
         [message_id],
     )
@@ -101,13 +106,26 @@ async def lock_message(conn: Conn, message_id: int) -> MessageToPlan | None:
 
 
 async def snapshot_audience(
-    conn: Conn, org: int, message_id: int, list_ids: list[int], chunk_size: int
+    conn: Conn,
+    org: int,
+    message_id: int,
+    list_ids: list[int],
+    chunk_size: int,
+    segment: sql.Composable | None = None,
 ) -> int:
-    """Insert one queued delivery per distinct audience member; returns how many."""
-    cur = await conn.execute(
-        SNAPSHOT,
-        {"message_id": message_id, "org": org, "list_ids": list_ids, "chunk_size": chunk_size},
+    """Insert one queued delivery per distinct audience member (of ``segment`` too, a
+    predicate over ``contacts c``, if given); returns how many."""
+    narrow: sql.Composable = sql.SQL("")
+    if segment is not None:
+        narrow = sql.SQL(IN_SEGMENT).format(sql.Literal(org), segment)
+    query = sql.SQL(SNAPSHOT).format(
+        message_id=sql.Literal(message_id),
+        org=sql.Literal(org),
+        chunk_size=sql.Literal(chunk_size),
+        list_ids=sql.Literal(list_ids),
+        segment=narrow,
     )
+    cur = await conn.execute(query)
     return cur.rowcount
 
 

@@ -1,0 +1,1 @@
+"""Segments: saved rules over contacts, their activity and donations (see rules.py)."""
