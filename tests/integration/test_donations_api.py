@@ -498,3 +498,38 @@ def test_totals_are_cached_but_never_more_than_two_seconds_stale(
         time.sleep(0.05)
     found = totals(api, campaign_id).json()
     assert (found["donations"], found["percent_of_goal"]) == (1, 25.0)
+
+
+def test_staff_list_donations_in_keyset_pages_with_filters(
+    staff: httpx.Client, donor: httpx.Client, database_url: str
+) -> None:
+    campaign = new_campaign(staff, kind="fundraising", currency="USD")
+    made = [
+        donate(donor, campaign, donation(email=f"lister{i}@example.org")).json()["id"]
+        for i in range(5)
+    ]
+    declined = donate(donor, campaign, donation("tok_declined", email="lister9@example.org"))
+    wait_final(staff, declined.json()["id"])
+    seen: list[int] = []
+    after = None
+    while True:
+        params: dict[str, Any] = {"campaign_id": campaign, "limit": 2}
+        if after:
+            params["after"] = after
+        page = staff.get("/v1/donations", params=params).json()
+        seen += [d["id"] for d in page["data"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [*made, declined.json()["id"]]
+    failed = staff.get("/v1/donations", params={"campaign_id": campaign, "status": "failed"})
+    assert [d["id"] for d in failed.json()["data"]] == [declined.json()["id"]]
+    one = staff.get("/v1/donations", params={"email": "LISTER3@example.org"}).json()["data"]
+    assert [d["id"] for d in one] == [made[3]]
+    bad = staff.get("/v1/donations", params={"status": "lost"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "status"
+    other = create_org(database_url, "Not theirs")
+    them = httpx.Client(
+        base_url=str(staff.base_url), headers={"Authorization": f"Bearer {other['secret_key']}"}
+    )
+    assert them.get("/v1/donations", params={"campaign_id": campaign}).json()["data"] == []

@@ -9,12 +9,12 @@ from starlette.routing import Route
 
 from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
-from surge.api.decode import idempotency_key, read_json
-from surge.api.openapi import ApiRoute
+from surge.api.decode import idempotency_key, query_id, query_int, query_text, read_json
+from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
 from surge.donations import service
-from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
+from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
 
 # The donation form and the totals page run in donors' browsers on the organisation's own
 # site, so these endpoints answer cross-origin requests (there is no cookie to protect).
@@ -70,6 +70,40 @@ async def get_donation(request: Request) -> Response:
     return json_response(donation)
 
 
+async def list_donations(request: Request) -> Response:
+    org = await organization_id(request)
+    size = query_int(request, "limit", DEFAULT_LIMIT, high=service.MAX_PAGE)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_donations(
+            conn,
+            org,
+            after=query_text(request, "after"),
+            limit=size,
+            campaign_id=query_id(request, "campaign_id"),
+            status=query_text(request, "status"),
+            email=query_text(request, "email", max_length=320),
+        )
+    return json_response(page)
+
+
+DEFAULT_LIMIT = 100
+FILTERS = (
+    Param(
+        "campaign_id",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "Only this campaign's",
+    ),
+    Param(
+        "status",
+        "query",
+        {"type": "string", "enum": list(service.STATUSES)},
+        "Only donations in this state",
+    ),
+    Param("email", "query", {"type": "string", "maxLength": 320}, "Only this donor's"),
+)
+
+
 async def campaign_totals(request: Request) -> Response:
     resources = request.app.state.resources
     totals = await service.public_totals(
@@ -92,6 +126,14 @@ routes = [
     ),
     # CORS preflight of the donation form on another origin: not an API operation.
     Route("/v1/campaigns/{campaign_id:int}/donations", donation_preflight, methods=["OPTIONS"]),
+    ApiRoute(
+        "get",
+        "/v1/donations",
+        list_donations,
+        "The organisation's donations, one keyset page at a time, filtered",
+        response=DonationPage,
+        params=(limit(DEFAULT_LIMIT, service.MAX_PAGE), AFTER, *FILTERS),
+    ),
     ApiRoute(
         "get", "/v1/donations/{donation_id:int}", get_donation, "Get a donation", response=Donation
     ),

@@ -60,6 +60,12 @@ class Donation(msgspec.Struct):
     receipt_sent_at: datetime | None
 
 
+class DonationPage(msgspec.Struct):
+    data: list[Donation]
+    #: Cursor of the next page (pass as ``after``); null on the last page.
+    next: str | None
+
+
 class CurrencyTotal(msgspec.Struct):
     currency: str
     raised: int

@@ -19,10 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 from surge.campaigns import service as campaigns
 from surge.donations import currencies, store
 from surge.donations.gateway import ChargeResult
-from surge.donations.schemas import Donation, DonationAccepted, DonationIn, Totals
+from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
 from surge.donations.totals import TotalsCache, build_totals
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import check_email
+from surge.fields import check_email, decode_cursor, encode_cursor
 from surge.jobs import enqueue
 from surge.webhooks.service import emit
 
@@ -133,6 +133,36 @@ async def get_donation(conn: Conn, org: int, donation_id: int) -> Donation:
     if row is None:
         raise NotFound(f"donation {donation_id} not found")
     return msgspec.convert(row, Donation, from_attributes=True)
+
+
+STATUSES = ("pending", "succeeded", "failed", "refunded")
+MAX_PAGE = 1000
+
+
+async def page_donations(
+    conn: Conn,
+    org: int,
+    *,
+    after: str | None,
+    limit: int,
+    campaign_id: int | None = None,
+    status: str | None = None,
+    email: str | None = None,
+) -> DonationPage:
+    """The organisation's donations, one keyset page at a time, optionally filtered."""
+    if status is not None and status not in STATUSES:
+        raise Invalid("status", f"status must be one of {', '.join(STATUSES)}")
+    rows = await store.page_donations(
+        conn,
+        org,
+        decode_cursor(after),
+        limit,
+        campaign_id=campaign_id,
+        status=status,
+        email=email,
+    )
+    data = [msgspec.convert(row, Donation, from_attributes=True) for row in rows]
+    return DonationPage(data, encode_cursor(rows[-1].id) if len(rows) == limit else None)
 
 
 # -- charging --------------------------------------------------------------------------------

@@ -161,6 +161,37 @@ async def get_donation(conn: Conn, org: int, donation_id: int) -> DonationRow | 
     )
 
 
+async def page_donations(
+    conn: Conn,
+    org: int,
+    after: int,
+    limit: int,
+    *,
+    campaign_id: int | None = None,
+    status: str | None = None,
+    email: str | None = None,
+) -> list[DonationRow]:
+    """One keyset page of the organisation's donations, in id order, filtered."""
+    cur = conn.cursor(row_factory=class_row(DonationRow))
+    await cur.execute(
+        f"select {DONATION_COLUMNS} from donations"
+        " where organization_id = %(org)s and id > %(after)s"
+        " and (%(campaign)s::bigint is null or campaign_id = %(campaign)s)"
+        " and (%(status)s::text is null or status = %(status)s)"
+        " and (%(email)s::text is null or lower(email) = lower(%(email)s))"
+        " order by id limit %(limit)s",
+        {
+            "org": org,
+            "after": after,
+            "campaign": campaign_id,
+            "status": status,
+            "email": email,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
 async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge | None:
     """What the charge job needs, with the campaign's name for the charge description."""
     return await _one(
