@@ -9,7 +9,7 @@ from surge.segments import activity, service
 
 @task("segments.activity", queue="default", every=1, max_attempts=3)
 async def contact_activity(ctx: JobContext) -> None:
-    await consumers.run(ctx.pool, activity.CONTACT_ACTIVITY)
+    await consumers.run(ctx.pool, activity.CONTACT_ACTIVITY, limit=activity.BATCH)
 
 
 @task("segments.prune_activity", queue="default", every=86_400, max_attempts=5)

@@ -160,6 +160,12 @@ def predicate(rule: Rule, org: int, today: date) -> sql.Composable:
         ).format(sql.Literal(rule.list_id))
     if isinstance(rule, Status):
         return sql.SQL("c.status = any({})").format(sql.Literal(list(rule.statuses)))
+    if isinstance(rule, DidEvent) and rule.min_count == 1:
+        since = today - timedelta(days=rule.within_days - 1)
+        return sql.SQL(
+            "c.id in (select l.contact_id from contact_last_activity l"
+            " where l.organization_id = {org} and l.type = {type} and l.last_day >= {since})"
+        ).format(org=sql.Literal(org), type=sql.Literal(rule.type), since=sql.Literal(since))
     if isinstance(rule, DidEvent):
         since = today - timedelta(days=rule.within_days - 1)
         return sql.SQL(

@@ -26,6 +26,20 @@ create table contact_activity (
     primary key (organization_id, type, day, contact_id)
 );
 
+-- The last day each contact did each type of thing: "did X in the last N days" (at least
+-- once, the common rule) is a range read of (organization_id, type, last_day), one row per
+-- contact, where the daily rollup would group every day's row of every contact. Kept by the
+-- same consumer; an update happens only when the day moves forward.
+create table contact_last_activity (
+    organization_id bigint not null,
+    type text not null,
+    contact_id bigint not null,
+    last_day date not null,
+    primary key (organization_id, type, contact_id)
+);
+create index contact_last_activity_day_idx
+    on contact_last_activity (organization_id, type, last_day, contact_id);
+
 -- A message's optional segment: its audience is the members of its lists who match. A
 -- segment a message still uses cannot be deleted (409), so a plan never finds it gone.
 alter table messages add column segment_id bigint;
