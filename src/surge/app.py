@@ -30,6 +30,8 @@ from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
 from surge.jobs.registry import Registry, Task
+from surge.journeys import endpoints as journeys_api
+from surge.journeys import jobs as journeys_jobs
 from surge.segments import endpoints as segments_api
 from surge.segments import jobs as segments_jobs
 from surge.suppressions import endpoints as suppressions_api
@@ -81,6 +83,18 @@ DOMAINS: tuple[Domain, ...] = (
     Domain(
         "dispatch",
         tasks=(dispatch_jobs.plan, dispatch_jobs.send_chunk, dispatch_jobs.finalise),
+    ),
+    Domain(
+        "journeys",
+        journeys_api.routes,
+        startup=journeys_api.startup,
+        tasks=(
+            journeys_jobs.run,
+            journeys_jobs.events,
+            journeys_jobs.cursors,
+            journeys_jobs.dates,
+            journeys_jobs.archive,
+        ),
     ),
     Domain("bounces", bounces_api.routes, startup=bounces_api.startup),
     Domain(

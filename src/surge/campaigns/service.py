@@ -8,7 +8,7 @@ the finaliser marks it ``sent``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from psycopg import AsyncConnection
@@ -56,19 +56,7 @@ async def create_message(
 
     ``senders`` are the configured sender names; a message may name one of them.
     """
-    if body.sender is not None and body.sender not in senders:
-        known = ", ".join(sorted(senders))
-        raise Invalid("sender", f"no sender named {body.sender!r}; configured: {known}")
-    if body.html is None and body.text is None:
-        raise Invalid("html", "a message needs an html or a text body")
-    templates.check("subject", body.subject)
-    for field in ("html", "text"):
-        source = getattr(body, field)
-        if source is not None:
-            templates.check(field, source)
-    check_email("from_email", body.from_email)
-    if body.reply_to is not None:
-        check_email("reply_to", body.reply_to)
+    check_content(body, senders)
     send_at = check_time("send_at", body.send_at)
     async with conn.transaction():
         await get_campaign(conn, org, campaign_id)
@@ -88,6 +76,56 @@ async def create_message(
         row = await store.insert_message(conn, org, values)
         await dispatch.schedule(conn, org, row["id"], send_at)
     return msgspec.convert(row, Message)
+
+
+class Content(Protocol):
+    """What a message is made of: a message body, or a journey's send step."""
+
+    subject: str
+    html: str | None
+    text: str | None
+    from_email: str
+    reply_to: str | None
+    sender: str | None
+
+
+def check_content(body: Content, senders: frozenset[str], prefix: str = "") -> None:
+    """Templates, addresses and sender of a message; Invalid names ``prefix`` + the field."""
+    if body.sender is not None and body.sender not in senders:
+        known = ", ".join(sorted(senders))
+        raise Invalid(prefix + "sender", f"no sender named {body.sender!r}; configured: {known}")
+    if body.html is None and body.text is None:
+        raise Invalid(prefix + "html", "a message needs an html or a text body")
+    for field in ("subject", "html", "text"):
+        source = getattr(body, field)
+        try:
+            if source is not None:
+                templates.check(field, source)  # the field picks the escaping
+        except Invalid as exc:
+            raise Invalid(prefix + field, exc.message) from None
+    check_email(prefix + "from_email", body.from_email)
+    if body.reply_to is not None:
+        check_email(prefix + "reply_to", body.reply_to)
+
+
+async def create_open_message(
+    conn: Conn, org: int, campaign_id: int, values: dict[str, Any]
+) -> int:
+    """A message of the campaign with no audience of its own, open-ended and sending: a
+    journey appends recipients to it (``dispatch.service.append``). ``values`` are checked
+    already (``check_content``): subject, html, text, from_email, from_name, reply_to,
+    sender, track_opens, track_clicks. NotFound if the campaign is gone."""
+    await get_campaign(conn, org, campaign_id)
+    values = values | {
+        "campaign_id": campaign_id,
+        "status": "draft",
+        "send_at": None,
+        "list_ids": [],
+        "segment_id": None,
+    }
+    row = await store.insert_message(conn, org, values)
+    await dispatch.open_message(conn, row["id"])
+    return int(row["id"])
 
 
 async def get_message(conn: Conn, org: int, message_id: int) -> Message:

@@ -5,7 +5,8 @@ with the row that records it, so a migration is either wholly applied or not at 
 The lock is ``pg_advisory_xact_lock`` (released at commit, never held by a session),
 so two processes migrating at once simply take turns and the second finds nothing to do.
 A file whose first line is ``-- surge:no-transaction`` runs outside a transaction, for
-``CREATE INDEX CONCURRENTLY`` on big tables; it must be written to be re-runnable.
+``CREATE INDEX CONCURRENTLY`` on big tables, one statement at a time (each ends a line with
+``;``); it must be written to be re-runnable.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ def available() -> list[Migration]:
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"two migrations share a number: {versions}")
+    return found
+
+
+def statements(text: str) -> list[str]:
+    """The statements of a no-transaction file: split where a line ends with ``;``."""
+    found, current = [], []
+    for line in text.splitlines():
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            found.append("\n".join(current))
+            current = []
+    rest = "\n".join(current)
+    if any(line.strip() and not line.strip().startswith("--") for line in current):
+        found.append(rest)
     return found
 
 
@@ -91,7 +106,9 @@ async def _apply_one(conn: AsyncConnection, migration: Migration) -> bool:
         # Concurrent index builds cannot run in a transaction; the file is re-runnable.
         if migration.version in await applied_versions(conn):
             return False
-        await conn.execute(migration.sql.encode())
+        # One statement at a time: several in one query would run as one transaction.
+        for statement in statements(migration.sql):
+            await conn.execute(statement.encode())
         await conn.execute(
             "insert into schema_migrations (version, name) values (%s, %s) on conflict do nothing",
             [migration.version, migration.name],

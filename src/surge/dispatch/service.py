@@ -98,3 +98,47 @@ async def retry_chunk(
         run_at=datetime.now(UTC) + timedelta(seconds=delay),
         organization_id=org,
     )
+
+
+# -- open-ended messages: a journey's send step appends recipients as they reach it --------
+
+
+async def open_message(conn: Conn, message_id: int) -> None:
+    """Make a new draft message open-ended: sending, with recipients appended by ``append``
+    and never finalised (marked sent) until ``close_message``."""
+    await store.open_message(conn, message_id)
+
+
+async def append(
+    conn: Conn, org: int, message_id: int, contact_ids: list[int], chunk_size: int
+) -> int:
+    """Queue ``contact_ids`` (those not yet recipients) in new chunks of an open-ended
+    message and enqueue their send_chunk jobs, in the caller's transaction; returns how many
+    were queued. Count them with ``add_to_total`` as the transaction's last write."""
+    chunks = await store.append_deliveries(conn, org, message_id, contact_ids, chunk_size)
+    if chunks:
+        await enqueue_chunks(conn, org, message_id, sorted(chunks))
+    return sum(chunks.values())
+
+
+async def add_to_total(conn: Conn, message_id: int, n: int) -> None:
+    """Add ``n`` appended recipients to the message's progress (message_stats.total)."""
+    if n:
+        await store.add_to_total(conn, message_id, n)
+
+
+async def close_message(conn: Conn, org: int, message_id: int) -> None:
+    """No more recipients: the message is marked sent once its last chunk is done (now, if
+    none is left), as any other message."""
+    await store.close_message(conn, message_id)
+    # The same serialisation as send_chunk's last-chunk check: exactly one finalise.
+    await store.lock_stats(conn, message_id)
+    if await store.unfinished_chunks(conn, message_id) == 0:
+        await enqueue(
+            conn,
+            "dispatch.finalise",
+            {"message_id": message_id},
+            queue=QUEUE,
+            organization_id=org,
+            unique_key=f"dispatch.finalise:{message_id}",
+        )

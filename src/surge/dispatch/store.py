@@ -278,13 +278,77 @@ async def set_status(conn: Conn, message_id: int, status: str, *, finished: bool
 
 
 async def finish_message(conn: Conn, message_id: int) -> bool:
-    """Mark a sending message sent; False if it is not sending (paused, cancelled, done)."""
+    """Mark a sending message sent; False if it is not sending (paused, cancelled, done) or
+    still open-ended (a journey may append recipients to it)."""
     cur = await conn.execute(
         "update messages set status = 'sent', finished_at = now()"
-        " where id = %s and status = 'sending'",
+        " where id = %s and status = 'sending' and not open_ended",
         [message_id],
     )
     return cur.rowcount == 1
+
+
+# -- open-ended messages (a journey's send step) ------------------------------------------
+
+
+async def open_message(conn: Conn, message_id: int) -> None:
+    """A new draft message becomes open-ended and sending, with no recipients yet."""
+    await conn.execute(
+        "update messages set status = 'sending', started_at = now(), chunks_total = 0,"
+        " open_ended = true where id = %s and status = 'draft'",
+        [message_id],
+    )
+
+
+# Chunk numbers come from a sequence, not messages.chunks_total, so that appending takes no
+# lock on the message row. Existing deliveries (message, contact) are left as they are.
+APPEND = """
+with added as (
+    insert into deliveries (message_id, contact_id, organization_id, chunk)
+    select %(m)s, v.contact_id, %(org)s, v.chunk
+    from unnest(%(ids)s::bigint[], %(chunks)s::integer[]) as v(contact_id, chunk)
+    on conflict do nothing
+    returning chunk
+)
+insert into dispatch_chunks (message_id, chunk, recipients)
+select %(m)s, chunk, count(*) from added group by chunk
+returning chunk, recipients
+"""
+
+
+async def append_deliveries(
+    conn: Conn, org: int, message_id: int, contact_ids: list[int], chunk_size: int
+) -> dict[int, int]:
+    """Queue deliveries of an open-ended message in new chunks; returns chunk → recipients."""
+    if not contact_ids:
+        return {}
+    count = (len(contact_ids) + chunk_size - 1) // chunk_size
+    cur = await conn.execute(
+        "select nextval('open_message_chunks') from generate_series(1, %s)", [count]
+    )
+    numbers = [int(r[0]) for r in await cur.fetchall()]
+    chunks = [numbers[i // chunk_size] for i in range(len(contact_ids))]
+    cur = await conn.execute(
+        APPEND, {"m": message_id, "org": org, "ids": contact_ids, "chunks": chunks}
+    )
+    return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
+async def add_to_total(conn: Conn, message_id: int, n: int) -> None:
+    """Count appended recipients in the progress rollup (a caller's last write: it locks
+    the row that every chunk's outcomes also update)."""
+    await conn.execute(
+        "update message_stats set total = total + %s where message_id = %s", [n, message_id]
+    )
+
+
+async def close_message(conn: Conn, message_id: int) -> None:
+    await conn.execute("update messages set open_ended = false where id = %s", [message_id])
+
+
+async def lock_stats(conn: Conn, message_id: int) -> None:
+    """Hold the message's rollup row: "is any chunk left?" answered once at a time."""
+    await conn.execute("select 1 from message_stats where message_id = %s for update", [message_id])
 
 
 async def count_bounces(conn: Conn, message_id: int, n: int) -> None:

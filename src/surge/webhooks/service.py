@@ -186,6 +186,7 @@ EVENT_TYPES = frozenset(
         "event.received",
         "import.completed",
         "import.failed",
+        "journey.step",
         "message.completed",
     }
 )
