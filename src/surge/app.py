@@ -26,6 +26,8 @@ from surge.contacts import jobs as contacts_jobs
 from surge.dispatch import jobs as dispatch_jobs
 from surge.donations import endpoints as donations_api
 from surge.donations import jobs as donations_jobs
+from surge.exports import endpoints as exports_api
+from surge.exports import jobs as exports_jobs
 from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
@@ -109,6 +111,12 @@ DOMAINS: tuple[Domain, ...] = (
         donations_api.routes,
         startup=donations_api.startup,
         tasks=(donations_jobs.charge, donations_jobs.receipt),
+    ),
+    Domain(
+        "exports",
+        exports_api.routes,
+        startup=exports_api.startup,
+        tasks=(exports_jobs.run_export, exports_jobs.expire),
     ),
 )
 

@@ -27,6 +27,7 @@ def _register() -> None:
     from surge.db.cli import migrate_command
     from surge.delivery.cli import smtp_sink_command
     from surge.delivery.dkim_cli import dkim_group
+    from surge.exports.cli import export_group
     from surge.ingest.cli import events_group
     from surge.jobs.cli import jobs_group, worker_command
     from surge.orgs.cli import org_group
@@ -39,6 +40,7 @@ def _register() -> None:
         bounce_server_command,
         dkim_group,
         events_group,
+        export_group,
         import_group,
         jobs_group,
         migrate_command,

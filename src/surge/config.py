@@ -105,6 +105,8 @@ class Settings:
     ingest_burst: float = 40_000
     #: Days of events kept in the day-partitioned events table.
     events_retention_days: int = 30
+    #: Days a finished CSV export can be downloaded; then its file is deleted.
+    exports_retention_days: int = 7
     #: Donation requests one API process serves at once; more get 503 with Retry-After.
     donations_max_in_flight: int = 32
     #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
@@ -178,6 +180,8 @@ class Settings:
             raise ConfigError("SURGE_SENDGRID_WEBHOOK_KEY is not a base64 EC public key")
         if self.suppress_after_soft_bounces < 1:
             raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
+        if self.exports_retention_days < 1:
+            raise ConfigError("SURGE_EXPORTS_RETENTION_DAYS must be at least 1")
         if self.donations_charge_attempts < 1:
             raise ConfigError("SURGE_DONATIONS_CHARGE_ATTEMPTS must be at least 1")
         try:

@@ -184,6 +184,8 @@ EVENT_TYPES = frozenset(
         "donation.failed",
         "donation.succeeded",
         "event.received",
+        "export.completed",
+        "export.failed",
         "import.completed",
         "import.failed",
         "journey.step",

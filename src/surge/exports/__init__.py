@@ -1,0 +1,1 @@
+"""CSV exports of contacts, deliveries, donations and events (see docs/exports.md)."""
