@@ -40,6 +40,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/surge bench jobs --jobs 100000 --json
 	$(BIN)/surge bench import --rows 1000000 --json
+	$(BIN)/surge bench export --rows 1000000 --json
 	$(BIN)/surge bench dispatch --recipients 1000000 --baseline-recipients 20000 --dkim-recipients 100000 --json
 	$(BIN)/surge bench ingest --json
 	$(BIN)/surge bench giving-day --json

@@ -122,16 +122,25 @@ class Gzipper:
         return piece
 
 
-def pieces(rows: Iterable[Buffer], stop: threading.Event | None = None) -> Iterator[Piece]:
-    """The gzip pieces of a CSV given row by row (the first row is the header)."""
-    gz = Gzipper()
+def pieces(
+    rows: Iterable[Buffer],
+    stop: threading.Event | None = None,
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
+    feed_bytes: int = FEED_BYTES,
+) -> Iterator[Piece]:
+    """The gzip pieces of a CSV given row by row (the first row is the header).
+
+    ``stop``, once set, ends the pieces early (checked every ``feed_bytes`` of rows).
+    """
+    gz = Gzipper(chunk_bytes)
     batch: list[Buffer] = []
     batched = lines = size = seq = 0
     for row in rows:
         batch.append(row)
         batched += len(row)
         lines += 1
-        if batched >= FEED_BYTES:
+        if batched >= feed_bytes:
             if stop is not None and stop.is_set():
                 return
             size += batched
