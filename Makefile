@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/surge bench dispatch --recipients 1000000 --baseline-recipients 20000 --dkim-recipients 100000 --json
 	$(BIN)/surge bench ingest --json
 	$(BIN)/surge bench giving-day --json
+	$(BIN)/surge bench journeys --contacts 100000 --json
 
 clean:
 	rm -rf $(VENV) .surge .pytest_cache .mypy_cache .ruff_cache

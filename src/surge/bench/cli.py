@@ -17,6 +17,7 @@ def _register() -> None:
     from surge.bench.imports import import_command
     from surge.bench.ingest import ingest_command
     from surge.bench.jobs import jobs_command
+    from surge.bench.journeys import journeys_command
     from surge.bench.segments import segments_command
 
     bench_group.add_command(dispatch_command)
@@ -25,6 +26,7 @@ def _register() -> None:
     bench_group.add_command(import_command)
     bench_group.add_command(ingest_command)
     bench_group.add_command(jobs_command)
+    bench_group.add_command(journeys_command)
     bench_group.add_command(segments_command)
 
 
