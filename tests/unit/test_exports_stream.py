@@ -46,6 +46,18 @@ def test_a_big_csv_is_cut_into_pieces_of_about_the_chunk_size() -> None:
     assert out[-1].rows == 99_999
 
 
+def test_progress_without_data_comes_between_pieces_when_asked() -> None:
+    rows = [b"header\n"] + [b"same row\n"] * 5000
+    out = list(pieces(iter(rows), progress_seconds=0.0))
+    progress = [p for p in out if not p.data]
+    assert len(progress) == 4  # every 1,024 rows, since no piece filled in between
+    assert [p.rows for p in progress] == [1023, 2047, 3071, 4095]
+    assert all(p.seq == 0 for p in progress)
+    stored = [p for p in out if p.data]
+    assert gzip.decompress(b"".join(p.data for p in stored)) == b"".join(rows)
+    assert stored[-1].rows == 5000
+
+
 def test_a_set_stop_ends_the_pieces_early() -> None:
     stop = threading.Event()
     produced = 0

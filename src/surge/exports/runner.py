@@ -134,6 +134,9 @@ async def _write(
                     await store.set_total(conn, org, export_id, item.rows)
                     continue
                 assert isinstance(item, Piece)
+                if not item.data:
+                    await store.set_progress(conn, org, export_id, item.rows, item.size)
+                    continue
                 compressed += len(item.data)
                 await store.add_piece(
                     conn, org, export_id, item.seq, item.data, item.rows, item.size, compressed

@@ -152,6 +152,14 @@ async def set_total(conn: Conn, org: int, export_id: int, rows: int) -> None:
     )
 
 
+async def set_progress(conn: Conn, org: int, export_id: int, rows: int, size: int) -> None:
+    await conn.execute(
+        "update exports set rows_written = %s, size_bytes = %s"
+        " where organization_id = %s and id = %s",
+        [rows, size, org, export_id],
+    )
+
+
 async def add_piece(
     conn: Conn,
     org: int,

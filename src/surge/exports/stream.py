@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import zlib
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ FEED_BYTES = 256 * 1024
 GZIP_LEVEL = 1
 #: wbits for a gzip (RFC 1952) stream rather than a bare zlib one.
 GZIP_WBITS = 31
+#: Seconds between progress updates when no piece fills in that time.
+PROGRESS_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,8 @@ class Counted:
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """One stored piece of the gzip stream, and the totals once it is written."""
+    """One stored piece of the gzip stream, and the totals once it is written (no data:
+    only the totals so far)."""
 
     seq: int
     data: bytes
@@ -128,18 +132,28 @@ def pieces(
     *,
     chunk_bytes: int = CHUNK_BYTES,
     feed_bytes: int = FEED_BYTES,
+    progress_seconds: float | None = None,
 ) -> Iterator[Piece]:
     """The gzip pieces of a CSV given row by row (the first row is the header).
 
-    ``stop``, once set, ends the pieces early (checked every ``feed_bytes`` of rows).
+    ``stop``, once set, ends the pieces early (checked every ``feed_bytes`` of rows). With
+    ``progress_seconds``, a piece without data (``seq`` of the next one) carries the totals
+    when that long passed without a piece: rows that compress well, or come slowly from a
+    filtering scan, still show progress.
     """
     gz = Gzipper(chunk_bytes)
     batch: list[Buffer] = []
     batched = lines = size = seq = 0
+    shown = time.monotonic()
     for row in rows:
         batch.append(row)
         batched += len(row)
         lines += 1
+        if progress_seconds is not None and not lines & 1023:
+            now = time.monotonic()
+            if now - shown >= progress_seconds:
+                shown = now
+                yield Piece(seq, b"", lines - 1, size + batched)
         if batched >= feed_bytes:
             if stop is not None and stop.is_set():
                 return
@@ -149,6 +163,7 @@ def pieces(
             if piece is not None:
                 yield Piece(seq, piece, max(lines - 1, 0), size)
                 seq += 1
+                shown = time.monotonic()
     size += batched
     tail = gz.write(b"".join(batch)) or b""
     # The last piece is never empty: it carries at least the gzip trailer.
@@ -164,7 +179,7 @@ def produce(
     """A whole export on its own connection: its count, then its pieces in order."""
     with connect(conninfo) as conn, snapshot(conn):
         yield Counted(count(conn, count_sql))
-        yield from pieces(copy_rows(conn, copy_sql), stop)
+        yield from pieces(copy_rows(conn, copy_sql), stop, progress_seconds=PROGRESS_SECONDS)
 
 
 async def in_thread(
