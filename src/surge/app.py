@@ -68,7 +68,13 @@ DOMAINS: tuple[Domain, ...] = (
         fast_routes=ingest_api.fast_routes,
         startup=ingest_api.startup,
         shutdown=ingest_api.shutdown,
-        tasks=(ingest_jobs.event_counts, ingest_jobs.webhooks, ingest_jobs.partitions),
+        tasks=(
+            ingest_jobs.event_counts,
+            ingest_jobs.webhooks,
+            ingest_jobs.profiles,
+            ingest_jobs.partitions,
+            ingest_jobs.message_ids,
+        ),
     ),
     Domain(
         "contacts",

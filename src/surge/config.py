@@ -103,6 +103,11 @@ class Settings:
     #: Events per second per key, per API process (0: no limit), and the burst allowed.
     ingest_rate: float = 20_000
     ingest_burst: float = 40_000
+    #: Seconds a messageId is remembered per organisation: a resend within them is answered
+    #: as accepted and not stored again (0: no de-duplication).
+    ingest_dedupe_window_seconds: float = 24 * 3600
+    #: Largest single event (a Segment message, or the properties of an event): over it, 400.
+    ingest_max_event_bytes: int = 32 * 1024
     #: Days of events kept in the day-partitioned events table.
     events_retention_days: int = 30
     #: Days a finished CSV export can be downloaded; then its file is deleted.
@@ -188,6 +193,12 @@ class Settings:
             parse_steps(self.webhook_retry_schedule, "SURGE_WEBHOOK_RETRY_SCHEDULE")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if not 0 <= self.ingest_dedupe_window_seconds <= 366 * 24 * 3600:
+            raise ConfigError("SURGE_INGEST_DEDUPE_WINDOW_SECONDS must be 0 to 31622400 (a year)")
+        if not 1024 <= self.ingest_max_event_bytes <= self.max_body_bytes:
+            raise ConfigError(
+                "SURGE_INGEST_MAX_EVENT_BYTES must be from 1024 to SURGE_MAX_BODY_BYTES"
+            )
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 

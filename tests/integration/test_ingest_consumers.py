@@ -39,7 +39,9 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
 
 
 def rows(org_id: int, n: int, type_: str = "app.click") -> list[Row]:
-    return [(org_id, type_, None, None, None, f'{{"n": {i}}}', T0) for i in range(n)]
+    return [
+        (org_id, type_, None, None, None, f'{{"n": {i}}}', T0, None, None, None) for i in range(n)
+    ]
 
 
 async def write(pool: AsyncConnectionPool, batch: list[Row]) -> None:

@@ -135,9 +135,11 @@ def test_hostile_segment_messages_never_5xx_and_2xx_reads_back(
 ) -> None:
     event_type = counter.next()
     stamp = "" if when is None else f',"timestamp":"{when}"'
+    # Hostile, but unique to the example: a messageId seen before would be a duplicate.
+    message_id = f'"{event_type}-{user[1:]}'
     message = (
         f'{{"type":"track","event":"{event_type}","userId":{user},'
-        f'"messageId":{user}{stamp},"properties":{{"v":{props}}}}}'
+        f'"messageId":{message_id}{stamp},"properties":{{"v":{props}}}}}'
     )
     if batch:
         res = http.post("/v1/batch", content=f'{{"batch":[{message}]}}'.encode())

@@ -53,7 +53,7 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
 
 
 def rows(org_id: int, n: int, type_: str = "app.good", payload: str = '{"ok": true}') -> list[Row]:
-    return [(org_id, type_, None, None, None, payload, T0) for _ in range(n)]
+    return [(org_id, type_, None, None, None, payload, T0, None, None, None) for _ in range(n)]
 
 
 async def scalar(pool: AsyncConnectionPool, query: str, *params: Any) -> Any:

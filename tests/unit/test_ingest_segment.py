@@ -26,7 +26,7 @@ def rows(body: object, who: Principal = PK) -> list[service.Row]:
 
 def test_a_single_event_and_a_batch_give_the_same_rows() -> None:
     event = {"type": "a.b", "contact_email": "X@Y.org", "campaign_id": 2, "properties": {"k": 1}}
-    expected = [(7, "a.b", 2, None, "x@y.org", '{"k":1}', NOW)]
+    expected = [(7, "a.b", 2, None, "x@y.org", '{"k":1}', NOW, None, None, None)]
     assert rows(event) == expected
     assert rows({"events": [event]}) == expected
 
@@ -89,7 +89,7 @@ def test_segment_batch_errors_name_the_message_and_keep_the_others() -> None:
     body = b'{"batch":[{"type":"track","timestamp":"soon"}]}'
     assert rejected_fields(body) == [(0, "invalid", "batch[0].timestamp")]
     big = b'{"batch":[{"type":"track","event":"x","p":"' + b"a" * 40_000 + b'"}]}'
-    assert rejected_fields(big) == [(0, "payload_too_large", "batch[0]")]
+    assert rejected_fields(big) == [(0, "event_too_large", "batch[0]")]
 
 
 def test_a_body_that_is_not_a_batch_is_invalid() -> None:

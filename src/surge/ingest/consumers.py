@@ -36,7 +36,7 @@ import prometheus_client
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from surge.ingest import service, store
+from surge.ingest import profiles, service, store
 from surge.ingest.store import Conn, Event
 from surge.observability.metrics import REGISTRY
 from surge.webhooks.service import emit
@@ -70,8 +70,9 @@ class Consumer:
     handle: Handler
     #: Route families (service.route) this consumer wants; None means every event.
     routes: frozenset[str] | None = None
-    #: Whether the handler reads ``payload`` (None in its events otherwise).
-    payload: bool = True
+    #: Which events' ``payload`` the handler reads (None in the others): a key of
+    #: ``store.PAYLOADS`` (``all``, ``none``, ``identity``); True is ``all``, False ``none``.
+    payload: bool | str = True
 
     def wants(self, event: Event) -> bool:
         return self.routes is None or service.route(event.type) in self.routes
@@ -187,6 +188,9 @@ def _webhook_data(event: Event) -> dict[str, Any]:
         "campaign_id": event.campaign_id,
         # The stored JSON as is: no decode and re-encode, and no number it cannot hold.
         "properties": msgspec.Raw(event.payload),
+        "message_id": event.message_id,
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
     }
 
 
@@ -200,4 +204,5 @@ async def emit_webhooks(conn: Conn, events: list[Event]) -> None:
 
 EVENT_COUNTS = Consumer("event_counts", count_events, payload=False)
 WEBHOOKS = Consumer("webhooks", emit_webhooks, frozenset({"custom"}))
-CONSUMERS = (EVENT_COUNTS, WEBHOOKS)
+PROFILES = Consumer("profiles", profiles.handle, payload="identity")
+CONSUMERS = (EVENT_COUNTS, WEBHOOKS, PROFILES)

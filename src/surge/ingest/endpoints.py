@@ -1,4 +1,5 @@
-"""Event intake: ``POST /v1/events`` and Segment's ``/v1/track``, ``/v1/identify``, ``/v1/batch``.
+"""Event intake: ``POST /v1/events``, and Segment's ``/v1/batch`` and per-call routes
+(``track``, ``identify``, ``page``, ``screen``, ``group``, ``alias``).
 
 A request is authenticated (publishable or secret key, as a Bearer token or as the basic-auth
 user the way Segment's libraries send their write key), decoded, charged to its key's rate
@@ -15,23 +16,31 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from surge.api.auth import principal
-from surge.api.decode import read_limited
+from surge.api.auth import organization_id, principal
+from surge.api.decode import query_text, read_limited
 from surge.api.errors import error_body
-from surge.api.openapi import ApiRoute
+from surge.api.openapi import ApiRoute, Param
+from surge.api.responses import json_response
 from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
-from surge.errors import Unauthorized
-from surge.ingest import service, store
+from surge.errors import Invalid, Unauthorized
+from surge.ingest import profiles, service, store, writer
 from surge.ingest.ratelimit import KeyBuckets
 from surge.ingest.schemas import (
+    MAX_ID_CHARS,
     Accepted,
     EventsIn,
+    Profile,
     SegmentAccepted,
+    SegmentAlias,
     SegmentBatchAccepted,
     SegmentBatchIn,
+    SegmentGroup,
     SegmentIdentify,
+    SegmentPage,
+    SegmentScreen,
     SegmentTrack,
     decode,
 )
@@ -45,10 +54,12 @@ _encode = msgspec.json.Encoder().encode
 
 
 async def startup(app: Starlette) -> None:
-    async def flush(conn: Any, rows: Sequence[store.Row]) -> None:
-        await store.copy_events(conn, rows)
-
     settings = app.state.settings
+    window = settings.ingest_dedupe_window_seconds
+
+    async def flush(conn: Any, rows: Sequence[store.Row]) -> None:
+        await writer.write_events(conn, rows, window)
+
     app.state.events = GroupCommitWriter(
         app.state.pool,
         flush,
@@ -56,7 +67,7 @@ async def startup(app: Starlette) -> None:
         max_batch=settings.ingest_max_batch,
         max_backlog=settings.ingest_max_backlog,
         name="events",
-        transaction=False,  # one COPY: atomic by itself
+        transaction=False,  # one COPY, or its own transaction with the messageId claims
         write_timeout=settings.ingest_write_timeout,
     )
     app.state.events.start()
@@ -93,7 +104,8 @@ async def caller(scope: Scope, authorization: str) -> Principal:
     return found
 
 
-Parse = Callable[[bytes, Principal, datetime], service.Parsed]
+#: (body, caller, time received, largest event in bytes) → the rows and refused messages.
+Parse = Callable[[bytes, Principal, datetime, int], service.Parsed]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -119,7 +131,7 @@ class Intake:
         encoding = headers.get(b"content-encoding")
         if encoding:
             body = inflate(body, encoding.decode("latin-1"), limit)
-        parsed = self.parse(body, who, service.now())
+        parsed = self.parse(body, who, service.now(), state.settings.ingest_max_event_bytes)
         status, content, extra = await _store(state, who, parsed.rows)
         if status is None:
             status, content, extra = self.status, self.answer(parsed), []
@@ -167,15 +179,15 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
-def _events(body: bytes, who: Principal, now: datetime) -> service.Parsed:
+def _events(body: bytes, who: Principal, now: datetime, limit: int) -> service.Parsed:
     # All or nothing: a 400 names the bad event and nothing is stored, so a client that
     # retries or fixes the request never stores an event twice (see docs/ingest.md).
-    return service.Parsed(service.event_rows(decode(body, EventsIn), who, now), [])
+    return service.Parsed(service.event_rows(decode(body, EventsIn), who, now, limit), [])
 
 
 def _segment(kind: str) -> Parse:
-    def parse(body: bytes, who: Principal, now: datetime) -> service.Parsed:
-        return service.Parsed(service.segment_rows(kind, [(body, "")], who, now), [])
+    def parse(body: bytes, who: Principal, now: datetime, limit: int) -> service.Parsed:
+        return service.Parsed(service.segment_rows(kind, [(body, "")], who, now, limit), [])
 
     return parse
 
@@ -192,7 +204,25 @@ def _batch_answer(parsed: service.Parsed) -> SegmentBatchAccepted:
     return SegmentBatchAccepted(True, len(parsed.rows), parsed.rejected)
 
 
-routes = [
+async def get_profile(request: Request) -> Response:
+    org = await organization_id(request)
+    id = query_text(request, "id", MAX_ID_CHARS)
+    if not id:
+        raise Invalid("id", "give a userId, anonymousId or alias: ?id=")
+    async with request.app.state.pool.connection() as conn:
+        found = await profiles.find(conn, org, id)
+    return json_response(found)
+
+
+PROFILE_ID = Param(
+    "id",
+    "query",
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+    "A userId, an anonymousId, or any id merged into the profile",
+    required=True,
+)
+
+intake_routes = [
     ApiRoute(
         "post",
         "/v1/events",
@@ -213,7 +243,14 @@ routes = [
             response=SegmentAccepted,
             auth="publishable",
         )
-        for kind, call in (("track", SegmentTrack), ("identify", SegmentIdentify))
+        for kind, call in (
+            ("track", SegmentTrack),
+            ("identify", SegmentIdentify),
+            ("page", SegmentPage),
+            ("screen", SegmentScreen),
+            ("group", SegmentGroup),
+            ("alias", SegmentAlias),
+        )
     ),
     ApiRoute(
         "post",
@@ -225,5 +262,16 @@ routes = [
         auth="publishable",
     ),
 ]
+routes = [
+    *intake_routes,
+    ApiRoute(
+        "get",
+        "/v1/profile",
+        get_profile,
+        "The profile of a Segment userId or anonymousId, aliases resolved (secret key)",
+        response=Profile,
+        params=(PROFILE_ID,),
+    ),
+]
 #: Served by the API's fast path (api/fast.py): no router, no Starlette middleware.
-fast_routes = routes
+fast_routes = intake_routes

@@ -43,6 +43,12 @@ def _empty_object() -> Raw:
     return Raw(b"{}")
 
 
+#: An id a client gives (a messageId, userId, anonymousId, groupId): stored and compared as
+#: text, so bounded (a key of the de-duplication and profile indexes) and without NUL.
+MAX_ID_CHARS = 512
+ClientId = Annotated[str, Meta(max_length=MAX_ID_CHARS, pattern=r"^[^\x00]*$")]
+
+
 class EventIn(Struct, forbid_unknown_fields=True):
     """One event of ``POST /v1/events``."""
 
@@ -51,8 +57,11 @@ class EventIn(Struct, forbid_unknown_fields=True):
     contact_email: Email | None = None
     contact_id: Id | None = None
     campaign_id: Id | None = None
-    #: Any JSON object, stored as sent (at most 32 KiB).
+    #: Any JSON object, stored as sent (at most ``ingest_max_event_bytes``, 32 KiB).
     properties: Raw = field(default_factory=_empty_object)
+    #: Your id for the event: a resend with the same id within the de-duplication window
+    #: is acknowledged again and not stored twice.
+    message_id: ClientId | None = None
 
 
 class EventsIn(Struct, forbid_unknown_fields=True):
@@ -65,6 +74,7 @@ class EventsIn(Struct, forbid_unknown_fields=True):
     contact_id: Id | None = None
     campaign_id: Id | None = None
     properties: Raw = field(default_factory=_empty_object)
+    message_id: ClientId | None = None
 
 
 class Accepted(Struct):
@@ -113,13 +123,18 @@ class SegmentContext(Struct):
 class SegmentMessage(Struct, rename="camel"):
     """The fields of a Segment message Surge reads; every other field is kept in the payload.
 
-    Segment's spec lets clients send many more (context, integrations, messageId, anonymousId,
-    sentAt…); they are tolerated, not decoded.
+    Segment's spec lets clients send many more (context, integrations, name, category…);
+    they are tolerated, not decoded. Ids may be strings or integers (some SDKs send numeric
+    user ids); anything else in them is refused, naming the field.
     """
 
     type: str | None = None
     event: str | None = None
     user_id: str | int | None = None
+    anonymous_id: str | int | None = None
+    message_id: str | int | None = None
+    previous_id: str | int | None = None
+    group_id: str | int | None = None
     timestamp: datetime | None = None
     sent_at: datetime | None = None
     properties: HasEmail | None = None
@@ -168,6 +183,32 @@ class SegmentIdentify(SegmentCommon, kw_only=True):
     traits: JsonObject | None = None
 
 
+class SegmentPage(SegmentCommon, kw_only=True):
+    """``POST /v1/page`` (and ``/v1/screen``, as ``SegmentScreen``): stored as a ``page`` event."""
+
+    name: str | None = None
+    category: str | None = None
+    properties: JsonObject | None = None
+
+
+class SegmentScreen(SegmentPage, kw_only=True):
+    """``POST /v1/screen``: a mobile app's page view, stored as a ``screen`` event."""
+
+
+class SegmentGroup(SegmentCommon, kw_only=True):
+    """``POST /v1/group``: the caller's user belongs to group ``groupId`` (traits: the group's)."""
+
+    group_id: str
+    traits: JsonObject | None = None
+
+
+class SegmentAlias(SegmentCommon, kw_only=True):
+    """``POST /v1/alias``: ``previousId`` and ``userId`` are the same person; merged."""
+
+    previous_id: str
+    user_id: str
+
+
 class SegmentCall(SegmentCommon, kw_only=True):
     """One message of ``POST /v1/batch``: any call type, with that type's fields."""
 
@@ -186,6 +227,37 @@ class SegmentBatchIn(Struct, rename="camel"):
 
     batch: list[SegmentCall]
     sent_at: datetime | None = None
+
+
+class ProfileGroup(Struct):
+    """A group the profile belongs to (group calls), with the group's merged traits."""
+
+    id: str
+    traits: Raw
+    joined_at: datetime
+
+
+class Profile(Struct):
+    """Who Segment calls are about: a userId (or an anonymousId not yet linked to one).
+
+    ``aliases`` are the ids merged into it (alias calls, or an anonymousId that arrived with
+    this userId): their events count here. ``events``, ``first_seen_at`` and
+    ``last_seen_at`` cover the calls of all its ids; ``traits`` merge its identify calls'.
+    ``contact_email`` names its contact; contacts themselves are not merged.
+    """
+
+    id: str
+    known: bool
+    contact_email: str | None
+    traits: Raw
+    events: int
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    updated_at: datetime
+    #: At most 100, in id order.
+    aliases: list[str]
+    #: At most 100, in id order.
+    groups: list[ProfileGroup]
 
 
 def decode(data: bytes, schema: type[T], where: str = "") -> T:

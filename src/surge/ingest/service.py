@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from surge.errors import Invalid, PayloadTooLarge, SurgeError
+from surge.errors import Invalid, SurgeError
 from surge.fields import check_email, valid_email
 from surge.ingest import store
 from surge.ingest.schemas import (
     MAX_DEPTH,
+    MAX_ID_CHARS,
     TOO_DEEP,
     EventIn,
     EventsIn,
@@ -36,7 +37,8 @@ from surge.orgs.service import Principal
 
 Row = store.Row
 
-#: Largest event (properties, or a whole Segment message), as Segment's own limit.
+#: Largest event by default (``ingest_max_event_bytes``): the properties of an event of
+#: ``/v1/events``, or a whole Segment message; Segment's own limit.
 MAX_EVENT_BYTES = 32 * 1024
 #: Types only Surge itself (or a secret key, i.e. a server) may send: consumers turn them into
 #: donation totals and delivery stats, which a browser holding the publishable key must not.
@@ -69,6 +71,12 @@ FUTURE_LEEWAY = timedelta(days=1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class EventTooLarge(Invalid):
+    """One event over the per-event limit: a 400 naming it, though the request may be small."""
+
+    code = "event_too_large"
+
+
 def route(event_type: str) -> str:
     """The consumer family of an event type: ``donation``, ``tracking`` or ``custom``."""
     if event_type.startswith("donation."):
@@ -78,7 +86,9 @@ def route(event_type: str) -> str:
     return "custom"
 
 
-def event_rows(body: EventsIn, caller: Principal, now: datetime) -> list[Row]:
+def event_rows(
+    body: EventsIn, caller: Principal, now: datetime, max_event_bytes: int = MAX_EVENT_BYTES
+) -> list[Row]:
     """The rows of a ``POST /v1/events`` body: one event, or ``{"events": [...]}``."""
     if body.events is None:
         if body.type is None:
@@ -90,16 +100,27 @@ def event_rows(body: EventsIn, caller: Principal, now: datetime) -> list[Row]:
             body.contact_id,
             body.campaign_id,
             body.properties,
+            body.message_id,
         )
-        return [_event_row(single, caller, now, "")]
+        return [_event_row(single, caller, now, "", max_event_bytes)]
     if body.type is not None:
         raise Invalid("type", "send either one event or {'events': [...]}, not both")
-    return [_event_row(ev, caller, now, f"events[{i}].") for i, ev in enumerate(body.events)]
+    return [
+        _event_row(ev, caller, now, f"events[{i}].", max_event_bytes)
+        for i, ev in enumerate(body.events)
+    ]
 
 
-def _event_row(ev: EventIn, caller: Principal, now: datetime, where: str) -> Row:
+def _event_row(ev: EventIn, caller: Principal, now: datetime, where: str, limit: int) -> Row:
     _check_type(ev.type, caller, where + "type")
-    payload = _payload(bytes(ev.properties), where + "properties")
+    properties = bytes(ev.properties)
+    if len(properties) > limit:
+        event = f"event {where[:-1]}" if where else "the event"
+        raise EventTooLarge(
+            where + "properties",
+            f"{event} is too large: its properties are {len(properties)} bytes, at most {limit}",
+        )
+    payload = _payload(properties, where + "properties")
     if not payload.lstrip().startswith("{"):
         raise Invalid(where + "properties", "properties must be a JSON object")
     email = ev.contact_email and check_email(where + "contact_email", ev.contact_email).lower()
@@ -111,14 +132,24 @@ def _event_row(ev: EventIn, caller: Principal, now: datetime, where: str) -> Row
         email or None,
         payload,
         _in_range(_utc(ev.occurred_at), now, where + "occurred_at") if ev.occurred_at else now,
+        ev.message_id or None,
+        None,
+        None,
     )
 
 
 def segment_rows(
-    kind: str | None, messages: Iterable[tuple[bytes, str]], caller: Principal, now: datetime
+    kind: str | None,
+    messages: Iterable[tuple[bytes, str]],
+    caller: Principal,
+    now: datetime,
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> list[Row]:
     """Rows of Segment messages: (raw JSON, field prefix) pairs, ``kind`` fixed by the path."""
-    return [_segment_row(kind, raw, caller, now, where, None) for raw, where in messages]
+    return [
+        _segment_row(kind, raw, caller, now, where, None, max_event_bytes)
+        for raw, where in messages
+    ]
 
 
 @dataclass(slots=True)
@@ -129,7 +160,9 @@ class Parsed:
     rejected: list[RejectedMessage]
 
 
-def segment_batch(body: bytes, caller: Principal, now: datetime) -> Parsed:
+def segment_batch(
+    body: bytes, caller: Principal, now: datetime, max_event_bytes: int = MAX_EVENT_BYTES
+) -> Parsed:
     """A Segment ``/v1/batch`` body: the rows of its valid messages, the invalid ones listed.
 
     Only a body that is not a batch at all (malformed JSON, no ``batch`` list) is Invalid.
@@ -139,7 +172,9 @@ def segment_batch(body: bytes, caller: Principal, now: datetime) -> Parsed:
     for i, raw in enumerate(messages):
         where = f"batch[{i}]"
         try:
-            parsed.rows.append(_segment_row(None, raw, caller, now, where, sent_at))
+            parsed.rows.append(
+                _segment_row(None, raw, caller, now, where, sent_at, max_event_bytes)
+            )
         except SurgeError as exc:
             parsed.rejected.append(RejectedMessage(i, exc.code, exc.message, exc.field or where))
     return parsed
@@ -173,9 +208,13 @@ def _segment_row(
     now: datetime,
     where: str,
     sent_at: datetime | None,
+    limit: int,
 ) -> Row:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"a message may be at most {MAX_EVENT_BYTES} bytes", where or None)
+    if len(raw) > limit:
+        message = f"message {where}" if where else "the message"
+        raise EventTooLarge(
+            where or None, f"{message} is too large: {len(raw)} bytes, at most {limit}"
+        )
     msg = decode(raw, SegmentMessage, where)
     dot = where + "." if where else ""
     kind = kind or msg.type
@@ -190,6 +229,19 @@ def _segment_row(
     payload = _payload(raw, where or None)
     if not payload.lstrip().startswith("{"):
         raise Invalid(where or None, "a message must be a JSON object")
+    user_id = _client_id(msg.user_id, dot + "userId")
+    anonymous_id = _client_id(msg.anonymous_id, dot + "anonymousId")
+    if kind == "alias":
+        # Segment's spec: alias(previousId -> userId) needs both, or there is nothing to merge.
+        if _client_id(msg.previous_id, dot + "previousId") is None:
+            raise Invalid(dot + "previousId", "an alias call needs a 'previousId'")
+        if user_id is None:
+            raise Invalid(dot + "userId", "an alias call needs the 'userId' to merge into")
+    elif kind == "group":
+        if _client_id(msg.group_id, dot + "groupId") is None:
+            raise Invalid(dot + "groupId", "a group call needs a 'groupId'")
+        if user_id is None and anonymous_id is None:
+            raise Invalid(dot + "userId", "a group call needs a 'userId' or an 'anonymousId'")
     return (
         caller.organization_id,
         event_type,
@@ -198,7 +250,27 @@ def _segment_row(
         _segment_email(msg),
         payload,
         _occurred_at(msg, sent_at, now, dot),
+        _message_id(msg.message_id),
+        user_id,
+        anonymous_id,
     )
+
+
+def _message_id(value: str | int | None) -> str | None:
+    """A Segment messageId as stored, of any length (the de-duplication key bounds it)."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _client_id(value: str | int | None, field: str) -> str | None:
+    """A Segment id as stored: text (integers as their digits), None when absent or empty."""
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise Invalid(field, f"an id is at most {MAX_ID_CHARS} characters")
+    return text
 
 
 def _occurred_at(
@@ -249,8 +321,6 @@ def _check_type(event_type: str, caller: Principal, field: str) -> None:
 
 def _payload(raw: bytes, field: str | None) -> str:
     """The JSON text to store; refuses what jsonb would reject (and fail the whole batch on)."""
-    if len(raw) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"an event may be at most {MAX_EVENT_BYTES} bytes", field)
     try:
         text = raw.decode()
     except UnicodeDecodeError:

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from psycopg import AsyncConnection
 
 Conn = AsyncConnection[Any]
 
-#: organization_id, type, campaign_id, contact_id, contact_email, payload (JSON text), occurred_at
-Row = tuple[int, str, int | None, int | None, str | None, str, datetime]
+#: organization_id, type, campaign_id, contact_id, contact_email, payload (JSON text),
+#: occurred_at, message_id, user_id, anonymous_id
+Row = tuple[
+    int, str, int | None, int | None, str | None, str, datetime, str | None, str | None, str | None
+]
+#: Where a row keeps its messageId (the de-duplication key with its organisation).
+MESSAGE_ID: Final = 7
 
 COPY_EVENTS = """
-copy events (organization_id, type, campaign_id, contact_id, contact_email, payload, occurred_at)
+copy events (organization_id, type, campaign_id, contact_id, contact_email, payload, occurred_at,
+    message_id, user_id, anonymous_id)
 from stdin
 """
 # The payload goes as text: in text COPY the server parses it as jsonb itself.
-COPY_TYPES = ["int8", "text", "int8", "int8", "text", "text", "timestamptz"]
+COPY_TYPES = [
+    "int8", "text", "int8", "int8", "text", "text", "timestamptz", "text", "text", "text"
+]  # fmt: skip
 
 
 async def copy_events(conn: Conn, rows: Sequence[Row]) -> None:
@@ -27,6 +36,59 @@ async def copy_events(conn: Conn, rows: Sequence[Row]) -> None:
         copy.set_types(COPY_TYPES)
         for row in rows:
             await copy.write_row(row)
+
+
+# The (organisation, messageId key) pairs of a flush, sorted (two flushes in different
+# processes then lock shared keys in the same order: no deadlock), each once, as one JSON
+# array: psycopg builds array parameters in Python, element by element, which cost more than
+# the rest of a flush. A key is claimed if new, or if its last acceptance is older than the
+# window (the resend then counts as new). A key another transaction inserted but has not
+# committed waits for it: the event is stored by whichever commits, once. Returns the
+# positions of the keys not claimed (duplicates: usually none, so little comes back).
+# Served by the primary key.
+CLAIM_MESSAGE_IDS = """
+with keys as (
+    select (k->>0)::bigint as org, k->>1 as id, n
+    from jsonb_array_elements(%(keys)s::jsonb) with ordinality as t(k, n)
+), claimed as (
+    insert into event_message_ids as m (organization_id, message_id)
+    select org, id from keys order by n
+    on conflict (organization_id, message_id) do update set accepted_at = now()
+    where m.accepted_at < now() - make_interval(secs => %(window)s)
+    returning organization_id, message_id
+)
+select n - 1 from keys
+where not exists (
+    select from claimed c where c.organization_id = keys.org and c.message_id = keys.id
+)
+"""
+
+
+async def claim_message_ids(
+    conn: Conn, keys: Sequence[tuple[int, str]], window: float
+) -> set[tuple[int, str]]:
+    """Claim (organisation, key) ``keys`` (sorted, distinct); the ones already taken."""
+    cur = await conn.execute(
+        CLAIM_MESSAGE_IDS, {"keys": json.dumps(keys, ensure_ascii=False), "window": window}
+    )
+    return {keys[int(row[0])] for row in await cur.fetchall()}
+
+
+# Keys past the window, oldest first, a batch at a time (each its own short transaction):
+# the BRIN index on accepted_at finds them; deleting by ctid is a TID scan.
+PRUNE_MESSAGE_IDS = """
+delete from event_message_ids where ctid = any(array(
+    select ctid from event_message_ids
+    where accepted_at < now() - make_interval(secs => %(window)s)
+    limit %(limit)s
+))
+"""
+
+
+async def prune_message_ids(conn: Conn, window: float, limit: int) -> int:
+    """Delete at most ``limit`` messageIds accepted longer than ``window`` seconds ago."""
+    cur = await conn.execute(PRUNE_MESSAGE_IDS, {"window": window, "limit": limit})
+    return cur.rowcount
 
 
 class Position(NamedTuple):
@@ -55,6 +117,9 @@ class Event(NamedTuple):
     payload: Any
     occurred_at: datetime
     received_at: datetime
+    message_id: str | None
+    user_id: str | None
+    anonymous_id: str | None
 
 
 ENSURE_POSITION = "insert into consumer_positions (name) values (%s) on conflict (name) do nothing"
@@ -75,7 +140,8 @@ select xid::text::bigint, id, organization_id, type, campaign_id, contact_id, co
     {payload},
     least(greatest(occurred_at, '0001-01-01 00:00:00+00'), '9999-12-31 23:59:59.999999+00')
         at time zone 'UTC',
-    received_at at time zone 'UTC'
+    received_at at time zone 'UTC',
+    message_id, user_id, anonymous_id
 from events
 where (xid, id) > (%(xid)s::text::xid8, %(id)s)
   and xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -102,18 +168,28 @@ async def lock_position(conn: Conn, name: str) -> Position | None:
 
 # Decoding jsonb is most of a batch's cost for consumers that never look at it; those that do
 # get the text, since Python cannot decode every number jsonb holds (ints past 4,300 digits).
-READ_WITH_PAYLOAD = READ_BATCH.format(payload="payload::text")
-READ_WITHOUT_PAYLOAD = READ_BATCH.format(payload="null")
+#: Which payloads a consumer reads: every event's, none, or those of Segment's identify,
+#: group and alias calls (what the profiles consumer needs beyond the id columns).
+PAYLOADS: dict[str, str] = {
+    "all": "payload::text",
+    "none": "null",
+    "identity": "case when type in ('identify', 'group', 'alias')"
+    " and coalesce(user_id, anonymous_id) is not null then payload::text end",
+}
+READS = {name: READ_BATCH.format(payload=column) for name, column in PAYLOADS.items()}
 
 
 async def read_batch(
-    conn: Conn, after: Position, limit: int, *, payload: bool = True
+    conn: Conn, after: Position, limit: int, *, payload: bool | str = True
 ) -> list[Event]:
-    """The next committed events after ``after`` in (xid, id) order; see READ_BATCH."""
-    query = READ_WITH_PAYLOAD if payload else READ_WITHOUT_PAYLOAD
+    """The next committed events after ``after`` in (xid, id) order; see READ_BATCH.
+
+    ``payload``: a key of PAYLOADS; True means ``all``, False ``none``.
+    """
+    query = READS[payload if isinstance(payload, str) else "all" if payload else "none"]
     cur = await conn.execute(query, {"xid": str(after.xid), "id": after.id, "limit": limit})
     return [
-        Event._make((*row[:8], row[8].replace(tzinfo=UTC), row[9].replace(tzinfo=UTC)))
+        Event._make((*row[:8], row[8].replace(tzinfo=UTC), row[9].replace(tzinfo=UTC), *row[10:]))
         for row in await cur.fetchall()
     ]
 
