@@ -401,16 +401,17 @@ async def matching(
     return {int(r[0]) for r in await cur.fetchall()}
 
 
-# The range of donations_succeeded_idx from the batch's earliest entry, then per enrolment.
+# The range of donations_succeeded_idx from the batch's earliest entry, hash-joined to the
+# batch's addresses (uncorrelated: one scan of the range, not one per enrolment), then each
+# donation compared with its enrolment's entry.
 DONATED_SINCE_ENTRY = """
-select e.contact_id from journey_enrolments e
+select distinct e.contact_id from journey_enrolments e
 join contacts c on c.organization_id = e.organization_id and c.id = e.contact_id
+join donations d on d.organization_id = %(org)s and lower(d.email) = lower(c.email)
+  and d.succeeded_at >= %(since)s and d.status = 'succeeded'
+  and (%(campaign)s::bigint is null or d.campaign_id = %(campaign)s)
 where e.journey_id = %(journey)s and e.contact_id = any(%(ids)s)
-  and lower(c.email) in (
-      select lower(d.email) from donations d
-      where d.organization_id = %(org)s and d.succeeded_at >= %(since)s
-        and d.succeeded_at >= e.entered_at and d.status = 'succeeded'
-        and (%(campaign)s::bigint is null or d.campaign_id = %(campaign)s))
+  and d.succeeded_at >= e.entered_at
 """
 
 
