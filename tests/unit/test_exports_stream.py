@@ -18,7 +18,7 @@ from surge.exports.download import accepts_gzip
 from surge.exports.links import LinkSigner
 from surge.exports.schemas import ExportIn, Filters
 from surge.exports.service import check_filters
-from surge.exports.stream import pieces
+from surge.exports.stream import inflater, pieces
 
 ROWS = st.lists(st.binary(min_size=0, max_size=300), min_size=0, max_size=200)
 
@@ -36,6 +36,15 @@ def test_pieces_concatenate_to_one_gzip_stream_of_the_rows(
     assert last.size == sum(map(len, rows))
     assert last.rows == max(len(rows) - 1, 0)  # the first row is the header
     assert [p.rows for p in out] == sorted(p.rows for p in out)
+
+
+def test_the_api_inflates_gzip_from_the_standard_library_and_its_own() -> None:
+    data = b"".join(b"%d,row %d\n" % (i, i) for i in range(50_000))
+    ours = b"".join(p.data for p in pieces(iter([data]), chunk_bytes=10_000))
+    for stored in (ours, gzip.compress(data)):
+        gunzip = inflater()
+        out = b"".join(gunzip.decompress(stored[i : i + 7000]) for i in range(0, len(stored), 7000))
+        assert out + gunzip.flush() == data
 
 
 def test_a_big_csv_is_cut_into_pieces_of_about_the_chunk_size() -> None:

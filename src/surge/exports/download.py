@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
@@ -23,7 +22,7 @@ from starlette.responses import StreamingResponse
 
 from surge.errors import Invalid
 from surge.exports import service, store
-from surge.exports.stream import GZIP_WBITS
+from surge.exports.stream import inflater
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +92,10 @@ async def _pieces(
 
 
 async def _inflated(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    inflater = zlib.decompressobj(GZIP_WBITS)
+    gunzip = inflater()
     async for piece in pieces:
-        yield await asyncio.to_thread(inflater.decompress, piece)
-    tail = inflater.flush()
+        yield await asyncio.to_thread(gunzip.decompress, piece)
+    tail = gunzip.flush()
     if tail:
         yield tail
 

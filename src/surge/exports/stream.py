@@ -19,7 +19,7 @@ import zlib
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -27,13 +27,20 @@ from psycopg.abc import Buffer
 
 from surge.db.pool import connect_kwargs
 
+try:  # ISA-L's deflate (docs/dependencies.md); the standard library's where no wheel exists
+    from isal import isal_zlib
+except ImportError:  # pragma: no cover - every platform Surge ships on has the wheel
+    isal_zlib = None  # type: ignore[assignment]
+
 T = TypeVar("T")
 
 #: Gzip bytes per stored piece (and per read of a download).
 CHUNK_BYTES = 1024 * 1024
 #: CSV bytes handed to zlib at once: large enough that the call's overhead vanishes.
 FEED_BYTES = 256 * 1024
-#: zlib level 1: measured on contacts, 2.4x the speed of level 6 for a file 7 % larger.
+#: Level 1: ISA-L's is 4x the speed of zlib's level 1 (0.17 s against 0.7 s of CPU for a
+#: million contacts, 170 MB) and makes a smaller file (9.9x against 9.4x); zlib's level 6
+#: took 2.4x the time of its level 1 for a file 7 % smaller.
 GZIP_LEVEL = 1
 #: wbits for a gzip (RFC 1952) stream rather than a bare zlib one.
 GZIP_WBITS = 31
@@ -96,12 +103,37 @@ def copy_rows(conn: psycopg.Connection[Any], statement: sql.Composed) -> Iterato
         yield from copy
 
 
+class Deflater(Protocol):
+    def compress(self, data: Buffer, /) -> bytes: ...
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
+class Inflater(Protocol):
+    def decompress(self, data: Buffer, /, max_length: int = ...) -> bytes: ...
+    def flush(self, length: int = ..., /) -> bytes: ...
+
+
+def deflater(level: int = GZIP_LEVEL) -> Deflater:
+    """A gzip stream compressor: ISA-L's when its wheel is installed, else zlib's (same
+    format, either one reads the other's)."""
+    if isal_zlib is not None:
+        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
+    return zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+
+
+def inflater() -> Inflater:
+    """A gzip stream decompressor (ISA-L's inflates in 0.33 s what zlib's does in 0.52)."""
+    if isal_zlib is not None:
+        return isal_zlib.decompressobj(GZIP_WBITS)
+    return zlib.decompressobj(GZIP_WBITS)
+
+
 class Gzipper:
     """CSV bytes in, pieces of one gzip stream out, each about ``chunk_bytes`` long."""
 
     def __init__(self, chunk_bytes: int = CHUNK_BYTES, level: int = GZIP_LEVEL) -> None:
         self.chunk_bytes = chunk_bytes
-        self._zlib = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+        self._zlib = deflater(level)
         self._out: list[bytes] = []
         self._out_size = 0
 
