@@ -23,7 +23,7 @@ def _register() -> None:
     from surge.api.cli import api_command
     from surge.bench.cli import bench_group
     from surge.bounces.cli import bounce_server_command
-    from surge.contacts.cli import import_group
+    from surge.contacts.cli import contacts_group, import_group
     from surge.db.cli import migrate_command
     from surge.delivery.cli import smtp_sink_command
     from surge.delivery.dkim_cli import dkim_group
@@ -38,6 +38,7 @@ def _register() -> None:
         api_command,
         bench_group,
         bounce_server_command,
+        contacts_group,
         dkim_group,
         events_group,
         export_group,

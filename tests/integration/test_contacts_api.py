@@ -67,7 +67,15 @@ def test_attributes_are_merged_and_status_kept_unless_given(client: httpx.Client
     contact = client.get(f"/v1/contacts/{cid}").json()
     assert contact["status"] == "unsubscribed"
     assert contact["attributes"] == {"a": 1, "b": 2}
-    upsert(client, {"email": "st@x.io", "status": "subscribed"})
+    # Strict by default: an unsubscribed contact is re-subscribed only with consent again.
+    kept = upsert(client, {"email": "st@x.io", "status": "subscribed"}).json()
+    assert kept["status_kept"] == [0]
+    assert client.get(f"/v1/contacts/{cid}").json()["status"] == "unsubscribed"
+    again = client.post(
+        "/v1/contacts",
+        json={"contacts": [{"email": "st@x.io", "status": "subscribed"}], "resubscribe": True},
+    )
+    assert "status_kept" not in again.json()
     assert client.get(f"/v1/contacts/{cid}").json()["status"] == "subscribed"
 
 

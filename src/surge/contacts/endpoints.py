@@ -21,20 +21,27 @@ from surge.api.decode import (
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
-from surge.contacts import service
+from surge.contacts import lifecycle, pages, preferences, privacy, service
 from surge.contacts.schemas import (
     MAX_BATCH,
     Contact,
     ContactBatch,
     ContactList,
+    ContactPatch,
+    Erasure,
     Import,
     ListIn,
+    MembershipPage,
     MembersIn,
     MembersResult,
+    MergeIn,
+    MergeResult,
     Page,
+    PersonalData,
+    PreferencesLink,
     UpsertResult,
 )
-from surge.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from surge.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 DEFAULT_LIMIT = 100
 
@@ -70,6 +77,78 @@ async def get_contact(request: Request) -> Response:
     async with request.app.state.pool.connection() as conn:
         contact = await service.get_contact(conn, org, _path_id(request))
     return json_response(contact)
+
+
+async def update_contact(request: Request) -> Response:
+    org = await organization_id(request)
+    patch = await read_json(request, ContactPatch)
+    async with request.app.state.pool.connection() as conn:
+        contact = await lifecycle.update_contact(conn, org, _path_id(request), patch)
+    return json_response(contact)
+
+
+async def delete_contact(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        await lifecycle.delete_contact(conn, org, _path_id(request))
+    return Response(status_code=204)
+
+
+async def merge_contacts(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, MergeIn)
+    async with request.app.state.pool.connection() as conn:
+        merged = await lifecycle.merge_contacts(conn, org, _path_id(request), body.from_)
+    return json_response(merged)
+
+
+async def contact_lists(request: Request) -> Response:
+    org = await organization_id(request)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
+    after = query_text(request, "after")
+    async with request.app.state.pool.connection() as conn:
+        page = await lifecycle.contact_lists(conn, org, _path_id(request), after=after, limit=limit)
+    return json_response(page)
+
+
+async def export_contact(request: Request) -> Response:
+    org = await organization_id(request)
+    contact_id = _path_id(request)
+    async with request.app.state.pool.connection() as conn:
+        data = await privacy.export_contact(conn, org, contact_id)
+    disposition = f'attachment; filename="contact-{contact_id}.json"'
+    return json_response(data, headers={"Content-Disposition": disposition, **NO_STORE})
+
+
+async def erase_contact(request: Request) -> Response:
+    org = await organization_id(request)
+    async with request.app.state.pool.connection() as conn:
+        erased = await privacy.erase_contact(conn, org, _path_id(request))
+    return json_response(erased)
+
+
+async def preferences_link(request: Request) -> Response:
+    org = await organization_id(request)
+    contact_id = _path_id(request)
+    async with request.app.state.pool.connection() as conn:
+        await service.get_contact(conn, org, contact_id)
+    url = preferences.preferences_url(
+        request.app.state.resources.signer,
+        request.app.state.settings.public_url,
+        org,
+        contact_id,
+    )
+    return json_response(PreferencesLink(url=url))
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A true/false query parameter (absent: false)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw in ("false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise Invalid(name, f"{name} must be true or false")
 
 
 async def create_list(request: Request) -> Response:
@@ -114,6 +193,7 @@ async def create_import(request: Request) -> Response:
         raise PayloadTooLarge(f"the file is larger than {limit} bytes")
     list_id = query_id(request, "list_id")
     filename = query_text(request, "filename", 255)
+    resubscribe = query_flag(request, "resubscribe")
     key = idempotency_key(request)
     async with request.app.state.pool.connection() as conn:
         try:
@@ -125,6 +205,7 @@ async def create_import(request: Request) -> Response:
                 list_id=list_id,
                 filename=filename,
                 idempotency_key=key,
+                resubscribe=resubscribe,
             )
         except service.TooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
@@ -182,9 +263,11 @@ async def confirm(request: Request) -> Response:
 EMAIL = Param("email", "query", {"type": "string", "maxLength": 320}, "Only this address")
 
 routes = [
-    # Double opt-in confirmation links, reached by recipients (signed tokens, no key).
+    # Double opt-in confirmation links and the preference centre, reached by recipients
+    # (signed tokens, no key).
     Route("/l/{token}", confirm_page, methods=["GET"]),
     Route("/l/{token}", confirm, methods=["POST"]),
+    *pages.routes,
     ApiRoute(
         "post",
         "/v1/contacts",
@@ -202,6 +285,58 @@ routes = [
         params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER, EMAIL),
     ),
     ApiRoute("get", "/v1/contacts/{id:int}", get_contact, "One contact", response=Contact),
+    ApiRoute(
+        "patch",
+        "/v1/contacts/{id:int}",
+        update_contact,
+        "Change some of a contact's fields",
+        request=ContactPatch,
+        response=Contact,
+    ),
+    ApiRoute(
+        "delete",
+        "/v1/contacts/{id:int}",
+        delete_contact,
+        "Delete a contact (its address is not imported again unless told so)",
+        status=204,
+    ),
+    ApiRoute(
+        "post",
+        "/v1/contacts/{id:int}/merge",
+        merge_contacts,
+        "Merge another contact into this one, then delete it",
+        request=MergeIn,
+        response=MergeResult,
+    ),
+    ApiRoute(
+        "get",
+        "/v1/contacts/{id:int}/lists",
+        contact_lists,
+        "The lists a contact is or was on, one keyset page at a time",
+        response=MembershipPage,
+        params=(limit(DEFAULT_LIMIT, MAX_BATCH), AFTER),
+    ),
+    ApiRoute(
+        "get",
+        "/v1/contacts/{id:int}/export",
+        export_contact,
+        "Everything Surge holds on a contact's person (data protection export)",
+        response=PersonalData,
+    ),
+    ApiRoute(
+        "post",
+        "/v1/contacts/{id:int}/erase",
+        erase_contact,
+        "Erase a contact's person: contact, deliveries, events; donations anonymised",
+        response=Erasure,
+    ),
+    ApiRoute(
+        "get",
+        "/v1/contacts/{id:int}/preferences-link",
+        preferences_link,
+        "The signed link to a contact's preference centre",
+        response=PreferencesLink,
+    ),
     ApiRoute(
         "post",
         "/v1/lists",
@@ -240,6 +375,12 @@ routes = [
         params=(
             Param("list_id", "query", {"type": "integer", "minimum": 1}, "Add the contacts to it"),
             Param("filename", "query", {"type": "string", "maxLength": 255}, "Shown in the import"),
+            Param(
+                "resubscribe",
+                "query",
+                {"type": "boolean", "default": False},
+                "Consent was collected again: statuses as given, deleted addresses back",
+            ),
             idempotency_param(required=False),
         ),
     ),

@@ -42,6 +42,8 @@ READ_AHEAD = 4
 #: How many failed rows an import keeps, with their reasons (all are counted).
 MAX_ERRORS = 100
 KNOWN = ("email", "first_name", "last_name", "status")
+#: How an import is told that consent was collected again (API query and CLI flag).
+RESUBSCRIBE = "resubscribe=true (surge import contacts --resubscribe)"
 #: Seconds an import waits for its connection. It holds nothing while it waits, so waiting
 #: is safe; the pool's default (30 s) would fail attempts of imports queued behind long ones
 #: when a worker runs more imports than its pool has connections.
@@ -224,13 +226,22 @@ class Progress:
     processed: int = 0
     imported: int = 0
     failed: int = 0
+    status_kept: int = 0
     errors: list[RowError] = field(default_factory=list)
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, merged: store.StagedMerge | None = None) -> None:
+        """Count a merged batch; its blocked rows (addresses deleted, merged away or erased
+        before) fail with the reason."""
+        blocked = merged.blocked if merged is not None else []
         self.processed += batch.good + batch.bad
-        self.imported += batch.good
-        self.failed += batch.bad
-        self.errors.extend(batch.errors[: MAX_ERRORS - len(self.errors)])
+        self.imported += batch.good - len(blocked)
+        self.failed += batch.bad + len(blocked)
+        self.status_kept += merged.kept if merged is not None else 0
+        errors = batch.errors
+        if blocked:
+            refused = [RowError(b.ord, service.blocked_reason(b, RESUBSCRIBE)) for b in blocked]
+            errors = sorted([*errors, *refused], key=lambda e: e.row)
+        self.errors.extend(errors[: MAX_ERRORS - len(self.errors)])
 
     def errors_json(self) -> str:
         return msgspec.json.encode(self.errors).decode()
@@ -265,8 +276,8 @@ async def process_import(
             ):
                 async for batch in batches:
                     async with turn:
-                        await _merge(conn, org, started.list_id, batch)
-                        progress.add(batch)
+                        merged = await _merge(conn, org, started, batch)
+                        progress.add(batch, merged)
                         await store.record_progress(
                             conn,
                             org,
@@ -275,6 +286,7 @@ async def process_import(
                             progress.imported,
                             progress.failed,
                             progress.errors_json(),
+                            progress.status_kept,
                         )
         except ImportFailed as exc:
             await _finish(conn, org, import_id, "failed", None, str(exc), complete)
@@ -289,15 +301,19 @@ async def mark_failed(pool: AsyncConnectionPool, org: int, import_id: int, reaso
         await _finish(conn, org, import_id, "failed", None, reason, None)
 
 
-async def _merge(conn: store.Conn, org: int, list_id: int | None, batch: Batch) -> None:
+async def _merge(
+    conn: store.Conn, org: int, started: store.ImportToRun, batch: Batch
+) -> store.StagedMerge | None:
     if not batch.payload:
-        return
+        return None
     async with conn.transaction():
         # A temporary table per transaction, not per session: safe behind PgBouncer.
         await conn.execute(store.STAGING_TABLE)
         async with conn.cursor().copy(store.STAGING_COPY) as copy:
             await copy.write(batch.payload)
-        await store.merge_staged(conn, org, list_id, batch.with_status)
+        return await store.merge_staged(
+            conn, org, started.list_id, batch.with_status, started.resubscribe
+        )
 
 
 async def _finish(

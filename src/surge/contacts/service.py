@@ -24,7 +24,7 @@ from surge.contacts.schemas import (
     UpsertResult,
     Written,
 )
-from surge.errors import Invalid, NotFound
+from surge.errors import Conflict, Invalid, NotFound
 from surge.fields import check_email, decode_cursor, encode_cursor, valid_email
 from surge.jobs import enqueue
 
@@ -62,6 +62,11 @@ async def upsert_contacts(conn: Conn, org: int, batch: ContactBatch) -> UpsertRe
     Fields left out (or null) keep their stored value; attributes are merged key by key.
     Duplicates inside the batch are merged by the database: the last one wins. Re-sending
     a batch is harmless (it rewrites the same values), so no Idempotency-Key is needed.
+
+    Strict unless ``batch.resubscribe``: an explicit "subscribed" leaves a contact who
+    unsubscribed, bounced or complained as it is (reported in ``status_kept``), and an
+    address whose contact was deleted, merged away or erased is a Conflict naming it, with
+    nothing written.
     """
     contacts = _normalise(batch)
     columns: dict[str, list[Any]] = {
@@ -75,14 +80,32 @@ async def upsert_contacts(conn: Conn, org: int, batch: ContactBatch) -> UpsertRe
             for c in contacts
         ],
     }
-    rows = await store.upsert_contacts(conn, org, columns)
+    async with conn.transaction():
+        merged = await store.upsert_contacts(conn, org, columns, batch.resubscribe)
+        if merged.blocked:
+            first = min(merged.blocked, key=lambda b: b.ord)
+            raise Conflict(
+                blocked_reason(first, '"resubscribe": true'), f"contacts[{first.ord}].email"
+            )
+    rows = merged.written
     by_email = {r["email"].lower(): Written(**r) for r in rows}
     created = sum(1 for r in rows if r["created"])
     return UpsertResult(
         created=created,
         updated=len(rows) - created,
         contacts=[by_email[c.email.lower()] for c in contacts],
+        status_kept=sorted(merged.kept),
     )
+
+
+def blocked_reason(blocked: store.Blocked, option: str) -> str:
+    """Why a row's address was not created again, and how to do it on purpose."""
+    again = f"add it again with {option} only if the person gave consent again"
+    if blocked.reason == "merged":
+        return f"this address was merged into contact {blocked.contact_id}; {again}"
+    if blocked.reason == "erased":
+        return f"this address was erased at the person's request; {again}"
+    return f"this address's contact ({blocked.contact_id}) was deleted; {again}"
 
 
 async def set_status(conn: Conn, org: int, contact_ids: Sequence[int], status: str) -> int:
@@ -197,6 +220,7 @@ async def create_import(
     list_id: int | None = None,
     filename: str | None = None,
     idempotency_key: str | None = None,
+    resubscribe: bool = False,
 ) -> tuple[Import, bool]:
     """Store an uploaded CSV and queue its import job, atomically; (import, created now).
 
@@ -204,14 +228,17 @@ async def create_import(
     import row and its job, so once this returns the upload is durable and will be
     processed; if anything fails (too large, connection lost) nothing remains. With an
     ``idempotency_key`` already used by this organisation, the first import is returned and
-    the body is not read.
+    the body is not read. ``resubscribe`` turns strict mode off for this import (consent
+    was collected again): see ``upsert_contacts``.
     """
     async with conn.transaction():
         if not await store.organization_exists(conn, org):
             raise NotFound(f"organization {org} not found")
         if list_id is not None:
             await get_list(conn, org, list_id)
-        import_id = await store.insert_import(conn, org, list_id, filename, idempotency_key)
+        import_id = await store.insert_import(
+            conn, org, list_id, filename, idempotency_key, resubscribe
+        )
         if import_id is None:
             assert idempotency_key is not None
             existing = await store.import_by_key(conn, org, idempotency_key)

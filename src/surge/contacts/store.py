@@ -17,11 +17,32 @@ CONTACT_COLUMNS = "id, email, first_name, last_name, status, attributes, created
 # The one merge rule shared by POST /v1/contacts and CSV imports. ``{source}`` yields
 # (ord, email, first_name, last_name, status, attributes); a null field means "not given":
 # it keeps the stored value (or the default, for a new contact).
+#
+# Strict by default (%(resubscribe)s false): an explicit "subscribed" does not change a
+# contact who unsubscribed, bounced or complained (``kept`` names those rows), and an
+# address whose contact was deleted, merged away or erased, with no contact now, is not
+# created again (``blocked``). With %(resubscribe)s the statuses are written as given, such
+# addresses are created (their tombstones go) and list members who left the list rejoin it.
 _MERGE = """
-with source as (
+with incoming as (
     select distinct on (lower(s.email)) s.*
     from {source} as s
     order by lower(s.email), s.ord desc              -- duplicates in one batch: last wins
+), blocked as (
+    -- Both guards are constant, so an organisation without tombstones (nearly all) hashes
+    -- nothing: a one-time filter skips the join.
+    select i.ord, t.reason, coalesce(t.merged_into, t.contact_id) as contact_id
+    from incoming as i
+    join contact_tombstones as t
+        on t.organization_id = %(org)s and t.email_hash = contact_email_hash(%(org)s, i.email)
+    where not %(resubscribe)s
+        and exists (select from contact_tombstones where organization_id = %(org)s)
+        and not exists (
+            select from contacts as e
+            where e.organization_id = %(org)s and lower(e.email) = lower(i.email))
+), source as (
+    select i.* from incoming as i where not exists (select from blocked as b where b.ord = i.ord)
+), kept as ({kept}
 ), merged as (
     insert into contacts as c
         (organization_id, email, first_name, last_name, status, attributes)
@@ -36,31 +57,51 @@ with source as (
         updated_at = now()
     returning c.id, c.email, (c.xmax = 0) as created
 ), members as (
-    insert into list_members (organization_id, list_id, contact_id)
+    insert into list_members as m (organization_id, list_id, contact_id)
     select %(org)s, %(list)s, id from merged where %(list)s::bigint is not null
-    on conflict do nothing
+    on conflict (organization_id, list_id, contact_id) {rejoin}
+), revived as (
+    delete from contact_tombstones as t using merged
+    where %(resubscribe)s and t.organization_id = %(org)s
+        and t.email_hash = contact_email_hash(%(org)s, merged.email)
 )
 """
 # ``excluded.status`` cannot tell "not given" from the default, so when a batch gives
 # statuses the stored ones are read with a join; without statuses (most imports) the join,
-# a third of the merge's time, is skipped.
+# a third of the merge's time, is skipped, and no status can be kept.
 _WITH_STATUS = {
     "status": sql.SQL("coalesce(s.status, e.status, 'subscribed')"),
     "join": sql.SQL(
         "left join contacts as e on e.organization_id = %(org)s and lower(e.email) = lower(s.email)"
     ),
-    "status_update": sql.SQL("excluded.status"),
+    "status_update": sql.SQL(
+        "case when excluded.status = 'subscribed' and c.status <> 'subscribed'"
+        " and not %(resubscribe)s then c.status else excluded.status end"
+    ),
+    "kept": sql.SQL(
+        "select s.ord from source as s join contacts as e"
+        " on e.organization_id = %(org)s and lower(e.email) = lower(s.email)"
+        " where s.status = 'subscribed' and e.status <> 'subscribed' and not %(resubscribe)s"
+    ),
 }
 _WITHOUT_STATUS = {
     "status": sql.SQL("'subscribed'"),
     "join": sql.SQL(""),
     "status_update": sql.SQL("c.status"),
+    "kept": sql.SQL("select null::bigint as ord where false"),
 }
 
 
-def _merge(source: sql.Composable, tail: str, with_status: bool) -> sql.Composed:
+# Members who left the list rejoin it only with resubscribe; otherwise an existing member
+# is left alone (and unlocked: "do update … where false" would still lock the row).
+_REJOIN = sql.SQL("do update set unsubscribed_at = null where m.unsubscribed_at is not null")
+_KEEP_MEMBER = sql.SQL("do nothing")
+
+
+def _merge(source: sql.Composable, tail: str, with_status: bool, resubscribe: bool) -> sql.Composed:
     parts = _WITH_STATUS if with_status else _WITHOUT_STATUS
-    return sql.SQL(_MERGE + tail).format(source=source, **parts)
+    rejoin = _REJOIN if resubscribe else _KEEP_MEMBER
+    return sql.SQL(_MERGE + tail).format(source=source, rejoin=rejoin, **parts)
 
 
 _UNNEST = """unnest(
@@ -69,14 +110,54 @@ _UNNEST = """unnest(
 ) as t(ord, email, first_name, last_name, status, attributes)"""
 
 
-async def upsert_contacts(conn: Conn, org: int, rows: dict[str, list[Any]]) -> list[Row]:
-    """Merge a batch given as parallel arrays; (id, email, created) per distinct email."""
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A row not written: its address belonged to a contact deleted, merged away or erased."""
+
+    ord: int
+    #: deleted | merged | erased
+    reason: str
+    #: The contact it belonged to (merged: the one it was merged into).
+    contact_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """What one merge did: the contacts written, the rows blocked, the statuses kept."""
+
+    written: list[Row]
+    blocked: list[Blocked]
+    kept: list[int]
+
+
+_UPSERT_TAIL = """
+select 'written' as kind, id, email, created, null::bigint as ord, null as reason from merged
+union all select 'blocked', contact_id, null, null, ord, reason from blocked
+union all select 'kept', null, null, null, ord, null from kept
+"""
+
+
+async def upsert_contacts(
+    conn: Conn, org: int, rows: dict[str, list[Any]], resubscribe: bool = False
+) -> Merged:
+    """Merge a batch given as parallel arrays: (id, email, created) per distinct email
+    written, the rows blocked and the positions (``ord``) whose status was kept."""
     source = sql.SQL("(select * from {unnest})").format(unnest=sql.SQL(_UNNEST))
     with_status = any(s is not None for s in rows["status"])
-    query = _merge(source, "select id, email, created from merged", with_status)
+    query = _merge(source, _UPSERT_TAIL, with_status, resubscribe)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(query, {"org": org, "list": None, **rows})
-    return await cur.fetchall()
+    await cur.execute(query, {"org": org, "list": None, "resubscribe": resubscribe, **rows})
+    written, blocked, kept = [], [], []
+    for r in await cur.fetchall():
+        kind = r.pop("kind")
+        if kind == "written":
+            r.pop("ord"), r.pop("reason")
+            written.append(r)
+        elif kind == "blocked":
+            blocked.append(Blocked(int(r["ord"]), r["reason"], int(r["id"])))
+        else:
+            kept.append(int(r["ord"]))
+    return Merged(written, blocked, kept)
 
 
 STAGING_TABLE = """
@@ -88,13 +169,38 @@ create temp table import_rows (
 STAGING_COPY = "copy import_rows (ord, email, first_name, last_name, status, attributes) from stdin"
 
 
-async def merge_staged(conn: Conn, org: int, list_id: int | None, with_status: bool) -> int:
-    """Merge the rows COPYed into ``import_rows``; returns how many contacts it wrote."""
-    query = _merge(sql.Identifier("import_rows"), "select count(*) from merged", with_status)
-    cur = await conn.execute(query, {"org": org, "list": list_id})
+_IMPORT_TAIL = """
+select (select count(*) from merged),
+    (select count(*) from kept),
+    (select coalesce(array_agg(array[ord, contact_id] order by ord), '{{}}') from blocked),
+    (select coalesce(array_agg(reason order by ord), '{{}}') from blocked)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedMerge:
+    """What merging one import batch did."""
+
+    written: int
+    kept: int
+    blocked: list[Blocked]
+
+
+async def merge_staged(
+    conn: Conn, org: int, list_id: int | None, with_status: bool, resubscribe: bool = False
+) -> StagedMerge:
+    """Merge the rows COPYed into ``import_rows``: contacts written, statuses kept, and
+    the rows blocked (addresses deleted, merged away or erased before)."""
+    query = _merge(sql.Identifier("import_rows"), _IMPORT_TAIL, with_status, resubscribe)
+    cur = await conn.execute(query, {"org": org, "list": list_id, "resubscribe": resubscribe})
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0])
+    written, kept, pairs, reasons = row
+    blocked = [
+        Blocked(int(ord_), reason, int(contact))
+        for (ord_, contact), reason in zip(pairs, reasons, strict=True)
+    ]
+    return StagedMerge(int(written), int(kept), blocked)
 
 
 async def set_status(conn: Conn, org: int, ids: Sequence[int], status: str) -> int:
@@ -220,7 +326,8 @@ async def pending_confirmations(
         " on c.organization_id = m.organization_id and c.id = m.contact_id"
         " join lists l on l.organization_id = m.organization_id and l.id = m.list_id"
         " where m.organization_id = %s and m.list_id = %s and m.contact_id = any(%s)"
-        " and m.confirmed_at is null and m.confirm_sent_at is null and c.status = 'subscribed'",
+        " and m.confirmed_at is null and m.confirm_sent_at is null and m.unsubscribed_at is null"
+        " and c.status = 'subscribed'",
         [org, list_id, list(contact_ids)],
     )
     return await cur.fetchall()
@@ -248,14 +355,15 @@ async def confirm_member(conn: Conn, list_id: int, contact_id: int) -> bool | No
 
 
 async def list_members(conn: Conn, org: int, list_id: int, after: int, limit: int) -> list[Row]:
-    """One keyset page of members, by list_members' primary key."""
+    """One keyset page of members, by list_members' primary key; members who left the list
+    (preference centre) are not members any more."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"select {', '.join('c.' + c for c in CONTACT_COLUMNS.split(', '))}"
         " from list_members m"
         " join contacts c on c.organization_id = m.organization_id and c.id = m.contact_id"
         " where m.organization_id = %s and m.list_id = %s and m.contact_id > %s"
-        " order by m.contact_id limit %s",
+        " and m.unsubscribed_at is null order by m.contact_id limit %s",
         [org, list_id, after, limit],
     )
     return await cur.fetchall()
@@ -270,20 +378,26 @@ async def organization_exists(conn: Conn, org: int) -> bool:
 
 IMPORT_COLUMNS = (
     "id, list_id, status, filename, bytes_total, rows_total, rows_processed, rows_imported,"
-    " rows_failed, errors, error, created_at, started_at, finished_at"
+    " rows_failed, errors, error, created_at, started_at, finished_at, resubscribe,"
+    " rows_status_kept"
 )
 
 
 async def insert_import(
-    conn: Conn, org: int, list_id: int | None, filename: str | None, key: str | None
+    conn: Conn,
+    org: int,
+    list_id: int | None,
+    filename: str | None,
+    key: str | None,
+    resubscribe: bool = False,
 ) -> int | None:
     """A new queued import; None if ``key`` already names one of this organisation's."""
     cur = await conn.execute(
-        "insert into imports (organization_id, list_id, filename, idempotency_key)"
-        " values (%s, %s, %s, %s)"
+        "insert into imports (organization_id, list_id, filename, idempotency_key, resubscribe)"
+        " values (%s, %s, %s, %s, %s)"
         " on conflict (organization_id, idempotency_key) where idempotency_key is not null"
         " do nothing returning id",
-        [org, list_id, filename, key],
+        [org, list_id, filename, key, resubscribe],
     )
     row = await cur.fetchone()
     return None if row is None else int(row[0])
@@ -339,6 +453,7 @@ class ImportToRun:
 
     list_id: int | None
     chunks_total: int
+    resubscribe: bool
 
 
 async def start_import(conn: Conn, org: int, import_id: int) -> ImportToRun | None:
@@ -347,9 +462,9 @@ async def start_import(conn: Conn, org: int, import_id: int) -> ImportToRun | No
     await cur.execute(
         "update imports set status = 'running', started_at = now(), finished_at = null,"
         " attempts = attempts + 1, rows_total = null, rows_processed = 0, rows_imported = 0,"
-        " rows_failed = 0, errors = '[]', error = null"
+        " rows_failed = 0, rows_status_kept = 0, errors = '[]', error = null"
         " where organization_id = %s and id = %s and status in ('queued', 'running')"
-        " returning list_id, chunks_total",
+        " returning list_id, chunks_total, resubscribe",
         [org, import_id],
     )
     return await cur.fetchone()
@@ -363,12 +478,13 @@ async def record_progress(
     imported: int,
     failed: int,
     errors: str,
+    status_kept: int = 0,
 ) -> None:
     """Progress after one batch; ``errors`` is the JSON array of the first failed rows."""
     await conn.execute(
         "update imports set rows_processed = %s, rows_imported = %s, rows_failed = %s,"
-        " errors = %s::jsonb where organization_id = %s and id = %s",
-        [processed, imported, failed, errors, org, import_id],
+        " errors = %s::jsonb, rows_status_kept = %s where organization_id = %s and id = %s",
+        [processed, imported, failed, errors, status_kept, org, import_id],
     )
 
 

@@ -76,6 +76,8 @@ class Renderer:
     verp: Verp | None = None
     #: The ESP behind the sender, whose webhooks need the delivery in a header of theirs.
     esp: Esp | None = None
+    #: The message's organisation: its contacts' preference centre links name it.
+    organization_id: int = 0
 
     def render(self, to: Recipient) -> bytes:
         contact_id, first_name, last_name = to.contact_id, to.first_name, to.last_name
@@ -87,6 +89,8 @@ class Renderer:
                 "last_name": last_name or "",
                 "attributes": to.attributes or {},
                 "unsubscribe_url": unsubscribe_url,
+                "preferences_url": f"{self.public_url}/preferences/"
+                + self.signer.sign("preferences", self.organization_id, contact_id),
             }
         )
         if html is not None:
@@ -187,6 +191,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
         await ctx.resources.dkim.signers(message.from_email.rpartition("@")[2]),
         ctx.resources.verp,
         smtp.config.esp,
+        organization_id=message.organization_id,
     )
     domains = ctx.resources.domain_throttles()
     await domains.refresh()

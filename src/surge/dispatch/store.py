@@ -89,7 +89,7 @@ select {message_id}, contact_id, {org},
        ((row_number() over (order by contact_id)) - 1) / {chunk_size}
 from (select distinct contact_id from list_members
       where organization_id = {org} and list_id = any({list_ids})
-        and confirmed_at is not null{segment}) audience
+        and confirmed_at is not null and unsubscribed_at is null{segment}) audience
 on conflict do nothing
 """
 IN_SEGMENT = " and contact_id in (select c.id from contacts c where c.organization_id = {} and {})"

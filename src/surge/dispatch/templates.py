@@ -2,7 +2,8 @@
 
 Templates run in Jinja2's sandbox: an organisation's staff write them, so they must not
 reach Python internals. Variables are the contact's fields (``email``, ``first_name``,
-``last_name``), its ``attributes`` and the message's ``unsubscribe_url``; any other name
+``last_name``), its ``attributes``, the message's ``unsubscribe_url`` and the contact's
+``preferences_url`` (its preference centre); any other name
 is a mistake (a typo would otherwise render as an empty string in a million emails), so it
 is refused at creation with the line it is on.
 """
@@ -21,7 +22,9 @@ from surge.delivery.html_text import html_to_text
 from surge.errors import Invalid
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
-VARIABLES = frozenset({"email", "first_name", "last_name", "attributes", "unsubscribe_url"})
+VARIABLES = frozenset(
+    {"email", "first_name", "last_name", "attributes", "unsubscribe_url", "preferences_url"}
+)
 
 _text_env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 _html_env = ImmutableSandboxedEnvironment(autoescape=True, keep_trailing_newline=True)
@@ -68,6 +71,7 @@ def _sample() -> dict[str, Any]:
         "last_name": "Lovelace",
         "attributes": {},
         "unsubscribe_url": "https://example.org/u/token",
+        "preferences_url": "https://example.org/preferences/token",
     }
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from surge.config import Settings
 
-#: "confirm" tokens carry a list id where the others carry a message id (double opt-in).
-KINDS = ("open", "click", "unsubscribe", "confirm")
+#: "confirm" tokens carry a list id where the others carry a message id (double opt-in);
+#: "preferences" tokens an organisation id (the contact's preference centre).
+KINDS = ("open", "click", "unsubscribe", "confirm", "preferences")
 _IDS = struct.Struct(">QQ")  # message id, contact id
 _MAC_BYTES = 16  # 128-bit tags: forging one is out of reach
 

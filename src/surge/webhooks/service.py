@@ -180,7 +180,9 @@ async def relay(conn: Conn, limit: int) -> store.Relayed:
 #: Every type Surge announces; an endpoint subscribes to some of them, or to ``*``.
 EVENT_TYPES = frozenset(
     {
+        "contact.deleted",
         "contact.unsubscribed",
+        "contact.updated",
         "donation.failed",
         "donation.succeeded",
         "event.received",

@@ -1,0 +1,89 @@
+"""Data protection: everything Surge holds on one person, exported or erased.
+
+Export (GDPR art. 15 and 20) reads the contact, its lists, its deliveries, its events (by
+contact id or address) and their per-day rollup, the donations made with its address, and
+the address's suppression and soft-bounce records, in one read-only snapshot.
+
+Erasure (art. 17) deletes, in one transaction: the contact and its list memberships, its
+deliveries (one still queued is first counted as skipped, so ``message_stats`` stays
+whole; every other figure — message_stats, campaign_totals, event_counts — is a counter
+and keeps its value), its events and their per-day rollup, the address's suppression and
+soft-bounce rows, and the ``event.received`` webhook payloads that carried its events.
+Donations are kept for the accounts (a legal obligation, art. 17(3)(b)) but lose the
+donor's address, name and metadata. What remains of the person is the tombstone: a salted
+SHA-256 of the address, enough to keep a strict import from adding them again (a
+suppression, as data protection authorities expect one to be kept), never enough to read
+the address back.
+"""
+
+from __future__ import annotations
+
+from surge.contacts import footprint, person_store, store
+from surge.contacts.lifecycle import membership
+from surge.contacts.schemas import Contact, Erased, Erasure, PersonalData
+from surge.contacts.store import Conn
+from surge.errors import NotFound
+from surge.webhooks.service import emit
+
+
+async def find_contact(conn: Conn, org: int, email: str) -> int:
+    """The id of the organisation's contact with this address; NotFound otherwise."""
+    contact_id = await person_store.find_by_email(conn, org, email.strip())
+    if contact_id is None:
+        raise NotFound(f"no contact with the address {email.strip()}", "email")
+    return contact_id
+
+
+async def export_contact(conn: Conn, org: int, contact_id: int) -> PersonalData:
+    """Everything Surge holds on the contact's person, as of one moment."""
+    async with conn.transaction():
+        await conn.execute("set transaction isolation level repeatable read, read only")
+        row = await store.get_contact(conn, org, contact_id)
+        if row is None:
+            raise NotFound(f"contact {contact_id} not found")
+        contact = Contact(**row)
+        cur = await conn.execute("select now()")
+        now = await cur.fetchone()
+        assert now is not None
+        lists = await person_store.memberships(conn, org, contact_id)
+        return PersonalData(
+            exported_at=now[0],
+            contact=contact,
+            lists=[membership(m) for m in lists],
+            deliveries=await footprint.deliveries(conn, org, contact_id),
+            events=await footprint.events(conn, org, contact_id, contact.email),
+            activity=await footprint.activity(conn, org, contact_id),
+            last_activity=await footprint.last_activity(conn, org, contact_id),
+            donations=await footprint.donations(conn, org, contact.email),
+            suppressions=await footprint.suppressions(conn, org, contact.email),
+            soft_bounces=await footprint.soft_bounces(conn, org, contact.email),
+        )
+
+
+async def erase_contact(conn: Conn, org: int, contact_id: int) -> Erasure:
+    """Erase the contact's person (see the module's docstring), atomically; announces
+    ``contact.deleted`` with reason ``erased`` and no personal data."""
+    async with conn.transaction():
+        rows = await person_store.lock_contacts(conn, org, [contact_id])
+        if not rows:
+            raise NotFound(f"contact {contact_id} not found")
+        email = rows[0]["email"]
+        lists = len(await person_store.memberships(conn, org, contact_id))
+        await footprint.skip_queued(conn, org, contact_id, "contact erased")
+        erased = Erased(
+            lists=lists,
+            deliveries=await footprint.erase_deliveries(conn, org, contact_id),
+            events=await footprint.erase_events(conn, org, contact_id, email),
+            activity=await footprint.erase_activity(conn, org, contact_id),
+            donations=await footprint.erase_donations(conn, org, email),
+            suppressions=await footprint.erase_suppressions(conn, org, email),
+            webhook_events=await footprint.scrub_webhook_events(conn, org, contact_id, email),
+        )
+        await person_store.delete_contact(conn, org, contact_id, "erased")
+        await emit(
+            conn,
+            org,
+            "contact.deleted",
+            {"contact_id": contact_id, "reason": "erased", "merged_into": None},
+        )
+    return Erasure(contact_id=contact_id, erased=erased)
