@@ -45,6 +45,9 @@ def stored(database_url: str, where: str, params: Any = ()) -> list[tuple[Any, .
         return conn.execute(query, params).fetchall()
 
 
+DROPPED = "surge_ingest_duplicates_dropped_total "
+
+
 def segment_client() -> Any:
     from segment.analytics.client import Client  # type: ignore[import-untyped]
 
@@ -91,6 +94,9 @@ def test_a_resent_message_id_is_acknowledged_again_and_stored_once(
         assert res.json() == {"success": True, "accepted": 1}
     [row] = stored(database_url, "type = 'dedupe.track'")
     assert row[2] == "m-track-1" and row[3] == "u1"
+    metrics = httpx.get(api + "/metrics").text
+    [dropped] = [line for line in metrics.splitlines() if line.startswith(DROPPED)]
+    assert float(dropped.split()[-1]) >= 2
 
 
 def test_duplicates_within_one_batch_are_stored_once(
