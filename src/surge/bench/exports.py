@@ -6,7 +6,8 @@ server-side (names, a jsonb of attributes, one first name in 100 starting with "
 the end by psycopg and thrown away: no compression, no storage, no job;
 (b) the export job end to end: ``POST /v1/exports`` to a real ``surge api``, a real
 ``surge worker --queues bulk`` runs it (count, COPY, gzip, pieces stored in PostgreSQL),
-timed from the POST to the status ``completed`` seen by polling;
+timed by the export's own ``created_at`` and ``finished_at`` (the client's polling, every
+0.25 s, also reports what it saw);
 (c) the download of the finished file through the API, gzip-encoded (as stored) and
 inflated by the API (a client that does not accept gzip), each checked row by row count.
 """
@@ -18,6 +19,7 @@ import os
 import tempfile
 import time
 import zlib
+from datetime import datetime
 from typing import Any
 
 import click
@@ -40,7 +42,10 @@ from surge.exports.schemas import Filters
 from surge.orgs.service import create_organization
 
 BENCH_DATABASE = "surge_bench_export"
-POLL_SECONDS = 0.02
+#: The client's polls of GET /v1/exports/{id}: each costs the API and the database a little
+#: CPU, and at 50 a second they slowed the export they watch by a fifth on two cores. The
+#: time measured is the export's own (created_at to finished_at), so polls need not be fine.
+POLL_SECONDS = 0.25
 
 SEED = """
 insert into contacts (organization_id, email, first_name, last_name, status, attributes)
@@ -174,7 +179,8 @@ def _result(
     rows: int, copy_seconds: float, copy_rows: int, done: dict[str, Any], rss: PeakRss
 ) -> dict[str, Any]:
     export = done["export"]
-    rate = rows / done["seconds"]
+    seconds = _between(export["created_at"], export["finished_at"])
+    rate = rows / seconds
     copy_rate = copy_rows / copy_seconds
     gz, plain = done["gzip"], done["identity"]
     return {
@@ -190,11 +196,17 @@ def _result(
             "baseline": "the same COPY (SELECT ...) TO STDOUT read by psycopg, discarded",
         },
         "rows": export["rows_written"],
-        "seconds": round(done["seconds"], 3),
+        # POST's commit to the completion's, by the export's own times (the database clock).
+        "seconds": seconds,
+        "client_seconds": round(done["seconds"], 3),
         "rows_per_s": round(rate),
         "copy_only_seconds": round(copy_seconds, 3),
         "copy_only_rows_per_s": round(copy_rate),
         "ratio_to_copy": round(rate / copy_rate, 4),
+        # From the export's own times: waiting for a worker, then its run (count, COPY,
+        # gzip, pieces stored, completion).
+        "queued_seconds": _between(export["created_at"], export["started_at"]),
+        "run_seconds": _between(export["started_at"], export["finished_at"]),
         "csv_bytes": export["size_bytes"],
         "stored_gzip_bytes": export["compressed_bytes"],
         "download_gzip_seconds": gz["seconds"],
@@ -212,6 +224,10 @@ def _result(
         and gz["content_encoding"] == "gzip"
         and plain["bytes"] == export["size_bytes"],
     }
+
+
+def _between(start: str, end: str) -> float:
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
 
 
 @click.command("export")
