@@ -90,7 +90,12 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("campaigns", campaigns_api.routes, startup=campaigns_api.startup),
     Domain(
         "dispatch",
-        tasks=(dispatch_jobs.plan, dispatch_jobs.send_chunk, dispatch_jobs.finalise),
+        tasks=(
+            dispatch_jobs.plan,
+            dispatch_jobs.send_chunk,
+            dispatch_jobs.pick_winner,
+            dispatch_jobs.finalise,
+        ),
     ),
     Domain(
         "journeys",

@@ -48,6 +48,8 @@ def test_every_campaign_and_message_endpoint_is_404_across_tenants(
         alice.post(f"/v1/messages/{bobs['message']}/pause"),
         alice.post(f"/v1/messages/{bobs['message']}/resume"),
         alice.post(f"/v1/messages/{bobs['message']}/cancel"),
+        alice.post(f"/v1/messages/{bobs['message']}/resend", json={"subject": "s"}),
+        alice.post(f"/v1/messages/{bobs['message']}/send-to-new"),
     ]
     assert [r.status_code for r in calls] == [404] * len(calls)
     # Bob's list as the audience of Alice's message: not found, and named.

@@ -9,12 +9,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from surge.api.auth import organization_id
-from surge.api.decode import read_json
+from surge.api.decode import decode_json, read_body, read_json
 from surge.api.openapi import ApiRoute
 from surge.api.responses import json_response
-from surge.campaigns import service
-from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn
+from surge.campaigns import sends, service
+from surge.campaigns.schemas import (
+    Campaign,
+    CampaignIn,
+    Message,
+    MessageIn,
+    ResendIn,
+    SendToNewIn,
+)
 from surge.delivery.pools import sender_names
+from surge.errors import UnsupportedMediaType
 
 
 async def startup(app: Starlette) -> None:
@@ -59,6 +67,28 @@ async def get_message(request: Request) -> Response:
     return json_response(message)
 
 
+async def resend(request: Request) -> Response:
+    org = await organization_id(request)
+    body = await read_json(request, ResendIn)
+    async with request.app.state.pool.connection() as conn:
+        message = await sends.resend(conn, org, _id(request, "message_id"), body)
+    return json_response(message, 201)
+
+
+async def send_to_new(request: Request) -> Response:
+    org = await organization_id(request)
+    # Every field is optional: no body at all means "now".
+    raw = await read_body(request)
+    body = SendToNewIn()
+    if raw.strip():
+        if "json" not in request.headers.get("content-type", "application/json"):
+            raise UnsupportedMediaType("expected an application/json body")
+        body = decode_json(raw, SendToNewIn)
+    async with request.app.state.pool.connection() as conn:
+        message = await sends.send_to_new(conn, org, _id(request, "message_id"), body)
+    return json_response(message, 201)
+
+
 def change_status(action: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         org = await organization_id(request)
@@ -98,6 +128,24 @@ routes = [
         get_message,
         "A message with its progress",
         response=Message,
+    ),
+    ApiRoute(
+        "post",
+        "/v1/messages/{message_id:int}/resend",
+        resend,
+        "Resend a sent message, with a new subject, to those who did not open it",
+        request=ResendIn,
+        response=Message,
+        status=201,
+    ),
+    ApiRoute(
+        "post",
+        "/v1/messages/{message_id:int}/send-to-new",
+        send_to_new,
+        "Send a message again to the audience members it has not reached yet",
+        request=SendToNewIn,
+        response=Message,
+        status=201,
     ),
     *(
         ApiRoute(

@@ -10,6 +10,10 @@ import msgspec
 from surge.fields import Amount, Id
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+#: A local time of day, "HH:MM" (24-hour); checked exactly by dispatch.windows.parse_clock.
+Clock = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{2}:[0-9]{2}$", examples=["09:00"])]
+ZoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, examples=["Europe/Paris"])]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
 
@@ -34,8 +38,29 @@ class Campaign(msgspec.Struct):
     created_at: datetime
 
 
+class AbTestIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An A/B subject test: ``test_percent`` of the audience, chosen at random, is split
+    evenly across ``subjects``; after ``wait_minutes`` the subject with the best rate of
+    people opening (or clicking) wins and goes to the rest."""
+
+    subjects: Annotated[list[Subject], msgspec.Meta(min_length=2, max_length=5)]
+    test_percent: Annotated[int, msgspec.Meta(ge=1, le=50)]
+    wait_minutes: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 60)]
+    metric: Literal["opens", "clicks"] = "opens"
+
+
+class SendWindowIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Each recipient is sent when their own clock reads between ``start`` and ``end``
+    (``end`` excluded; earlier than ``start``: overnight). Their zone is the IANA name in
+    the contact attribute ``timezone_attribute``; missing or unknown: ``default_timezone``."""
+
+    start: Clock
+    end: Clock
+    timezone_attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "timezone"
+    default_timezone: ZoneName = "UTC"
+
+
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
     from_email: Email
     list_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=100)]
     html: Annotated[str, msgspec.Meta(max_length=512 * 1024)] | None = None
@@ -48,6 +73,24 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     sender: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     #: Only the members of ``list_ids`` who match this segment, evaluated when sending starts.
     segment_id: Id | None = None
+    #: Required, unless ``ab_test`` gives the subjects.
+    subject: Subject | None = None
+    ab_test: AbTestIn | None = None
+    send_window: SendWindowIn | None = None
+
+
+class ResendIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A new message in the same campaign, with a new subject, to the people the original
+    reached who did not open it."""
+
+    subject: Subject
+    send_at: datetime | None = None
+
+
+class SendToNewIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The same message again, to the audience members it has not reached yet."""
+
+    send_at: datetime | None = None
 
 
 class Progress(msgspec.Struct):
@@ -66,6 +109,41 @@ class Progress(msgspec.Struct):
     unsubscribed: int
     msg_per_s: float
     eta_seconds: float | None
+    #: When sending resumes after a wait: an A/B test's winner pick, or the next opening
+    #: of a recipient's send window.
+    next_send_at: datetime | None = None
+
+
+class AbVariant(msgspec.Struct):
+    variant: int
+    subject: str
+    recipients: int
+    sent: int
+    #: People (not machines) who opened or clicked, first time per delivery.
+    opened: int
+    clicked: int
+    open_rate: float
+    click_rate: float
+
+
+class AbTest(msgspec.Struct):
+    subjects: list[str]
+    test_percent: int
+    metric: str
+    wait_minutes: int
+    #: When the winner is (or was to be) picked: the test's start plus the wait.
+    decides_at: datetime | None
+    decided_at: datetime | None
+    #: Index into ``subjects`` of the winner, once picked; the remainder goes with it.
+    winner: int | None
+    variants: list[AbVariant]
+
+
+class SendWindow(msgspec.Struct):
+    start: str
+    end: str
+    timezone_attribute: str
+    default_timezone: str
 
 
 class Message(msgspec.Struct):
@@ -85,3 +163,9 @@ class Message(msgspec.Struct):
     started_at: datetime | None
     finished_at: datetime | None
     progress: Progress | None = None
+    ab_test: AbTest | None = None
+    send_window: SendWindow | None = None
+    #: A resend to the non-openers of this message.
+    resend_of: int | None = None
+    #: A send to the new members of this message's audience.
+    send_to_new_of: int | None = None

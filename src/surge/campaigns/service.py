@@ -8,12 +8,14 @@ the finaliser marks it ``sent``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
 from psycopg import AsyncConnection
 
-from surge.campaigns import store
+from surge.campaigns import sends, store
 from surge.campaigns.schemas import Campaign, CampaignIn, Message, MessageIn, Progress
 from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
@@ -56,7 +58,8 @@ async def create_message(
 
     ``senders`` are the configured sender names; a message may name one of them.
     """
-    check_content(body, senders)
+    subject = sends.check_subject(body)
+    check_content(sends.content(body, subject), senders)
     send_at = check_time("send_at", body.send_at)
     async with conn.transaction():
         await get_campaign(conn, org, campaign_id)
@@ -72,10 +75,11 @@ async def create_message(
                 raise Invalid("segment_id", f"segment {body.segment_id} not found") from None
         values = msgspec.structs.asdict(body)
         values.update(campaign_id=campaign_id, status="scheduled", send_at=send_at)
+        values.update(subject=subject, **await sends.sends_values(conn, body))
         values["list_ids"] = sorted(set(body.list_ids))
         row = await store.insert_message(conn, org, values)
         await dispatch.schedule(conn, org, row["id"], send_at)
-    return msgspec.convert(row, Message)
+    return sends.message_of(row)
 
 
 class Content(Protocol):
@@ -133,24 +137,61 @@ async def get_message(conn: Conn, org: int, message_id: int) -> Message:
     row = await store.get_message(conn, org, message_id)
     if row is None:
         raise NotFound(f"message {message_id} not found")
-    message = msgspec.convert(row, Message)
+    variants = []
+    if row["ab_test_stored"] is not None:
+        variants = await store.message_variants(conn, message_id)
+    message = sends.message_of(row, variants)
     stats = await store.message_stats(conn, message_id)
     if stats is not None:
-        message.progress = progress(stats, row["status"])
+        message.progress = progress(stats, row["status"], await _wait(conn, row))
     return message
 
 
-def progress(stats: store.MessageStats, status: str) -> Progress:
-    """Progress figures from a message_stats row; rate and ETA from the send window."""
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A planned pause in a message's sending: an A/B test's remainder waiting for the
+    winner, or recipients waiting for their send window to open."""
+
+    #: When sending resumes.
+    next_at: datetime | None
+    #: When the last waiting recipients may start, and how many they are (None: all of
+    #: those still queued).
+    last_at: datetime | None
+    last_recipients: int | None = None
+
+
+async def _wait(conn: Conn, row: dict[str, Any]) -> Wait | None:
+    if row["status"] != "sending":
+        return None  # a paused message resumes when staff say, not at a time
+    if row["ab_test_stored"] is not None and row["ab_winner"] is None:
+        return Wait(row["ab_decides_at"], row["ab_decides_at"])
+    if row["send_window_stored"] is not None:
+        schedule = await dispatch.window_schedule(conn, row["id"])
+        return Wait(schedule.next_at, schedule.last_at, schedule.last_recipients)
+    return None
+
+
+def progress(stats: store.MessageStats, status: str, wait: Wait | None = None) -> Progress:
+    """Progress figures from a message_stats row; rate and ETA from the send window.
+
+    With a ``wait`` the rate is over the time spent sending (first to last send), not
+    diluted by the wait, and the ETA is the wait plus the time to send those left then.
+    """
     done = stats.sent + stats.failed + stats.skipped
     queued = max(stats.total - done, 0)
     rate = 0.0
     first, last = stats.first_sent_at, stats.last_sent_at
     if first is not None and last is not None and stats.sent > 1:
-        end = stats.now if status == "sending" else last
+        end = stats.now if status == "sending" and wait is None else last
         window = max((end - first).total_seconds(), 1e-3)
         rate = round(stats.sent / window, 1)
     eta = round(queued / rate, 1) if rate > 0 and status == "sending" else None
+    until = 0.0
+    if wait is not None and wait.last_at is not None:
+        until = max((wait.last_at - stats.now).total_seconds(), 0.0)
+    if status == "sending" and until > 0:
+        left = queued if wait is None or wait.last_recipients is None else wait.last_recipients
+        eta = round(until + left / rate, 1) if rate > 0 else None
     return Progress(
         total=stats.total,
         queued=queued,
@@ -165,6 +206,7 @@ def progress(stats: store.MessageStats, status: str) -> Progress:
         unsubscribed=stats.unsubscribed,
         msg_per_s=rate,
         eta_seconds=eta,
+        next_send_at=wait.next_at if wait is not None else None,
     )
 
 

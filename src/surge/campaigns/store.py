@@ -13,8 +13,34 @@ CAMPAIGN_COLUMNS = "id, name, kind, goal_minor as goal, currency, starts_at, end
 MESSAGE_COLUMNS = (
     "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, segment_id,"
     " send_at,"
-    " track_opens, track_clicks, created_at, started_at, finished_at"
+    " track_opens, track_clicks, created_at, started_at, finished_at,"
+    # Sends (campaigns/sends.py builds the response's ab_test and send_window from these).
+    " resend_of, send_to_new_of, ab_test as ab_test_stored, ab_winner, ab_decides_at,"
+    " ab_decided_at, send_window as send_window_stored"
 )
+#: What a resend or a send to new members copies of the original.
+COPIED_COLUMNS = "html, text_body as text, sender"
+
+
+#: The sends columns of a new message, unless ``values`` gives them (ab_test and
+#: send_window as Jsonb).
+SENDS_DEFAULTS: dict[str, Any] = {
+    "ab_test": None,
+    "send_window": None,
+    "resend_of": None,
+    "send_to_new_of": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VariantStats:
+    """An A/B variant's rollup row (kept by dispatch and tracking)."""
+
+    variant: int
+    recipients: int
+    sent: int
+    opened: int
+    clicked: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +95,14 @@ async def insert_message(
     await cur.execute(
         "insert into messages (organization_id, campaign_id, subject, html, text_body,"
         " from_email, from_name, reply_to, list_ids, segment_id, sender, track_opens,"
-        " track_clicks, send_at, status) values (%(org)s, %(campaign_id)s, %(subject)s,"
+        " track_clicks, send_at, status, ab_test, send_window, resend_of, send_to_new_of)"
+        " values (%(org)s, %(campaign_id)s, %(subject)s,"
         " %(html)s, %(text)s, %(from_email)s, %(from_name)s, %(reply_to)s, %(list_ids)s,"
         " %(segment_id)s, %(sender)s,"
-        " %(track_opens)s, %(track_clicks)s, %(send_at)s, %(status)s)"
+        " %(track_opens)s, %(track_clicks)s, %(send_at)s, %(status)s,"
+        " %(ab_test)s, %(send_window)s, %(resend_of)s, %(send_to_new_of)s)"
         f" returning {MESSAGE_COLUMNS}",
-        {"org": organization_id, **values},
+        {"org": organization_id, **SENDS_DEFAULTS, **values},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -105,3 +133,40 @@ async def message_stats(conn: AsyncConnection[Any], message_id: int) -> MessageS
         [message_id],
     )
     return await cur.fetchone()
+
+
+async def message_variants(conn: AsyncConnection[Any], message_id: int) -> list[VariantStats]:
+    cur = conn.cursor(row_factory=class_row(VariantStats))
+    await cur.execute(
+        "select variant, recipients, sent, opened, clicked from message_variants"
+        " where message_id = %s order by variant",
+        [message_id],
+    )
+    return await cur.fetchall()
+
+
+async def lock_original(
+    conn: AsyncConnection[Any], organization_id: int, message_id: int
+) -> dict[str, Any] | None:
+    """A message to resend or send to new members: its row (locked, so that two resends
+    of it cannot both pass the "no live resend" check) and the columns a copy takes."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {MESSAGE_COLUMNS}, {COPIED_COLUMNS} from messages"
+        " where organization_id = %s and id = %s for no key update",
+        [organization_id, message_id],
+    )
+    return await cur.fetchone()
+
+
+async def live_resend(
+    conn: AsyncConnection[Any], organization_id: int, message_id: int
+) -> int | None:
+    """A resend of the message that is not cancelled, if there is one."""
+    cur = await conn.execute(
+        "select id from messages where organization_id = %s and resend_of = %s"
+        " and status <> 'cancelled' order by id limit 1",
+        [organization_id, message_id],
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])

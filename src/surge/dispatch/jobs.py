@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from surge.dispatch import service, store
+from surge.dispatch import sends_store, service, store
 from surge.dispatch.sending import send_chunk_recipients
 from surge.jobs import JobContext, enqueue, task
 from surge.segments import service as segments
@@ -29,14 +29,21 @@ async def plan(ctx: JobContext) -> None:
         segment = None
         if message.segment_id is not None:
             segment = await segments.predicate(conn, org, message.segment_id)
-        total = await store.snapshot_audience(
-            conn, org, message_id, message.list_ids, size, segment
-        )
-        chunks = await store.create_chunks(conn, message_id, total, size)
-        if chunks == 0:
-            await store.finish_message(conn, message_id)
+        family = None
+        if message.send_to_new_of is not None:
+            family = await store.lock_family(conn, org, message.send_to_new_of)
+        narrow = store.audience_filter(org, segment, resend_of=message.resend_of, family=family)
+        if message.ab_test is not None or message.send_window is not None:
+            total = await service.plan_shaped(conn, message, size, narrow)
         else:
-            await service.enqueue_chunks(conn, org, message_id, list(range(chunks)))
+            total = await store.snapshot_audience(
+                conn, org, message_id, message.list_ids, size, narrow
+            )
+            chunks = await store.create_chunks(conn, message_id, total, size)
+            if chunks == 0:
+                await store.finish_message(conn, message_id)
+            else:
+                await service.enqueue_chunks(conn, org, message_id, list(range(chunks)))
         await ctx.complete_in(conn)
     log.info("message planned", extra={"message_id": message_id, "recipients": total})
 
@@ -49,7 +56,8 @@ async def send_chunk(ctx: JobContext) -> None:
     async with ctx.pool.connection() as conn:
         if not await store.claim_chunk(conn, message_id, chunk, ctx.job.id):
             return  # done already, or another job owns it
-        status = await store.message_status(conn, message_id)
+        gate = await sends_store.chunk_gate(conn, message_id, chunk)
+    status = gate.status if gate is not None else None
     if status == "paused":
         async with ctx.pool.connection() as conn:
             await store.release_chunk(conn, message_id, chunk, done=False)
@@ -59,8 +67,14 @@ async def send_chunk(ctx: JobContext) -> None:
             await store.cancel_queued(conn, message_id, chunk)
             await store.release_chunk(conn, message_id, chunk, done=True)
         return
-    result = await send_chunk_recipients(ctx, message_id, chunk)
     org = ctx.job.organization_id
+    if gate is not None and gate.opens_at is not None:
+        # Its zone's clock is outside the send window (a retry, a resume, a late start):
+        # the chunk waits for the next opening. A chunk that started inside finishes.
+        async with ctx.pool.connection() as conn, conn.transaction():
+            await service.defer_chunk(conn, org, message_id, chunk, gate.opens_at)
+        return
+    result = await send_chunk_recipients(ctx, message_id, chunk)
     async with ctx.pool.connection() as conn, conn.transaction():
         if result.stopped_by == "cancelled":
             await store.cancel_queued(conn, message_id, chunk)
@@ -91,6 +105,19 @@ async def _finalise_if_last(conn: store.Conn, org: int | None, message_id: int) 
             organization_id=org,
             unique_key=f"dispatch.finalise:{message_id}",
         )
+
+
+@task("dispatch.pick_winner", queue="bulk", max_attempts=10)
+async def pick_winner(ctx: JobContext) -> None:
+    """An A/B test's wait is over: record the winner and send the remainder with its
+    subject. One transaction, completed in it: a crash re-runs it whole, a re-run of a
+    decided test changes nothing."""
+    message_id = int(ctx.job.args["message_id"])
+    async with ctx.pool.connection() as conn, conn.transaction():
+        winner = await service.decide(conn, message_id)
+        await ctx.complete_in(conn)
+    if winner is not None:
+        log.info("a/b winner picked", extra={"message_id": message_id, "variant": winner})
 
 
 @task("dispatch.finalise", queue="bulk", max_attempts=10)

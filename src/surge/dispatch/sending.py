@@ -169,7 +169,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
     """Send to the chunk's queued recipients; returns totals and whether retries remain."""
     senders, signer = ctx.resources.senders, ctx.resources.signer
     async with ctx.pool.connection() as conn:
-        message = await store.message_for_send(conn, message_id)
+        message = await store.message_for_send(conn, message_id, chunk)
         rows = await store.chunk_recipients(conn, message_id, chunk)
     assert message is not None
     smtp, bucket = senders.get(message.sender, ctx.pool)

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
-from surge.dispatch import store
+from surge.dispatch import sends_store, store, windows
 from surge.errors import Conflict, NotFound
 from surge.jobs import NewJob, enqueue, enqueue_many
 
@@ -142,3 +144,140 @@ async def close_message(conn: Conn, org: int, message_id: int) -> None:
             organization_id=org,
             unique_key=f"dispatch.finalise:{message_id}",
         )
+
+
+# -- sends: A/B subject tests and send windows (docs/dispatch.md, "Sends") ------------------
+
+
+def window_of(stored: dict[str, Any]) -> sends_store.Window:
+    """A message's send window as stored (checked at creation: campaigns/service.py)."""
+    return sends_store.Window(
+        windows.parse_clock("send_window.start", stored["start"]),
+        windows.parse_clock("send_window.end", stored["end"]),
+        str(stored["timezone_attribute"]),
+        str(stored["default_timezone"]),
+    )
+
+
+async def known_timezone(conn: Conn, name: str) -> str | None:
+    """The IANA zone called ``name`` (any case) as PostgreSQL spells it, or None."""
+    return await sends_store.known_timezone(conn, name)
+
+
+async def plan_shaped(
+    conn: Conn, message: store.MessageToPlan, chunk_size: int, narrow: sql.Composable
+) -> int:
+    """Plan a message with an A/B test or a send window, in the caller's transaction.
+
+    One statement snapshots the audience into chunks of one variant or one time zone. Test
+    and windowed chunks get their send_chunk job (a windowed one at its zone's opening);
+    the A/B remainder is held, and the winner's pick is scheduled ``wait_minutes`` from now.
+    Returns the number of recipients.
+    """
+    org, message_id = message.organization_id, message.id
+    ab = window = None
+    if message.ab_test is not None:
+        ab = sends_store.AbSplit(
+            len(message.ab_test["subjects"]), int(message.ab_test["test_percent"])
+        )
+    if message.send_window is not None:
+        window = window_of(message.send_window)
+    chunks = await sends_store.snapshot_shaped(
+        conn, org, message_id, message.list_ids, chunk_size, narrow, ab=ab, window=window
+    )
+    total = sum(c.recipients for c in chunks)
+    await store.mark_sending(conn, message_id, total, len(chunks))
+    if ab is not None:
+        per_variant = [0] * ab.variants
+        for c in chunks:
+            if c.variant is not None:
+                per_variant[c.variant] += c.recipients
+        await sends_store.set_variant_recipients(conn, org, message_id, per_variant)
+    if not chunks:
+        await store.finish_message(conn, message_id)
+        return 0
+    await enqueue_many(
+        conn,
+        (
+            NewJob(
+                "dispatch.send_chunk",
+                {"message_id": message_id, "chunk": c.chunk},
+                queue=QUEUE,
+                run_at=c.not_before,
+                organization_id=org,
+            )
+            for c in chunks
+            if c.status == "pending"
+        ),
+    )
+    if message.ab_test is not None:
+        wait = int(message.ab_test["wait_minutes"])
+        decides_at = await sends_store.schedule_decision(conn, message_id, wait)
+        await enqueue(
+            conn,
+            "dispatch.pick_winner",
+            {"message_id": message_id},
+            queue=QUEUE,
+            run_at=decides_at,
+            organization_id=org,
+            unique_key=f"dispatch.pick_winner:{message_id}",
+        )
+    return total
+
+
+def pick(metric: str, variants: int, figures: Sequence[sends_store.VariantFigures]) -> int:
+    """The winning variant: the highest rate of people who opened (or clicked, by
+    ``metric``) among its sent deliveries; a variant with none sent rates 0; ties go to
+    the first variant. Rates are compared exactly (fractions), not as floats."""
+    rates = [Fraction(0)] * variants
+    for f in figures:
+        hits = f.clicked if metric == "clicks" else f.opened
+        if f.sent and 0 <= f.variant < variants:
+            rates[f.variant] = Fraction(hits, f.sent)
+    best = max(rates)
+    return rates.index(best)
+
+
+async def decide(conn: Conn, message_id: int) -> int | None:
+    """Pick and record an A/B test's winner and release the held-back remainder to go with
+    its subject, in the caller's transaction; returns the winner, or None if there is
+    nothing to decide (no test, or decided already: a re-run changes nothing).
+
+    Paused: the remainder's chunks wait as pending, for resume. Cancelled: the winner is
+    still recorded, and the remainder is cancelled.
+    """
+    message = await store.lock_message(conn, message_id)
+    if message is None or message.ab_test is None or message.ab_winner is not None:
+        return None
+    figures = await sends_store.variant_figures(conn, message_id)
+    variants = len(message.ab_test["subjects"])
+    winner = pick(str(message.ab_test["metric"]), variants, figures)
+    await sends_store.set_winner(conn, message_id, winner)
+    if message.status == "cancelled":
+        await sends_store.cancel_held(conn, message_id)
+        return winner
+    chunks = await sends_store.release_held(conn, message_id)
+    if chunks and message.status == "sending":
+        await enqueue_chunks(conn, message.organization_id, message_id, chunks)
+    return winner
+
+
+async def defer_chunk(
+    conn: Conn, org: int | None, message_id: int, chunk: int, opens_at: datetime
+) -> None:
+    """Outside its send window: the chunk waits, pending, for a job at ``opens_at``."""
+    await sends_store.defer_chunk(conn, message_id, chunk, opens_at)
+    await enqueue(
+        conn,
+        "dispatch.send_chunk",
+        {"message_id": message_id, "chunk": chunk},
+        queue=QUEUE,
+        run_at=opens_at,
+        organization_id=org,
+        unique_key=f"dispatch.send_chunk:{message_id}:{chunk}:{int(opens_at.timestamp())}",
+    )
+
+
+async def window_schedule(conn: Conn, message_id: int) -> sends_store.WindowSchedule:
+    """When a windowed message's unfinished chunks open: the next and the last opening."""
+    return await sends_store.window_schedule(conn, message_id)

@@ -1,8 +1,9 @@
 """SQL of the dispatcher: audience snapshot, chunk ownership, outcomes and rollups.
 
 This module is the one writer of ``messages.status`` once a message exists: ``set_status``
-(staff actions, through ``dispatch.service.act``), ``create_chunks`` (→ sending) and
-``finish_message`` (→ sent).
+(staff actions, through ``dispatch.service.act``), ``create_chunks`` and ``mark_sending``
+(→ sending) and ``finish_message`` (→ sent). The SQL of A/B tests and send windows is in
+``sends_store.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class MessageToPlan:
     list_ids: list[int]
     segment_id: int | None
     send_at: datetime | None
+    #: The A/B test, send window and follow-up kind (docs/dispatch.md, "Sends").
+    ab_test: dict[str, Any] | None = None
+    ab_winner: int | None = None
+    send_window: dict[str, Any] | None = None
+    resend_of: int | None = None
+    send_to_new_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,26 +90,68 @@ class FinalStats:
 # With a segment, the members are narrowed by its predicate over ``contacts c`` (segments/
 # rules.py), still in the same statement. The values are composed in as literals, not sent
 # as parameters: a predicate's literals may hold "%", which parameters would misread.
+AUDIENCE = """select distinct contact_id from list_members
+      where organization_id = {org} and list_id = any({list_ids})
+        and confirmed_at is not null and unsubscribed_at is null{narrow}"""
 SNAPSHOT = """
 insert into deliveries (message_id, contact_id, organization_id, chunk)
 select {message_id}, contact_id, {org},
        ((row_number() over (order by contact_id)) - 1) / {chunk_size}
-from (select distinct contact_id from list_members
-      where organization_id = {org} and list_id = any({list_ids})
-        and confirmed_at is not null and unsubscribed_at is null{segment}) audience
+from ({audience}) audience
 on conflict do nothing
 """
 IN_SEGMENT = " and contact_id in (select c.id from contacts c where c.organization_id = {} and {})"
+# A send to new members: no delivery (other than a cancelled one) of any message of its
+# family yet. A resend: a delivery of the original that was sent and neither opened nor
+# clicked by a person (machine opens are in other columns; a click shows it was read).
+# Both probe deliveries' primary key (message_id, contact_id) once per member.
+NOT_YET_SENT = (
+    " and not exists (select 1 from deliveries o where o.message_id = any({})"
+    " and o.contact_id = list_members.contact_id and o.status <> 'cancelled')"
+)
+NON_OPENERS = (
+    " and exists (select 1 from deliveries o where o.message_id = {}"
+    " and o.contact_id = list_members.contact_id and o.status = 'sent'"
+    " and o.opened_at is null and o.clicked_at is null)"
+)
+
+
+def audience_filter(
+    org: int,
+    segment: sql.Composable | None = None,
+    *,
+    resend_of: int | None = None,
+    family: list[int] | None = None,
+) -> sql.Composable:
+    """What narrows a message's list members: its segment's predicate over ``contacts c``,
+    a resend's non-openers of ``resend_of``, a send to new members' "nobody ``family``
+    reached"."""
+    parts: list[sql.Composable] = []
+    if segment is not None:
+        parts.append(sql.SQL(IN_SEGMENT).format(sql.Literal(org), segment))
+    if resend_of is not None:
+        parts.append(sql.SQL(NON_OPENERS).format(sql.Literal(resend_of)))
+    if family:
+        parts.append(sql.SQL(NOT_YET_SENT).format(sql.Literal(family)))
+    return sql.Composed(parts)
 
 
 async def lock_message(conn: Conn, message_id: int) -> MessageToPlan | None:
     cur = conn.cursor(row_factory=class_row(MessageToPlan))
     await cur.execute(
-        "select id, organization_id, status, started_at, list_ids, segment_id, send_at"
+        "select id, organization_id, status, started_at, list_ids, segment_id, send_at,"
+        " ab_test, ab_winner, send_window, resend_of, send_to_new_of"
         " from messages where id = %s for update",
         [message_id],
     )
     return await cur.fetchone()
+
+
+def audience(org: int, list_ids: list[int], narrow: sql.Composable | None) -> sql.Composed:
+    """The SELECT of a message's audience (``AUDIENCE``), narrowed by ``narrow``."""
+    return sql.SQL(AUDIENCE).format(
+        org=sql.Literal(org), list_ids=sql.Literal(list_ids), narrow=narrow or sql.SQL("")
+    )
 
 
 async def snapshot_audience(
@@ -111,22 +160,45 @@ async def snapshot_audience(
     message_id: int,
     list_ids: list[int],
     chunk_size: int,
-    segment: sql.Composable | None = None,
+    narrow: sql.Composable | None = None,
 ) -> int:
-    """Insert one queued delivery per distinct audience member (of ``segment`` too, a
-    predicate over ``contacts c``, if given); returns how many."""
-    narrow: sql.Composable = sql.SQL("")
-    if segment is not None:
-        narrow = sql.SQL(IN_SEGMENT).format(sql.Literal(org), segment)
+    """Insert one queued delivery per distinct audience member (narrowed by ``narrow``,
+    from ``audience_filter``, if given); returns how many."""
     query = sql.SQL(SNAPSHOT).format(
         message_id=sql.Literal(message_id),
         org=sql.Literal(org),
         chunk_size=sql.Literal(chunk_size),
-        list_ids=sql.Literal(list_ids),
-        segment=narrow,
+        audience=audience(org, list_ids, narrow),
     )
     cur = await conn.execute(query)
     return cur.rowcount
+
+
+async def mark_sending(conn: Conn, message_id: int, total: int, chunks: int) -> None:
+    """The message is planned: sending, with ``total`` recipients in ``chunks`` chunks."""
+    await conn.execute(
+        "update messages set status = 'sending', started_at = now(), chunks_total = %s"
+        " where id = %s",
+        [chunks, message_id],
+    )
+    await conn.execute(
+        "update message_stats set total = %s where message_id = %s", [total, message_id]
+    )
+
+
+async def lock_family(conn: Conn, org: int, root: int) -> list[int]:
+    """The messages of a send-to-new family: ``root`` and its sends to new members. Their
+    plans run one at a time (a lock on the root's row), so each sees the others' deliveries.
+    NO KEY UPDATE leaves the root free for a new follow-up's foreign key check."""
+    await conn.execute(
+        "select 1 from messages where id = %s and organization_id = %s for no key update",
+        [root, org],
+    )
+    cur = await conn.execute(
+        "select id from messages where organization_id = %s and send_to_new_of = %s",
+        [org, root],
+    )
+    return [root, *(int(row[0]) for row in await cur.fetchall())]
 
 
 async def create_chunks(conn: Conn, message_id: int, total: int, chunk_size: int) -> int:
@@ -187,12 +259,18 @@ async def unfinished_chunks(conn: Conn, message_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def message_for_send(conn: Conn, message_id: int) -> MessageToSend | None:
+async def message_for_send(
+    conn: Conn, message_id: int, chunk: int | None = None
+) -> MessageToSend | None:
+    """The message as ``chunk`` sends it: an A/B test chunk with its variant's subject."""
     cur = conn.cursor(row_factory=class_row(MessageToSend))
     await cur.execute(
-        "select id, organization_id, status, subject, html, text_body, from_email, from_name,"
-        " reply_to, sender, track_opens, track_clicks from messages where id = %s",
-        [message_id],
+        "select m.id, m.organization_id, m.status,"
+        " coalesce(m.ab_test -> 'subjects' ->> c.variant::integer, m.subject) as subject,"
+        " m.html, m.text_body, m.from_email, m.from_name, m.reply_to, m.sender,"
+        " m.track_opens, m.track_clicks from messages m left join dispatch_chunks c"
+        " on c.message_id = m.id and c.chunk = %s where m.id = %s",
+        [chunk, message_id],
     )
     return await cur.fetchone()
 
@@ -241,11 +319,16 @@ async def record_outcomes(
         "   attempts = d.attempts + 1, last_error = v.error,"
         "   sent_at = case when v.status = 'sent' then now() end"
         "  from v where d.message_id = %s and d.contact_id = v.contact_id"
-        "  and d.status = 'queued' returning d.status)"
-        " select status, count(*) from changed group by status",
+        "  and d.status = 'queued' returning d.status, d.variant)"
+        " select status, variant, count(*) from changed group by status, variant",
         [contact_ids, statuses, errors, message_id],
     )
-    counts = {row[0]: int(row[1]) for row in await cur.fetchall()}
+    counts: dict[str, int] = {}
+    sent_by_variant: dict[int, int] = {}
+    for status, variant, n in await cur.fetchall():
+        counts[status] = counts.get(status, 0) + int(n)
+        if status == "sent" and variant is not None:
+            sent_by_variant[int(variant)] = int(n)
     sent, failed, skipped = counts.get("sent", 0), counts.get("failed", 0), counts.get("skipped", 0)
     if sent or failed or skipped:
         await conn.execute(
@@ -256,6 +339,14 @@ async def record_outcomes(
             " last_sent_at = case when %(sent)s > 0 then now() else last_sent_at end"
             " where message_id = %(m)s",
             {"sent": sent, "failed": failed, "skipped": skipped, "m": message_id},
+        )
+    if sent_by_variant:
+        # After message_stats, as the tracking writer does: one lock order, no deadlock.
+        await conn.execute(
+            "update message_variants mv set sent = mv.sent + v.n"
+            " from unnest(%s::smallint[], %s::integer[]) as v(variant, n)"
+            " where mv.message_id = %s and mv.variant = v.variant",
+            [list(sent_by_variant), list(sent_by_variant.values()), message_id],
         )
     return counts
 
