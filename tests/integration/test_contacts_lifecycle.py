@@ -4,6 +4,7 @@ strict import mode that never re-subscribes anyone without being told consent wa
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -139,6 +140,32 @@ def send_event(public: httpx.Client, **event: Any) -> None:
     assert response.status_code == 202, response.text
 
 
+def segment(api: str, org: dict[str, str], call: str, body: dict[str, Any]) -> None:
+    """A Segment-style call, with the write key as the basic-auth user as the SDKs send it."""
+    key = base64.b64encode(f"{org['publishable_key']}:".encode()).decode()
+    response = httpx.post(f"{api}/v1/{call}", json=body, headers={"Authorization": f"Basic {key}"})
+    assert response.status_code in (200, 202), response.text
+
+
+def waiting_journey(staff: httpx.Client, list_id: int) -> int:
+    """A journey whose members get a webhook step, then wait an hour: active meanwhile."""
+    body = {
+        "name": "welcome",
+        "trigger": {"kind": "list", "list_id": list_id},
+        "steps": [{"kind": "webhook", "label": "hello"}, {"kind": "wait", "seconds": 3600}],
+    }
+    journey = staff.post("/v1/journeys", json=body)
+    assert journey.status_code == 201, journey.text
+    journey_id = int(journey.json()["id"])
+    assert staff.post(f"/v1/journeys/{journey_id}/activate").status_code == 200
+    return journey_id
+
+
+def journey_stats(staff: httpx.Client, journey_id: int) -> tuple[int, int, int]:
+    stats = staff.get(f"/v1/journeys/{journey_id}").json()["stats"]
+    return stats["entered"], stats["active"], stats["exited"]
+
+
 # -- PATCH ------------------------------------------------------------------------------------
 
 
@@ -269,6 +296,24 @@ def test_delete_removes_the_contact_and_its_lists_and_announces_it(
     assert stored == [(cid, "deleted", "subscribed")]
 
 
+def test_deleting_a_contact_ends_its_journeys_as_exits(
+    staff: httpx.Client, database_url: str
+) -> None:
+    cid = new_contact(staff, "walker@x.io")
+    journey_list = new_list(staff, "walkers")
+    journey = waiting_journey(staff, journey_list)
+    staff.post(f"/v1/lists/{journey_list}/members", json={"contact_ids": [cid]})
+    wait_until(database_url, "select count(*) from journey_enrolments where contact_id = %s", cid)
+    assert staff.delete(f"/v1/contacts/{cid}").status_code == 204
+    assert journey_stats(staff, journey) == (1, 0, 1)
+    rows = sql(
+        database_url,
+        "select state, exit_reason from journey_enrolments where contact_id = %s",
+        cid,
+    )
+    assert rows == [("exited", "contact deleted")]
+
+
 def test_a_deleted_address_does_not_come_back_silently(staff: httpx.Client) -> None:
     cid = new_contact(staff, "ghost@x.io", status="unsubscribed")
     assert staff.delete(f"/v1/contacts/{cid}").status_code == 204
@@ -371,7 +416,12 @@ def campaign(staff: httpx.Client) -> int:
 
 
 def test_merge_moves_everything_to_the_contact_kept(
-    staff: httpx.Client, public: httpx.Client, campaign: int, database_url: str
+    staff: httpx.Client,
+    public: httpx.Client,
+    campaign: int,
+    database_url: str,
+    api: str,
+    org: dict[str, str],
 ) -> None:
     keep = new_contact(staff, "keep@x.io", first_name="Kim", attributes={"tier": "gold"})
     drop = new_contact(
@@ -387,8 +437,14 @@ def test_merge_moves_everything_to_the_contact_kept(
     alone = wait_for(staff, make_message(staff, only_drop)["id"], "sent")
     send_event(public, type="app.login", contact_id=drop)
     send_event(public, type="app.visit", contact_email="DROP@x.io")
+    segment(api, org, "identify", {"userId": "drop-1", "traits": {"email": "drop@x.io"}})
     donation = donate(public, campaign, "drop@x.io")
     wait_donation(staff, donation)
+    wait_until(database_url, "select count(*) from profiles where id = 'drop-1'")
+    journey_list = new_list(staff, "drop's journey")
+    journey = waiting_journey(staff, journey_list)
+    staff.post(f"/v1/lists/{journey_list}/members", json={"contact_ids": [drop]})
+    wait_until(database_url, "select count(*) from journey_enrolments where contact_id = %s", drop)
 
     response = staff.post(f"/v1/contacts/{keep}/merge", json={"from": drop})
     assert response.status_code == 200, response.text
@@ -398,21 +454,26 @@ def test_merge_moves_everything_to_the_contact_kept(
     assert (contact["first_name"], contact["last_name"]) == ("Kim", "Lee")
     assert contact["attributes"] == {"tier": "gold", "city": "Oslo"}  # the kept one wins
     assert merged["moved"] == {
-        "lists": 1,
+        "lists": 2,
         "deliveries": 1,
         "deliveries_dropped": 1,
-        "events": 2,
+        "events": 3,  # by id, by address, and the identify call's
         "donations": 1,
+        "journeys": 1,
+        "profiles": 1,
     }
     assert staff.get(f"/v1/contacts/{drop}").status_code == 404
     lists = staff.get(f"/v1/contacts/{keep}/lists").json()["data"]
-    assert sorted(m["list_id"] for m in lists) == sorted([both, only_drop])
+    assert sorted(m["list_id"] for m in lists) == sorted([both, only_drop, journey_list])
     export = staff.get(f"/v1/contacts/{keep}/export").json()
     assert sorted(d["message_id"] for d in export["deliveries"]) == sorted(
         [shared["id"], alone["id"]]
     )
-    assert {e["type"] for e in export["events"]} == {"app.login", "app.visit"}
+    assert {"app.login", "app.visit"} <= {e["type"] for e in export["events"]}
     assert [d["id"] for d in export["donations"]] == [donation]
+    assert [p["id"] for p in export["profiles"]] == ["drop-1"]
+    assert [(j["journey_id"], j["state"]) for j in export["journeys"]] == [(journey, "active")]
+    assert journey_stats(staff, journey) == (1, 1, 0)  # still one person on the way
     # The figures do not move: the message still says two were sent.
     assert staff.get(f"/v1/messages/{shared['id']}").json()["progress"]["sent"] == 2
     assert hook_events(database_url, "contact.deleted", drop) == [
@@ -449,78 +510,119 @@ def test_bad_merges_are_4xx_naming_from(staff: httpx.Client) -> None:
 
 
 def test_export_then_erase_a_person(
-    staff: httpx.Client, public: httpx.Client, campaign: int, database_url: str
+    staff: httpx.Client,
+    public: httpx.Client,
+    campaign: int,
+    database_url: str,
+    api: str,
+    org: dict[str, str],
 ) -> None:
+    hook = {"url": "http://127.0.0.1:9/journeys", "event_types": ["journey.step"]}
+    assert staff.post("/v1/webhook-endpoints", json=hook).status_code == 201
     cid = new_contact(staff, "Erin@x.io", first_name="Erin", attributes={"age": 40})
     list_id = new_list(staff, "erin's", cid)
     message = wait_for(staff, make_message(staff, list_id)["id"], "sent")
+    journey_list = new_list(staff, "erin's journey")
+    journey = waiting_journey(staff, journey_list)
+    staff.post(f"/v1/lists/{journey_list}/members", json={"contact_ids": [cid]})
     send_event(public, type="app.login", contact_id=cid)
     send_event(public, type="app.visit", contact_email="erin@x.io")
+    segment(api, org, "identify", {"userId": "erin-1", "traits": {"email": "Erin@x.io"}})
+    segment(api, org, "alias", {"userId": "erin-1", "previousId": "anon-erin"})
+    segment(api, org, "track", {"anonymousId": "anon-erin", "event": "Viewed Erin's page"})
     donation = donate(public, campaign, "ERIN@x.io", amount=4200)
     wait_donation(staff, donation)
     staff.post("/v1/suppressions", json={"suppressions": [{"email": "erin@x.io"}]})
     totals_before = staff.get(f"/v1/campaigns/{campaign}/totals").json()
     totals_before.pop("as_of")
-    # Let the consumers turn the events into the activity rollup and webhook payloads.
+    # Let the consumers and the journey runner do their part first.
     wait_until(database_url, "select count(*) from contact_activity where contact_id = %s", cid)
     wait_until(
         database_url,
-        "select count(*) = 2 from webhook_events where type = 'event.received'"
+        "select count(*) >= 2 from webhook_events where type = 'event.received'"
         " and (data->>'contact_id' = %s or data->>'contact_email' = 'erin@x.io')",
         str(cid),
     )
+    wait_until(
+        database_url,
+        "select count(*) from profile_aliases where alias = 'anon-erin' and profile_id = 'erin-1'",
+    )
+    wait_until(
+        database_url,
+        "select count(*) from webhook_events where type = 'journey.step'"
+        " and data->'contact'->>'id' = %s",
+        str(cid),
+    )
+    assert journey_stats(staff, journey) == (1, 1, 0)
 
     export = staff.get(f"/v1/contacts/{cid}/export")
     assert export.status_code == 200
     assert "attachment" in export.headers["content-disposition"]
     data = export.json()
     assert data["contact"]["first_name"] == "Erin"
-    assert [(m["list_id"], m["status"]) for m in data["lists"]] == [(list_id, "subscribed")]
+    assert {(m["list_id"], m["status"]) for m in data["lists"]} == {
+        (list_id, "subscribed"),
+        (journey_list, "subscribed"),
+    }
     [delivery] = data["deliveries"]
     assert (delivery["message_id"], delivery["status"]) == (message["id"], "sent")
-    assert {e["type"] for e in data["events"]} == {"app.login", "app.visit"}
+    types = {e["type"] for e in data["events"]}
+    assert {"app.login", "app.visit", "Viewed Erin's page"} <= types
+    [profile] = data["profiles"]
+    assert (profile["id"], profile["aliases"]) == ("erin-1", ["anon-erin"])
+    [enrolment] = data["journeys"]
+    assert (enrolment["journey_id"], enrolment["state"]) == (journey, "active")
     [given] = data["donations"]
     assert (given["id"], given["amount"], given["status"]) == (donation, 4200, "succeeded")
     assert [s["reason"] for s in data["suppressions"]] == ["manual"]
+    assert data["activity"] and data["last_activity"]
 
     erased = staff.post(f"/v1/contacts/{cid}/erase")
     assert erased.status_code == 200, erased.text
     counts = erased.json()["erased"]
     assert counts.pop("activity") >= 2  # the daily and last-day rows of each type
+    assert counts.pop("events") == len(data["events"])
+    assert counts.pop("webhook_events") >= 3  # two events and the journey's step
     assert counts == {
-        "lists": 1,
+        "lists": 2,
         "deliveries": 1,
-        "events": 2,
+        "profiles": 1,
+        "journeys": 1,
         "donations": 1,
         "suppressions": 1,
-        "webhook_events": 2,
     }
     assert staff.get(f"/v1/contacts/{cid}").status_code == 404
     assert staff.post(f"/v1/contacts/{cid}/erase").status_code == 404
-    assert sql(
+    left = sql(
         database_url,
-        "select count(*) from events where contact_id = %s or contact_email = 'erin@x.io'",
+        "select count(*) from events where contact_id = %s or contact_email = 'erin@x.io'"
+        " or user_id = 'erin-1' or anonymous_id = 'anon-erin'",
         cid,
-    ) == [(0,)]
+    )
+    assert left == [(0,)]
     assert sql(database_url, "select count(*) from deliveries where contact_id = %s", cid) == [(0,)]
-    assert sql(database_url, "select count(*) from contact_activity where contact_id = %s", cid)[
-        0
-    ] == (0,)
+    for table in ("contact_activity", "contact_last_activity", "journey_enrolments"):
+        assert sql(database_url, f"select count(*) from {table} where contact_id = %s", cid) == [
+            (0,)
+        ]
+    assert sql(database_url, "select count(*) from profiles where id = 'erin-1'") == [(0,)]
+    assert sql(database_url, "select count(*) from profile_aliases where alias = 'anon-erin'") == [
+        (0,)
+    ]
     [(email, name, amount)] = sql(
         database_url, "select email, name, amount_minor from donations where id = %s", donation
     )
     assert (email, name, amount) == ("erased@erased.invalid", None, 4200)
-    # The figures stay whole.
+    # The figures stay whole: sent is sent, raised is raised, the journey lost one to an exit.
     assert staff.get(f"/v1/messages/{message['id']}").json()["progress"]["sent"] == 1
     totals_after = staff.get(f"/v1/campaigns/{campaign}/totals").json()
     totals_after.pop("as_of")
     assert totals_after == totals_before
+    assert journey_stats(staff, journey) == (1, 0, 1)
     assert staff.get("/v1/suppressions", params={"email": "erin@x.io"}).json()["data"] == []
     [event] = hook_events(database_url, "contact.deleted", cid)
     assert event == {"contact_id": cid, "reason": "erased", "merged_into": None}
-    payloads = sql(
-        database_url, "select distinct data::text from webhook_events where type = 'event.received'"
-    )
+    payloads = sql(database_url, "select data::text from webhook_events")
     assert all("erin" not in p.lower() for (p,) in payloads)
     # No trace of the address is left to read; a strict import does not bring it back.
     dump = sql(database_url, "select count(*) from contacts where lower(email) = 'erin@x.io'")

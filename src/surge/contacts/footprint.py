@@ -1,21 +1,22 @@
-"""SQL of a person's footprint in other domains' tables: deliveries, events and their
-per-day activity rollup, donations, suppressions, and the webhook payloads that carried
-their data.
+"""SQL of what Surge did for and with a person, in other domains' tables: deliveries,
+journey enrolments, donations, suppressions, and the webhook payloads that carried their
+data (what the person did — events, activity rollups, profiles — is in ``traces``).
 
 Why contacts reads and writes these tables itself, against the rule that a domain calls
 another's service: a merge, an erasure and an export must each see or change all of them
-in *one* transaction, and the domains that own them (dispatch, tracking, donations through
-campaigns) import contacts already, so calling back into them would be an import cycle.
-This module is the one place where that happens; it touches only the rows of one or two
-contacts and never a column's meaning: a delivery still in the queue ends ``skipped`` and
-is counted in ``message_stats.skipped`` exactly as dispatch counts its own skips, and the
-other counters (sent, opened, ...) are rollups that stay as they are when rows go.
+in *one* transaction, and the domains that own them (dispatch, tracking, journeys,
+donations through campaigns) import contacts already, so calling back into them would be
+an import cycle. This module and ``traces`` are the one place where that happens; they
+touch only the rows of one or two contacts and never a column's meaning: a delivery still
+in the queue ends ``skipped`` and is counted in ``message_stats.skipped`` as dispatch counts
+its own skips, an active journey that goes is counted as an exit as the runner counts one,
+and every other figure (sent, opened, raised, entered, ...) is a counter that stays as it is
+when rows go.
 
-Costs: deliveries are found by primary key, one probe per message of the organisation
-(``message_id = any(...) and contact_id = ...``); events and donations have no index by
-contact or address (event intake stays one COPY into an index-light table), so those
-statements scan the organisation's retained events and the donations table. Merges,
-exports and erasures are rare, staff-initiated operations: seconds, not a hot path.
+Costs: deliveries and journey enrolments are found by primary key, one probe per message
+or journey of the organisation (``message_id = any(...) and contact_id = ...``); donations
+and the webhook outbox have no index by address and are scanned. Merges, exports and
+erasures are rare, staff-initiated operations: seconds, not a hot path.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from __future__ import annotations
 from psycopg.rows import class_row
 
 from surge.contacts.schemas import (
-    ActivityRecord,
     DeliveryRecord,
     DonationRecord,
-    EventRecord,
-    LastActivityRecord,
+    EnrolmentRecord,
     SoftBounceRecord,
     SuppressionRecord,
 )
@@ -131,109 +130,89 @@ async def erase_deliveries(conn: Conn, org: int, contact_id: int) -> int:
     return cur.rowcount
 
 
-# -- events (partitioned by day; contact_email is stored lower-cased) -----------------------
+# -- journey enrolments (primary key (journey_id, contact_id)) ------------------------------
 
-_PERSON_EVENTS = (
-    "organization_id = %(org)s and (contact_id = %(contact)s or contact_email = lower(%(email)s))"
-)
+_JOURNEYS = "array(select id from journeys where organization_id = %(org)s)"
+
+# An active enrolment that goes is counted as exited at its step, as the runner counts an
+# exit, so that a journey's "waiting" (entered - done - exited) stays true. Shard 0 of the
+# step's counters takes it.
+_COUNT_EXITS = """
+insert into journey_step_stats as s
+    (journey_id, step, shard, organization_id, entered, done, exited)
+select journey_id, step, 0, %(org)s, 0, 0, count(*) from {rows}
+where state = 'active' group by journey_id, step
+on conflict (journey_id, step, shard) do update set exited = s.exited + excluded.exited
+"""
 
 
-async def events(conn: Conn, org: int, contact_id: int, email: str) -> list[EventRecord]:
-    cur = conn.cursor(row_factory=class_row(EventRecord))
+async def enrolments(conn: Conn, org: int, contact_id: int) -> list[EnrolmentRecord]:
+    cur = conn.cursor(row_factory=class_row(EnrolmentRecord))
     await cur.execute(
-        "select id, type, campaign_id, contact_email, payload, occurred_at, received_at"
-        f" from events where {_PERSON_EVENTS} order by occurred_at, id",
-        {"org": org, "contact": contact_id, "email": email},
+        "select e.journey_id, j.name as journey_name, e.step, e.state, e.entries,"
+        " e.entered_at, e.updated_at, e.exit_reason from journey_enrolments e"
+        " join journeys j on j.organization_id = e.organization_id and j.id = e.journey_id"
+        f" where e.journey_id = any({_JOURNEYS}) and e.contact_id = %(contact)s"
+        " and e.organization_id = %(org)s order by e.journey_id",
+        {"org": org, "contact": contact_id},
     )
     return await cur.fetchall()
 
 
-async def move_events(conn: Conn, org: int, source: int, email: str, target: int) -> int:
-    """Events of ``source`` (by id, or by its address where no contact id was sent) now name
-    ``target``; the address the client sent stays as it was."""
+async def exit_enrolments(conn: Conn, org: int, contact_id: int, reason: str) -> int:
+    """End the contact's active journeys (``exited``, counted); the rows stay as history."""
+    exits = _COUNT_EXITS.format(rows="exited")
     cur = await conn.execute(
-        "update events set contact_id = %(target)s where organization_id = %(org)s"
-        " and (contact_id = %(source)s"
-        " or (contact_id is null and contact_email = lower(%(email)s)))",
-        {"org": org, "source": source, "email": email, "target": target},
+        f"""
+        with exited as (
+            update journey_enrolments e set state = 'exited', exit_reason = %(reason)s,
+                updated_at = now()
+            where e.journey_id = any({_JOURNEYS}) and e.contact_id = %(contact)s
+                and e.organization_id = %(org)s and e.state = 'active'
+            returning e.journey_id, e.step, 'active' as state
+        ), counted as ({exits})
+        select count(*) from exited
+        """,
+        {"org": org, "contact": contact_id, "reason": reason},
     )
-    return cur.rowcount
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
-async def erase_events(conn: Conn, org: int, contact_id: int, email: str) -> int:
+async def erase_enrolments(conn: Conn, org: int, contact_id: int) -> int:
+    exits = _COUNT_EXITS.format(rows="gone")
     cur = await conn.execute(
-        f"delete from events where {_PERSON_EVENTS}",
-        {"org": org, "contact": contact_id, "email": email},
-    )
-    return cur.rowcount
-
-
-# -- contact_activity, contact_last_activity (segments' rollups; keys start with the org) ---
-
-
-async def activity(conn: Conn, org: int, contact_id: int) -> list[ActivityRecord]:
-    cur = conn.cursor(row_factory=class_row(ActivityRecord))
-    await cur.execute(
-        "select type, day, events from contact_activity"
-        " where organization_id = %s and contact_id = %s order by day, type",
-        [org, contact_id],
-    )
-    return await cur.fetchall()
-
-
-async def last_activity(conn: Conn, org: int, contact_id: int) -> list[LastActivityRecord]:
-    cur = conn.cursor(row_factory=class_row(LastActivityRecord))
-    await cur.execute(
-        "select type, last_day from contact_last_activity"
-        " where organization_id = %s and contact_id = %s order by type",
-        [org, contact_id],
-    )
-    return await cur.fetchall()
-
-
-async def move_activity(conn: Conn, org: int, source: int, target: int) -> None:
-    """Add ``source``'s daily counts to ``target``'s and keep the later of their last days
-    per type, so segment rules count the merged contact's whole activity."""
-    await conn.execute(
-        """
+        f"""
         with gone as (
-            delete from contact_last_activity
-            where organization_id = %(org)s and contact_id = %(source)s
-            returning type, last_day
-        )
-        insert into contact_last_activity as a (organization_id, type, contact_id, last_day)
-        select %(org)s, type, %(target)s, last_day from gone
-        on conflict (organization_id, type, contact_id)
-        do update set last_day = greatest(a.last_day, excluded.last_day)
+            delete from journey_enrolments e
+            where e.journey_id = any({_JOURNEYS}) and e.contact_id = %(contact)s
+                and e.organization_id = %(org)s
+            returning e.journey_id, e.step, e.state
+        ), counted as ({exits})
+        select count(*) from gone
         """,
-        {"org": org, "source": source, "target": target},
+        {"org": org, "contact": contact_id},
     )
-    await conn.execute(
-        """
-        with gone as (
-            delete from contact_activity
-            where organization_id = %(org)s and contact_id = %(source)s
-            returning type, day, events
-        )
-        insert into contact_activity as a (organization_id, type, day, contact_id, events)
-        select %(org)s, type, day, %(target)s, events from gone
-        on conflict (organization_id, type, day, contact_id)
-        do update set events = a.events + excluded.events
-        """,
-        {"org": org, "source": source, "target": target},
-    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
-async def erase_activity(conn: Conn, org: int, contact_id: int) -> int:
-    daily = await conn.execute(
-        "delete from contact_activity where organization_id = %s and contact_id = %s",
-        [org, contact_id],
+async def move_enrolments(conn: Conn, org: int, source: int, target: int) -> int:
+    """Give ``target`` the journeys of ``source`` it is not in; ``source``'s others go
+    (counted as exits if active). Returns how many moved."""
+    params = {"org": org, "source": source, "target": target}
+    moved = await conn.execute(
+        f"""
+        update journey_enrolments e set contact_id = %(target)s, updated_at = now()
+        where e.journey_id = any({_JOURNEYS}) and e.contact_id = %(source)s
+            and e.organization_id = %(org)s
+            and not exists (select from journey_enrolments t
+                            where t.journey_id = e.journey_id and t.contact_id = %(target)s)
+        """,
+        params,
     )
-    last = await conn.execute(
-        "delete from contact_last_activity where organization_id = %s and contact_id = %s",
-        [org, contact_id],
-    )
-    return daily.rowcount + last.rowcount
+    await erase_enrolments(conn, org, source)
+    return moved.rowcount
 
 
 # -- donations (by the donor's address) -----------------------------------------------------
@@ -308,15 +287,26 @@ async def erase_suppressions(conn: Conn, org: int, email: str) -> int:
 # -- webhook payloads -----------------------------------------------------------------------
 
 
-async def scrub_webhook_events(conn: Conn, org: int, contact_id: int, email: str) -> int:
-    """Replace the payload of ``event.received`` webhook events that carried the person's
-    event (and so their address and properties) with ``{"erased": true}``. A delivery still
-    pending sends that instead; receivers that got the event before must erase it too."""
+async def scrub_webhook_events(
+    conn: Conn, org: int, contact_id: int, email: str, profile_ids: list[str]
+) -> int:
+    """Remove the person from the webhook payloads that carried their data: an
+    ``event.received`` payload (their event: address, properties) becomes
+    ``{"erased": true}``, the ``contact`` of a ``journey.step`` payload (address, names)
+    becomes ``{"erased": true}``. A delivery still pending sends that instead; receivers
+    that got the payload before must erase it too."""
     cur = await conn.execute(
-        "update webhook_events set data = '{\"erased\": true}'"
-        " where organization_id = %(org)s and type = 'event.received'"
-        " and (data ->> 'contact_id' = %(contact)s::text"
-        " or data ->> 'contact_email' = lower(%(email)s))",
-        {"org": org, "contact": contact_id, "email": email},
+        """
+        update webhook_events set data = case type
+            when 'event.received' then '{"erased": true}'::jsonb
+            else jsonb_set(data, '{contact}', '{"erased": true}'::jsonb) end
+        where organization_id = %(org)s and (
+            (type = 'event.received' and (data ->> 'contact_id' = %(contact)s::text
+                or data ->> 'contact_email' = lower(%(email)s)
+                or data ->> 'user_id' = any(%(ids)s::text[])
+                or data ->> 'anonymous_id' = any(%(ids)s::text[])))
+            or (type = 'journey.step' and data -> 'contact' ->> 'id' = %(contact)s::text))
+        """,
+        {"org": org, "contact": contact_id, "email": email, "ids": profile_ids},
     )
     return cur.rowcount

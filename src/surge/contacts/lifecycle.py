@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from psycopg import errors as pg_errors
 
-from surge.contacts import footprint, person_store, store
+from surge.contacts import footprint, person_store, store, traces
 from surge.contacts.schemas import (
     Contact,
     ContactPatch,
@@ -136,11 +136,12 @@ async def update_contact(conn: Conn, org: int, contact_id: int, patch: ContactPa
 
 async def delete_contact(conn: Conn, org: int, contact_id: int) -> None:
     """Delete a contact: its list memberships go; its deliveries stay as the history of
-    their messages (a queued one ends skipped); a tombstone keeps its address from being
-    imported again silently. Announces ``contact.deleted``."""
+    their messages (a queued one ends skipped), its journeys as exited ones; a tombstone
+    keeps its address from being imported again silently. Announces ``contact.deleted``."""
     async with conn.transaction():
         await _locked(conn, org, contact_id)
         await footprint.skip_queued(conn, org, contact_id, "contact deleted")
+        await footprint.exit_enrolments(conn, org, contact_id, "contact deleted")
         await person_store.delete_contact(conn, org, contact_id, "deleted")
         await emit(
             conn,
@@ -171,8 +172,10 @@ async def merge_contacts(conn: Conn, org: int, target_id: int, source_id: int) -
         lists = await person_store.copy_memberships(conn, org, source_id, target_id)
         await footprint.skip_queued(conn, org, source_id, f"contact merged into {target_id}")
         moved, dropped = await footprint.move_deliveries(conn, org, source_id, target_id)
-        events = await footprint.move_events(conn, org, source_id, source["email"], target_id)
-        await footprint.move_activity(conn, org, source_id, target_id)
+        events = await traces.move_events(conn, org, source_id, source["email"], target_id)
+        await traces.move_activity(conn, org, source_id, target_id)
+        journeys = await footprint.move_enrolments(conn, org, source_id, target_id)
+        profiles = await traces.move_profiles(conn, org, source["email"], target["email"])
         donations = await footprint.move_donations(conn, org, source["email"], target["email"])
         await person_store.delete_contact(conn, org, source_id, "merged", target_id)
         new = dict(target)
@@ -205,6 +208,8 @@ async def merge_contacts(conn: Conn, org: int, target_id: int, source_id: int) -
             deliveries_dropped=dropped,
             events=events,
             donations=donations,
+            journeys=journeys,
+            profiles=profiles,
         ),
     )
 

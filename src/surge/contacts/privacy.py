@@ -18,7 +18,7 @@ the address back.
 
 from __future__ import annotations
 
-from surge.contacts import footprint, person_store, store
+from surge.contacts import footprint, person_store, store, traces
 from surge.contacts.lifecycle import membership
 from surge.contacts.schemas import Contact, Erased, Erasure, PersonalData
 from surge.contacts.store import Conn
@@ -46,14 +46,18 @@ async def export_contact(conn: Conn, org: int, contact_id: int) -> PersonalData:
         now = await cur.fetchone()
         assert now is not None
         lists = await person_store.memberships(conn, org, contact_id)
+        profiles = await traces.profiles(conn, org, contact.email)
+        ids = traces.profile_ids(profiles)
         return PersonalData(
             exported_at=now[0],
             contact=contact,
             lists=[membership(m) for m in lists],
             deliveries=await footprint.deliveries(conn, org, contact_id),
-            events=await footprint.events(conn, org, contact_id, contact.email),
-            activity=await footprint.activity(conn, org, contact_id),
-            last_activity=await footprint.last_activity(conn, org, contact_id),
+            events=await traces.events(conn, org, contact_id, contact.email, ids),
+            activity=await traces.activity(conn, org, contact_id),
+            last_activity=await traces.last_activity(conn, org, contact_id),
+            profiles=profiles,
+            journeys=await footprint.enrolments(conn, org, contact_id),
             donations=await footprint.donations(conn, org, contact.email),
             suppressions=await footprint.suppressions(conn, org, contact.email),
             soft_bounces=await footprint.soft_bounces(conn, org, contact.email),
@@ -69,15 +73,18 @@ async def erase_contact(conn: Conn, org: int, contact_id: int) -> Erasure:
             raise NotFound(f"contact {contact_id} not found")
         email = rows[0]["email"]
         lists = len(await person_store.memberships(conn, org, contact_id))
+        ids = traces.profile_ids(await traces.profiles(conn, org, email))
         await footprint.skip_queued(conn, org, contact_id, "contact erased")
         erased = Erased(
             lists=lists,
             deliveries=await footprint.erase_deliveries(conn, org, contact_id),
-            events=await footprint.erase_events(conn, org, contact_id, email),
-            activity=await footprint.erase_activity(conn, org, contact_id),
+            events=await traces.erase_events(conn, org, contact_id, email, ids),
+            activity=await traces.erase_activity(conn, org, contact_id),
+            profiles=await traces.erase_profiles(conn, org, email),
+            journeys=await footprint.erase_enrolments(conn, org, contact_id),
             donations=await footprint.erase_donations(conn, org, email),
             suppressions=await footprint.erase_suppressions(conn, org, email),
-            webhook_events=await footprint.scrub_webhook_events(conn, org, contact_id, email),
+            webhook_events=await footprint.scrub_webhook_events(conn, org, contact_id, email, ids),
         )
         await person_store.delete_contact(conn, org, contact_id, "erased")
         await emit(

@@ -161,6 +161,10 @@ class Moved(msgspec.Struct):
     deliveries_dropped: int
     events: int
     donations: int
+    #: Journey enrolments moved over (one the kept contact already had stays instead).
+    journeys: int
+    #: Segment profiles that named the merged contact's address.
+    profiles: int
 
 
 class MergeResult(msgspec.Struct):
@@ -247,6 +251,31 @@ class LastActivityRecord(msgspec.Struct):
     last_day: date
 
 
+class ProfileRecord(msgspec.Struct):
+    """A Segment identity (userId or anonymousId) whose calls carried the address."""
+
+    id: str
+    known: bool
+    traits: dict[str, Any]
+    events: int
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    #: Other ids merged into it (alias calls, anonymous ids linked to the user).
+    aliases: list[str]
+    groups: list[str]
+
+
+class EnrolmentRecord(msgspec.Struct):
+    journey_id: int
+    journey_name: str
+    step: int
+    state: str
+    entries: int
+    entered_at: datetime
+    updated_at: datetime
+    exit_reason: str | None
+
+
 class SuppressionRecord(msgspec.Struct):
     email: str
     reason: str
@@ -271,6 +300,8 @@ class PersonalData(msgspec.Struct):
     events: list[EventRecord]
     activity: list[ActivityRecord]
     last_activity: list[LastActivityRecord]
+    profiles: list[ProfileRecord]
+    journeys: list[EnrolmentRecord]
     donations: list[DonationRecord]
     suppressions: list[SuppressionRecord]
     soft_bounces: list[SoftBounceRecord]
@@ -282,10 +313,14 @@ class Erased(msgspec.Struct):
     events: int
     #: Rows of the activity rollups (per day, and the last day per type).
     activity: int
+    #: Segment profiles (userId / anonymousId) that named the address, with their aliases.
+    profiles: int
+    journeys: int
     #: Donations kept for the accounts, with the donor's address, name and metadata removed.
     donations: int
     suppressions: int
-    #: Outgoing webhook payloads (``event.received``) that carried the person's data.
+    #: Outgoing webhook payloads (``event.received``, ``journey.step``) that carried the
+    #: person's data.
     webhook_events: int
 
 
