@@ -199,6 +199,10 @@ def test_downloads_gzip_encoded_inflated_or_as_a_csv_gz_file(
     assert len(file.content) == done["compressed_bytes"]
     assert gzip.decompress(file.content) == plain.content
 
+    head = client.head(url, headers={"Accept-Encoding": "identity"})
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(done["size_bytes"])
+
     bad = client.get(url, params={"format": "xlsx"})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "format"
 

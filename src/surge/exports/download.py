@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from surge.errors import Invalid
 from surge.exports import service, store
@@ -107,23 +107,25 @@ def response(
     *,
     file_format: str,
     accept_encoding: str | None,
-) -> StreamingResponse:
-    """The HTTP response that streams a completed export's file."""
+    head: bool = False,
+) -> Response:
+    """The HTTP response that streams a completed export's file (its headers only for
+    ``HEAD``: Starlette would read every piece to send none)."""
     name = f"{row.kind}-{row.id}.csv"
     headers = {
         "Cache-Control": "private, no-store",  # personal data: no shared cache keeps it
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept-Encoding",
     }
-    pieces = _pieces(pool, org, row)
-    if file_format == "csv.gz":
-        headers["Content-Disposition"] = f'attachment; filename="{name}.gz"'
-        headers["Content-Length"] = str(row.compressed_bytes)
-        return StreamingResponse(pieces, media_type="application/gzip", headers=headers)
-    headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    if accepts_gzip(accept_encoding):
+    stored = file_format == "csv.gz"
+    headers["Content-Disposition"] = f'attachment; filename="{name}{".gz" if stored else ""}"'
+    media_type = "application/gzip" if stored else CSV_TYPE
+    encoded = stored or accepts_gzip(accept_encoding)
+    if encoded and not stored:
         headers["Content-Encoding"] = "gzip"
-        headers["Content-Length"] = str(row.compressed_bytes)
-        return StreamingResponse(pieces, media_type=CSV_TYPE, headers=headers)
-    headers["Content-Length"] = str(row.size_bytes)
-    return StreamingResponse(_inflated(pieces), media_type=CSV_TYPE, headers=headers)
+    headers["Content-Length"] = str(row.compressed_bytes if encoded else row.size_bytes)
+    if head:
+        return Response(headers=headers, media_type=media_type)
+    pieces = _pieces(pool, org, row)
+    body = pieces if encoded else _inflated(pieces)
+    return StreamingResponse(body, media_type=media_type, headers=headers)

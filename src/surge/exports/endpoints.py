@@ -98,6 +98,7 @@ async def _download(request: Request, org: int, export_id: int) -> Response:
         row,
         file_format=file_format,
         accept_encoding=request.headers.get("accept-encoding"),
+        head=request.method == "HEAD",
     )
 
 
