@@ -390,6 +390,11 @@ def test_members_who_left_a_list_are_not_put_back_by_an_import(
     assert (again["added"], again["found"]) == (0, 1)
     post_csv(staff, b"email\nleft@x.io\n", list_id=list_id, resubscribe="true")
     assert [m["id"] for m in staff.get(f"/v1/lists/{list_id}/members").json()["data"]] == [cid]
+    sql(database_url, "update list_members set unsubscribed_at = now() where contact_id = %s", cid)
+    body = {"emails": ["LEFT@x.io"], "resubscribe": True}
+    rejoined = staff.post(f"/v1/lists/{list_id}/members", json=body).json()
+    assert (rejoined["added"], rejoined["found"]) == (1, 1)
+    assert [m["id"] for m in staff.get(f"/v1/lists/{list_id}/members").json()["data"]] == [cid]
 
 
 def test_a_bad_resubscribe_parameter_is_400(staff: httpx.Client) -> None:

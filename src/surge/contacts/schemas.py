@@ -84,6 +84,9 @@ class ContactList(msgspec.Struct):
 class MembersIn(msgspec.Struct, forbid_unknown_fields=True):
     contact_ids: list[Id] = []
     emails: list[str] = []
+    #: Consent was collected again: members who left the list (preference centre) rejoin
+    #: it. Without it they are found but stay out.
+    resubscribe: bool = False
 
 
 class NotFoundMembers(msgspec.Struct):

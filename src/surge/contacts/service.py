@@ -165,7 +165,11 @@ async def get_list(conn: Conn, org: int, list_id: int) -> ContactList:
 
 
 async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> MembersResult:
-    """Add contacts, by id and/or email, to a list. Others' or unknown ones are "not found"."""
+    """Add contacts, by id and/or email, to a list. Others' or unknown ones are "not found".
+
+    A member who left the list (preference centre) is found but stays out, unless
+    ``body.resubscribe`` says consent was collected again.
+    """
     if not 1 <= len(body.contact_ids) + len(body.emails) <= MAX_BATCH:
         raise Invalid("contact_ids", f"send 1 to {MAX_BATCH} contact_ids and emails in total")
     target = await get_list(conn, org, list_id)
@@ -173,7 +177,13 @@ async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> Me
     pending = target.double_opt_in
     async with conn.transaction():
         found, added = await store.add_members(
-            conn, org, list_id, body.contact_ids, emails, confirmed=not pending
+            conn,
+            org,
+            list_id,
+            body.contact_ids,
+            emails,
+            confirmed=not pending,
+            rejoin=body.resubscribe,
         )
         if pending and added:
             # The confirmation mails go out from a job, committed with the new members.

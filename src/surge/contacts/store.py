@@ -270,10 +270,12 @@ async def add_members(
     ids: Sequence[int],
     emails: Sequence[str],
     confirmed: bool = True,
+    rejoin: bool = False,
 ) -> tuple[list[Row], list[int]]:
     """Add this organisation's contacts found by id or email; (found contacts, added ids).
 
-    ``confirmed`` false adds them pending (a double opt-in list).
+    ``confirmed`` false adds them pending (a double opt-in list). Members who left the list
+    stay out unless ``rejoin`` (then they count as added).
     """
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
@@ -285,10 +287,11 @@ async def add_members(
             select id, lower(email) from contacts
             where organization_id = %(org)s and lower(email) = any(%(emails)s::text[])
         ), added as (
-            insert into list_members (organization_id, list_id, contact_id, confirmed_at)
+            insert into list_members as m (organization_id, list_id, contact_id, confirmed_at)
             select distinct %(org)s, %(list)s::bigint, id,
                 case when %(confirmed)s then now() end from found
-            on conflict do nothing
+            on conflict (organization_id, list_id, contact_id) do update
+                set unsubscribed_at = null where %(rejoin)s and m.unsubscribed_at is not null
             returning contact_id
         )
         select id, email, (select array_agg(contact_id) from added) as added from found
@@ -299,6 +302,7 @@ async def add_members(
             "ids": list(ids),
             "emails": list(emails),
             "confirmed": confirmed,
+            "rejoin": rejoin,
         },
     )
     rows = await cur.fetchall()
