@@ -169,6 +169,24 @@ def test_a_list_export_has_its_members_and_when_they_joined(
     assert all(r["list_added_at"] and r["list_confirmed_at"] for r in rows)
 
 
+def test_a_segment_export_has_the_contacts_the_segment_matches(
+    org: tuple[httpx.Client, int], people: tuple[int, list[int]]
+) -> None:
+    client, _ = org
+    rules = {
+        "kind": "any",
+        "rules": [
+            {"kind": "status", "statuses": ["unsubscribed"]},
+            {"kind": "attribute", "name": "city", "op": "eq", "value": "Paris"},
+        ],
+    }
+    segment = client.post("/v1/segments", json={"name": "Paris or gone", "rules": rules})
+    assert segment.status_code == 201, segment.text
+    body = {"kind": "contacts", "segment_id": segment.json()["id"]}
+    rows = rows_of(client, wait_done(client, export(client, body)["id"])["id"])
+    assert sorted(r["email"] for r in rows) == ["ann@x.io", "cat@x.io"]
+
+
 def test_downloads_gzip_encoded_inflated_or_as_a_csv_gz_file(
     org: tuple[httpx.Client, int], people: tuple[int, list[int]]
 ) -> None:
