@@ -583,7 +583,7 @@ def test_bad_sends_are_400_naming_the_field(
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("resend", {}, None),  # "Object missing required field `subject`"
+        ("resend", {}, "subject"),  # "Object missing required field `subject`"
         ("resend", {"subject": "{% if %}"}, "subject"),
         ("resend", {"subject": "s", "send_at": "soon"}, "send_at"),
         ("send-to-new", {"send_at": "soon"}, "send_at"),

@@ -14,6 +14,7 @@ from surge.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaTyp
 T = TypeVar("T")
 
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:
@@ -68,6 +69,10 @@ def decode_json(body: bytes, schema: type[T]) -> T:
         message = str(exc)
         match = _PATH.search(message)
         field = match[1] if match else None
+        # A missing field is named by the message, not the path (the path is its object's).
+        missing = _MISSING.match(message)
+        if missing:
+            field = f"{field}.{missing[1]}" if field else missing[1]
         raise Invalid(field or None, _PATH.sub("", message)) from None
     except msgspec.DecodeError as exc:
         raise Invalid(None, f"malformed JSON: {exc}") from None
