@@ -97,3 +97,8 @@ def decode_cursor(cursor: str | None, field: str = "after") -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise Invalid(field, "invalid cursor; pass the 'next' value of a previous page")
+
+
+def like_escape(text: str) -> str:
+    """``text`` for a LIKE or ILIKE pattern, its wildcards (``%``, ``_``) taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

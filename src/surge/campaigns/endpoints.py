@@ -9,15 +9,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from surge.api.auth import organization_id
-from surge.api.decode import decode_json, read_body, read_json
-from surge.api.openapi import ApiRoute
+from surge.api.decode import (
+    decode_json,
+    path_id,
+    query_id,
+    query_int,
+    query_text,
+    read_body,
+    read_json,
+)
+from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.responses import json_response
 from surge.campaigns import sends, service
 from surge.campaigns.schemas import (
+    MAX_PAGE,
     Campaign,
     CampaignIn,
+    CampaignPage,
+    DeliveryPage,
     Message,
     MessageIn,
+    MessagePage,
     ResendIn,
     SendToNewIn,
 )
@@ -31,8 +43,7 @@ async def startup(app: Starlette) -> None:
 
 
 def _id(request: Request, name: str) -> int:
-    value: int = request.path_params[name]
-    return value
+    return path_id(request, name)
 
 
 async def create_campaign(request: Request) -> Response:
@@ -58,6 +69,65 @@ async def create_message(request: Request) -> Response:
             conn, org, _id(request, "campaign_id"), body, request.app.state.sender_names
         )
     return json_response(message, 201)
+
+
+DEFAULT_LIMIT = 100
+
+
+async def list_campaigns(request: Request) -> Response:
+    org = await organization_id(request)
+    size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_campaigns(
+            conn,
+            org,
+            after=query_text(request, "after"),
+            limit=size,
+            kind=query_text(request, "kind"),
+        )
+    return json_response(page)
+
+
+async def list_messages(request: Request) -> Response:
+    org = await organization_id(request)
+    size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_messages(
+            conn,
+            org,
+            after=query_text(request, "after"),
+            limit=size,
+            campaign_id=query_id(request, "campaign_id"),
+            status=query_text(request, "status"),
+        )
+    return json_response(page)
+
+
+async def list_deliveries(request: Request) -> Response:
+    org = await organization_id(request)
+    size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_deliveries(
+            conn,
+            org,
+            _id(request, "message_id"),
+            after=query_text(request, "after"),
+            limit=size,
+            status=query_text(request, "status"),
+        )
+    return json_response(page)
+
+
+def _choice(name: str, choices: tuple[str, ...], description: str) -> Param:
+    return Param(name, "query", {"type": "string", "enum": list(choices)}, description)
+
+
+CAMPAIGN_ID = Param(
+    "campaign_id",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    "Only this campaign's",
+)
 
 
 async def get_message(request: Request) -> Response:
@@ -111,7 +181,44 @@ routes = [
         status=201,
     ),
     ApiRoute(
+        "get",
+        "/v1/campaigns",
+        list_campaigns,
+        "Campaigns, one keyset page at a time",
+        response=CampaignPage,
+        params=(
+            limit(DEFAULT_LIMIT, MAX_PAGE),
+            AFTER,
+            _choice("kind", service.CAMPAIGN_KINDS, "Only campaigns of this kind"),
+        ),
+    ),
+    ApiRoute(
         "get", "/v1/campaigns/{campaign_id:int}", get_campaign, "Get a campaign", response=Campaign
+    ),
+    ApiRoute(
+        "get",
+        "/v1/messages",
+        list_messages,
+        "Messages (without progress), one keyset page at a time",
+        response=MessagePage,
+        params=(
+            limit(DEFAULT_LIMIT, MAX_PAGE),
+            AFTER,
+            CAMPAIGN_ID,
+            _choice("status", service.MESSAGE_STATUSES, "Only messages in this state"),
+        ),
+    ),
+    ApiRoute(
+        "get",
+        "/v1/messages/{message_id:int}/deliveries",
+        list_deliveries,
+        "A message's recipients and what happened to each, by contact id",
+        response=DeliveryPage,
+        params=(
+            limit(DEFAULT_LIMIT, MAX_PAGE),
+            AFTER,
+            _choice("status", service.DELIVERY_STATUSES, "Only deliveries in this state"),
+        ),
     ),
     ApiRoute(
         "post",

@@ -169,3 +169,37 @@ class Message(msgspec.Struct):
     resend_of: int | None = None
     #: A send to the new members of this message's audience.
     send_to_new_of: int | None = None
+
+
+MAX_PAGE = 1000
+
+
+class CampaignPage(msgspec.Struct):
+    data: list[Campaign]
+    #: Cursor of the next page (pass as ``after``); null on the last page.
+    next: str | None
+
+
+class MessagePage(msgspec.Struct):
+    #: Messages without ``progress`` (one GET /v1/messages/{id} has it, from its rollup).
+    data: list[Message]
+    next: str | None
+
+
+class Delivery(msgspec.Struct):
+    """One recipient of a message: what happened to their email."""
+
+    contact_id: int
+    #: Null once the contact was deleted or erased.
+    email: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None
+
+
+class DeliveryPage(msgspec.Struct):
+    data: list[Delivery]
+    next: str | None

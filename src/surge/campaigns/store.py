@@ -88,6 +88,63 @@ async def get_campaign(
     return await cur.fetchone()
 
 
+async def page_campaigns(
+    conn: AsyncConnection[Any], organization_id: int, after: int, limit: int, kind: str | None
+) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {CAMPAIGN_COLUMNS} from campaigns where organization_id = %(org)s"
+        " and id > %(after)s and (%(kind)s::text is null or kind = %(kind)s)"
+        " order by id limit %(limit)s",
+        {"org": organization_id, "after": after, "kind": kind, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def page_messages(
+    conn: AsyncConnection[Any],
+    organization_id: int,
+    after: int,
+    limit: int,
+    campaign_id: int | None,
+    status: str | None,
+) -> list[dict[str, Any]]:
+    """A keyset page of messages; with a campaign, along messages_campaign_idx."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {MESSAGE_COLUMNS} from messages where organization_id = %(org)s"
+        " and id > %(after)s and (%(campaign)s::bigint is null or campaign_id = %(campaign)s)"
+        " and (%(status)s::text is null or status = %(status)s)"
+        " order by id limit %(limit)s",
+        {
+            "org": organization_id,
+            "after": after,
+            "campaign": campaign_id,
+            "status": status,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def page_deliveries(
+    conn: AsyncConnection[Any], message_id: int, after: int, limit: int, status: str | None
+) -> list[dict[str, Any]]:
+    """A keyset page of a message's deliveries by contact id (the primary key's order),
+    with each contact's address."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "select d.contact_id, c.email, d.status, d.attempts, d.last_error, d.sent_at,"
+        " d.opened_at, d.clicked_at from deliveries d"
+        " left join contacts c on c.organization_id = d.organization_id and c.id = d.contact_id"
+        " where d.message_id = %(message)s and d.contact_id > %(after)s"
+        " and (%(status)s::text is null or d.status = %(status)s)"
+        " order by d.contact_id limit %(limit)s",
+        {"message": message_id, "after": after, "status": status, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
 async def insert_message(
     conn: AsyncConnection[Any], organization_id: int, values: dict[str, Any]
 ) -> dict[str, Any]:

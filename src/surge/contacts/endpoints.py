@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from surge.api.auth import organization_id
 from surge.api.decode import (
-    MAX_ID,
     idempotency_key,
+    path_id,
     query_id,
     query_int,
     query_text,
@@ -30,7 +30,9 @@ from surge.contacts.schemas import (
     ContactPatch,
     Erasure,
     Import,
+    ImportPage,
     ListIn,
+    ListPage,
     MembershipPage,
     MembersIn,
     MembersResult,
@@ -47,12 +49,7 @@ DEFAULT_LIMIT = 100
 
 
 def _path_id(request: Request) -> int:
-    # Routes match digits only, so anything else is already a 404; so is a number too big
-    # to be an id, rather than a database error.
-    value: int = request.path_params["id"]
-    if value > MAX_ID:
-        raise NotFound("no such id")
-    return value
+    return path_id(request, "id")
 
 
 async def upsert_contacts(request: Request) -> Response:
@@ -157,6 +154,34 @@ async def create_list(request: Request) -> Response:
     async with request.app.state.pool.connection() as conn:
         created = await service.create_list(conn, org, body)
     return json_response(created, 201)
+
+
+async def list_lists(request: Request) -> Response:
+    org = await organization_id(request)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_lists(
+            conn,
+            org,
+            after=query_text(request, "after"),
+            limit=limit,
+            name=query_text(request, "name", 200),
+        )
+    return json_response(page)
+
+
+async def list_imports(request: Request) -> Response:
+    org = await organization_id(request)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
+    async with request.app.state.pool.connection() as conn:
+        page = await service.page_imports(
+            conn,
+            org,
+            after=query_text(request, "after"),
+            limit=limit,
+            status=query_text(request, "status"),
+        )
+    return json_response(page)
 
 
 async def get_list(request: Request) -> Response:
@@ -346,6 +371,18 @@ routes = [
         response=ContactList,
         status=201,
     ),
+    ApiRoute(
+        "get",
+        "/v1/lists",
+        list_lists,
+        "Lists, one keyset page at a time",
+        response=ListPage,
+        params=(
+            limit(DEFAULT_LIMIT, MAX_BATCH),
+            AFTER,
+            Param("name", "query", {"type": "string", "maxLength": 200}, "Name contains this"),
+        ),
+    ),
     ApiRoute("get", "/v1/lists/{id:int}", get_list, "One list", response=ContactList),
     ApiRoute(
         "post",
@@ -382,6 +419,23 @@ routes = [
                 "Consent was collected again: statuses as given, deleted addresses back",
             ),
             idempotency_param(required=False),
+        ),
+    ),
+    ApiRoute(
+        "get",
+        "/v1/imports",
+        list_imports,
+        "Imports, one keyset page at a time",
+        response=ImportPage,
+        params=(
+            limit(DEFAULT_LIMIT, MAX_BATCH),
+            AFTER,
+            Param(
+                "status",
+                "query",
+                {"type": "string", "enum": list(service.IMPORT_STATUSES)},
+                "Only imports in this state",
+            ),
         ),
     ),
     ApiRoute(

@@ -334,3 +334,14 @@ class Erasure(msgspec.Struct):
 
 STATUSES = frozenset(("subscribed", "unsubscribed", "bounced", "complained"))
 MAX_NAME = 200
+
+
+class ListPage(msgspec.Struct):
+    data: list[ContactList]
+    #: Cursor of the next page (pass as ``after``); null on the last page.
+    next: str | None
+
+
+class ImportPage(msgspec.Struct):
+    data: list[Import]
+    next: str | None

@@ -16,7 +16,9 @@ from surge.contacts.schemas import (
     ContactIn,
     ContactList,
     Import,
+    ImportPage,
     ListIn,
+    ListPage,
     MembersIn,
     MembersResult,
     NotFoundMembers,
@@ -156,6 +158,14 @@ async def create_list(conn: Conn, org: int, body: ListIn) -> ContactList:
     return ContactList(**row)
 
 
+async def page_lists(
+    conn: Conn, org: int, *, after: str | None, limit: int, name: str | None = None
+) -> ListPage:
+    rows = await store.page_lists(conn, org, decode_cursor(after), check_limit(limit), name)
+    data = [ContactList(**row) for row in rows]
+    return ListPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)
+
+
 async def get_list(conn: Conn, org: int, list_id: int) -> ContactList:
     """One list of this organisation; NotFound otherwise."""
     row = await store.get_list(conn, org, list_id)
@@ -291,6 +301,19 @@ async def _store_chunks(
     if size == 0:
         raise Invalid("body", "the CSV file is empty; a header row with an email column is needed")
     return seq, size
+
+
+IMPORT_STATUSES = ("queued", "running", "completed", "failed")
+
+
+async def page_imports(
+    conn: Conn, org: int, *, after: str | None, limit: int, status: str | None = None
+) -> ImportPage:
+    if status is not None and status not in IMPORT_STATUSES:
+        raise Invalid("status", f"status must be one of {', '.join(IMPORT_STATUSES)}")
+    rows = await store.page_imports(conn, org, decode_cursor(after), check_limit(limit), status)
+    data = [msgspec.convert(row, Import) for row in rows]
+    return ImportPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)
 
 
 async def get_import(conn: Conn, org: int, import_id: int) -> Import:

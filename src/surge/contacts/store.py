@@ -9,6 +9,8 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row, dict_row
 
+from surge.fields import like_escape
+
 Conn = AsyncConnection[Any]
 Row = dict[str, Any]
 
@@ -254,6 +256,18 @@ async def insert_list(
     return row
 
 
+async def page_lists(conn: Conn, org: int, after: int, limit: int, name: str | None) -> list[Row]:
+    """A keyset page of lists; ``name`` matches anywhere in the name, case-insensitively."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {LIST_COLUMNS} from lists where organization_id = %(org)s and id > %(after)s"
+        " and (%(name)s::text is null or name ilike '%%' || %(name)s || '%%')"
+        " order by id limit %(limit)s",
+        {"org": org, "after": after, "limit": limit, "name": name and like_escape(name)},
+    )
+    return await cur.fetchall()
+
+
 async def get_list(conn: Conn, org: int, list_id: int) -> Row | None:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
@@ -439,6 +453,19 @@ async def read_chunk(conn: Conn, org: int, import_id: int, seq: int) -> bytes:
     if row is None:
         raise LookupError(f"import {import_id} has no chunk {seq}")
     return bytes(row[0])
+
+
+async def page_imports(
+    conn: Conn, org: int, after: int, limit: int, status: str | None
+) -> list[Row]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {IMPORT_COLUMNS} from imports where organization_id = %(org)s"
+        " and id > %(after)s and (%(status)s::text is null or status = %(status)s)"
+        " order by id limit %(limit)s",
+        {"org": org, "after": after, "limit": limit, "status": status},
+    )
+    return await cur.fetchall()
 
 
 async def get_import(conn: Conn, org: int, import_id: int) -> Row | None:

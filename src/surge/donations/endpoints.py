@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from surge.api.admission import Admission
 from surge.api.auth import organization_id, principal
-from surge.api.decode import idempotency_key, query_id, query_int, query_text, read_json
+from surge.api.decode import idempotency_key, path_id, query_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
@@ -30,8 +30,7 @@ TOTALS_HEADERS = {**CORS, "Cache-Control": "public, max-age=1"}
 
 
 def _id(request: Request, name: str) -> int:
-    value: int = request.path_params[name]
-    return value
+    return path_id(request, name)
 
 
 async def startup(app: Starlette) -> None:

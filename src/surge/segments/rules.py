@@ -30,7 +30,7 @@ import msgspec
 from psycopg import sql
 
 from surge.errors import Invalid
-from surge.fields import Amount, Id
+from surge.fields import Amount, Id, like_escape
 
 #: Rules in one segment, counting every node, and how deep they may nest.
 MAX_RULES = 50
@@ -187,7 +187,7 @@ def _attribute(rule: Attribute) -> sql.Composable:
         return sql.SQL("(c.attributes ? {})").format(name)
     if rule.op == "contains":
         assert isinstance(value, str)
-        pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = "%" + like_escape(value) + "%"
         return sql.SQL("(c.attributes ->> {} ilike {})").format(name, sql.Literal(pattern))
     if rule.op == "in":
         assert isinstance(value, list)
