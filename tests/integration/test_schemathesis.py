@@ -86,7 +86,27 @@ def real_ids(api: str, org: dict[str, str]) -> dict[str, int]:
             headers={"Authorization": f"Bearer {org['publishable_key']}", "Idempotency-Key": "k"},
         )
     )
+    segment = made(
+        client.post(
+            "/v1/segments",
+            json={"name": "Fuzz", "rules": {"kind": "list", "list_id": members["id"]}},
+        )
+    )
+    journey = made(
+        client.post(
+            "/v1/journeys",
+            json={
+                "name": "Fuzz",
+                "trigger": {"kind": "list", "list_id": members["id"]},
+                "steps": [{"kind": "wait", "seconds": 60}],
+            },
+        )
+    )
+    export = made(client.post("/v1/exports", json={"kind": "contacts"}))
     return {
+        "segment_id": segment["id"],
+        "journey_id": journey["id"],
+        "export_id": export["id"],
         "id": contact["contacts"][0]["id"],
         "campaign_id": campaign["id"],
         "message_id": message["id"],
