@@ -19,11 +19,10 @@ import contextlib
 import csv
 import io
 import re
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
@@ -31,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from surge.contacts import service, store
 from surge.contacts.schemas import MAX_NAME, STATUSES, RowError
 from surge.fields import valid_email
+from surge.threads import in_thread
 from surge.webhooks.service import emit
 
 T = TypeVar("T")
@@ -272,7 +272,7 @@ async def process_import(
         try:
             async with (
                 _read_ahead(conn, turn, org, import_id, started.chunks_total) as source,
-                aclosing(_in_thread(parse_batches(source))) as batches,
+                aclosing(in_thread(parse_batches(source))) as batches,
             ):
                 async for batch in batches:
                     async with turn:
@@ -372,36 +372,3 @@ async def _read_ahead(
             reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-
-
-async def _in_thread(items: Iterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
-    """Run a blocking iterator in a thread, at most ``depth`` items ahead of the consumer."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    room = threading.Semaphore(depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not room.acquire(timeout=0.1):
-                    if stop.is_set():
-                        return
-                loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-
-    thread = loop.run_in_executor(None, produce)
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            room.release()
-            yield value
-    finally:
-        stop.set()
-        await thread

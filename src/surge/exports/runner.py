@@ -27,8 +27,9 @@ from psycopg_pool import AsyncConnectionPool
 from surge.errors import NotFound
 from surge.exports import queries, service, store
 from surge.exports.schemas import Filters
-from surge.exports.stream import Counted, Piece, in_thread, produce
+from surge.exports.stream import Counted, Piece, produce
 from surge.segments import service as segments
+from surge.threads import in_thread
 from surge.webhooks.service import emit
 
 #: Exports one process runs at once; more wait their turn.

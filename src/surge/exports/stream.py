@@ -12,11 +12,10 @@ into pieces of about ``CHUNK_BYTES``, and at most ``depth`` pieces wait for the 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -212,51 +211,3 @@ def produce(
     with connect(conninfo) as conn, snapshot(conn):
         yield Counted(count(conn, count_sql))
         yield from pieces(copy_rows(conn, copy_sql), stop, progress_seconds=PROGRESS_SECONDS)
-
-
-async def in_thread(
-    items: Iterator[T], stop: threading.Event, depth: int = 2
-) -> AsyncGenerator[T, None]:
-    """Run a blocking iterator in a thread, at most ``depth`` items ahead of the consumer.
-
-    If the consumer stops early (an error, a cancelled job), ``stop`` is set: the iterator
-    should look at it now and then (``pieces`` does, every ``FEED_BYTES``); it is closed in
-    its thread, so a COPY is cancelled and its connection closed there.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    room = threading.Semaphore(depth)
-
-    def put(kind: str, value: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-    def run() -> None:
-        try:
-            for item in items:
-                while not room.acquire(timeout=0.1):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
-                    return
-                put("item", item)
-            put("done", None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put("error", exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = loop.run_in_executor(None, run)
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            room.release()
-            yield value
-    finally:
-        stop.set()
-        await thread
