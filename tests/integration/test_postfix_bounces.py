@@ -276,11 +276,11 @@ def test_a_second_send_skips_the_suppressed_addresses_even_when_resubscribed(
     bounced: Any, postfix: Postfix, database_url: str
 ) -> None:
     client, list_id, _, ids = bounced
-    # A re-import from a CRM that still says "subscribed": only the suppression list is left
-    # to keep these addresses from being mailed again.
-    again = client.post(
-        "/v1/contacts", json={"contacts": [{"email": e, "status": "subscribed"} for e in UNKNOWN]}
-    )
+    # A re-import from a CRM that still says "subscribed", forced through strict mode
+    # (resubscribe): only the suppression list is left to keep these addresses from being
+    # mailed again.
+    contacts = [{"email": e, "status": "subscribed"} for e in UNKNOWN]
+    again = client.post("/v1/contacts", json={"contacts": contacts, "resubscribe": True})
     assert again.status_code == 200, again.text
     assert all(contact_status(client, ids[e]) == "subscribed" for e in UNKNOWN)
 

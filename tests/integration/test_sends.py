@@ -563,7 +563,7 @@ WINDOW = {"start": "09:00", "end": "17:00"}
             "send_window.default_timezone",
         ),
         ({"send_window": {**WINDOW, "timezone_attribute": ""}}, "send_window.timezone_attribute"),
-        ({"send_window": {"start": "09:00"}}, "send_window"),
+        ({"send_window": {"start": "09:00"}}, "send_window.end"),
     ],
 )
 def test_bad_sends_are_400_naming_the_field(
