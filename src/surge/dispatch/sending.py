@@ -195,7 +195,7 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
     )
     domains = ctx.resources.domain_throttles()
     await domains.refresh()
-    run = _ChunkRun(ctx, message, renderer, smtp, bucket, domains)
+    run = _ChunkRun(ctx, message, chunk, renderer, smtp, bucket, domains)
     await run.reserve_warmup(rows)
     try:
         await run.send_all(rows)
@@ -209,6 +209,7 @@ class _ChunkRun:
         self,
         ctx: JobContext,
         message: MessageToSend,
+        chunk: int,
         renderer: Renderer,
         smtp: SenderPool,
         bucket: TokenBucket,
@@ -216,6 +217,7 @@ class _ChunkRun:
     ) -> None:
         self.ctx = ctx
         self.message = message
+        self.chunk = chunk
         self.renderer = renderer
         self.smtp = smtp
         self.bucket = bucket
@@ -354,7 +356,12 @@ class _ChunkRun:
                 counts = {}
                 if batch.contact_ids:
                     counts = await store.record_outcomes(
-                        conn, message_id, batch.contact_ids, batch.statuses, batch.errors
+                        conn,
+                        message_id,
+                        self.chunk,
+                        batch.contact_ids,
+                        batch.statuses,
+                        batch.errors,
                     )
                 if batch.bounced:
                     await contacts.set_status(conn, org, batch.bounced, "bounced")

@@ -303,6 +303,7 @@ async def chunk_recipients(conn: Conn, message_id: int, chunk: int) -> list[Reci
 async def record_outcomes(
     conn: Conn,
     message_id: int,
+    chunk: int,
     contact_ids: list[int],
     statuses: list[str],
     errors: list[str | None],
@@ -310,6 +311,10 @@ async def record_outcomes(
     """Write a batch of outcomes in one statement and roll them into message_stats.
 
     Only rows still ``queued`` change, so replaying a batch counts nothing twice.
+    The chunk bounds the statement's work whatever the planner believes: a message planned
+    a moment ago has no statistics yet, and the planner, estimating one row for its id,
+    read all of its deliveries for every batch (measured: 1,400 instead of 3,000+ msg/s at
+    30,000 recipients, quadratic in the audience).
     ``status`` 'queued' records a temporary failure: attempts go up, the row stays queued.
     """
     cur = await conn.execute(
@@ -318,10 +323,10 @@ async def record_outcomes(
         " changed as (update deliveries d set status = v.status,"
         "   attempts = d.attempts + 1, last_error = v.error,"
         "   sent_at = case when v.status = 'sent' then now() end"
-        "  from v where d.message_id = %s and d.contact_id = v.contact_id"
+        "  from v where d.message_id = %s and d.chunk = %s and d.contact_id = v.contact_id"
         "  and d.status = 'queued' returning d.status, d.variant)"
         " select status, variant, count(*) from changed group by status, variant",
-        [contact_ids, statuses, errors, message_id],
+        [contact_ids, statuses, errors, message_id, chunk],
     )
     counts: dict[str, int] = {}
     sent_by_variant: dict[int, int] = {}
