@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -175,3 +176,17 @@ def recording_smtp() -> Iterator[Recorder]:
         yield recorder
     finally:
         controller.stop()
+
+
+def suppression(client: httpx.Client, email: str) -> str | None:
+    """Why the organisation suppresses ``email``, or None."""
+    data = client.get("/v1/suppressions", params={"email": email}).json()["data"]
+    return str(data[0]["reason"]) if data else None
+
+
+def contact_status(database_url: str, contact_id: int) -> str:
+    """A contact's status, read from the database (also for contacts the API would hide)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("select status from contacts where id = %s", [contact_id]).fetchone()
+    assert row is not None
+    return str(row[0])

@@ -19,7 +19,15 @@ import pytest
 
 from surge.db.embedded import free_port
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import Recorder, make_audience, make_message, recording_smtp, wait_for
+from tests.helpers import (
+    Recorder,
+    contact_status,
+    make_audience,
+    make_message,
+    recording_smtp,
+    suppression,
+    wait_for,
+)
 from tests.unit.test_bounces_reports import arf, dsn
 
 DOMAIN = "bounces.test"
@@ -78,18 +86,6 @@ def sent(
 def deliver(port: int, rcpt: str, data: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.sendmail("MAILER-DAEMON@mx.example.com", [rcpt], data)
-
-
-def suppression(client: httpx.Client, email: str) -> str | None:
-    data = client.get("/v1/suppressions", params={"email": email}).json()["data"]
-    return str(data[0]["reason"]) if data else None
-
-
-def contact_status(database_url: str, contact_id: int) -> str:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("select status from contacts where id = %s", [contact_id]).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def eventually(check: Any, timeout: float = 10) -> None:

@@ -35,7 +35,15 @@ from cryptography.x509.oid import NameOID
 
 from surge.bounces.esp import SnsMessage, sns_string_to_sign
 from tests.conftest import create_org, surge_env
-from tests.helpers import Recorder, make_audience, make_message, recording_smtp, wait_for
+from tests.helpers import (
+    Recorder,
+    contact_status,
+    make_audience,
+    make_message,
+    recording_smtp,
+    suppression,
+    wait_for,
+)
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:surge-ses"
 POSTMARK_AUTH = "postmark:hook-secret"
@@ -147,18 +155,6 @@ def sent(api: str, worker: Any, database_url: str, outbound: Recorder) -> tuple[
             headers = {k.lower(): str(v) for k, v in parsed.items()}
             out[rcpt] = (message["id"], contact, headers)
     return client, out
-
-
-def suppression(client: httpx.Client, address: str) -> str | None:
-    data = client.get("/v1/suppressions", params={"email": address}).json()["data"]
-    return str(data[0]["reason"]) if data else None
-
-
-def contact_status(database_url: str, contact_id: int) -> str:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("select status from contacts where id = %s", [contact_id]).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def bounced(database_url: str, message_id: int) -> tuple[int, int]:
