@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -86,6 +87,12 @@ def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"k1:{last_id}".encode()).decode().rstrip("=")
 
 
+def next_cursor(ids: Sequence[int], limit: int) -> str | None:
+    """The cursor after a page whose items have ``ids``: None once a page comes back short.
+    (A full page may be the last one; the next request then returns an empty page.)"""
+    return encode_cursor(ids[-1]) if ids and len(ids) == limit else None
+
+
 def decode_cursor(cursor: str | None, field: str = "after") -> int:
     if not cursor:
         return 0
@@ -97,6 +104,12 @@ def decode_cursor(cursor: str | None, field: str = "after") -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise Invalid(field, "invalid cursor; pass the 'next' value of a previous page")
+
+
+def check_choice(field: str, value: str | None, choices: Collection[str]) -> None:
+    """Invalid naming ``field`` unless ``value`` is None or one of ``choices``."""
+    if value is not None and value not in choices:
+        raise Invalid(field, f"{field} must be one of {', '.join(choices)}")
 
 
 def like_escape(text: str) -> str:

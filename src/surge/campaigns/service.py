@@ -31,7 +31,7 @@ from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.dispatch import templates
 from surge.errors import Invalid, NotFound
-from surge.fields import check_email, check_time, decode_cursor, encode_cursor
+from surge.fields import check_choice, check_email, check_time, decode_cursor, next_cursor
 from surge.segments import service as segments
 
 Conn = AsyncConnection[Any]
@@ -147,23 +147,13 @@ MESSAGE_STATUSES = ("draft", "scheduled", "sending", "paused", "sent", "cancelle
 DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped", "cancelled")
 
 
-def _check_choice(field: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise Invalid(field, f"{field} must be one of {', '.join(choices)}")
-
-
-def _next(ids: list[int], limit: int) -> str | None:
-    # A full page may be the last one; the next request then returns an empty page.
-    return encode_cursor(ids[-1]) if len(ids) == limit else None
-
-
 async def page_campaigns(
     conn: Conn, org: int, *, after: str | None, limit: int, kind: str | None = None
 ) -> CampaignPage:
-    _check_choice("kind", kind, CAMPAIGN_KINDS)
+    check_choice("kind", kind, CAMPAIGN_KINDS)
     rows = await store.page_campaigns(conn, org, decode_cursor(after), limit, kind)
     data = [msgspec.convert(row, Campaign) for row in rows]
-    return CampaignPage(data, _next([c.id for c in data], limit))
+    return CampaignPage(data, next_cursor([c.id for c in data], limit))
 
 
 async def page_messages(
@@ -175,10 +165,10 @@ async def page_messages(
     campaign_id: int | None = None,
     status: str | None = None,
 ) -> MessagePage:
-    _check_choice("status", status, MESSAGE_STATUSES)
+    check_choice("status", status, MESSAGE_STATUSES)
     rows = await store.page_messages(conn, org, decode_cursor(after), limit, campaign_id, status)
     data = [sends.message_of(row, []) for row in rows]
-    return MessagePage(data, _next([m.id for m in data], limit))
+    return MessagePage(data, next_cursor([m.id for m in data], limit))
 
 
 async def page_deliveries(
@@ -191,12 +181,12 @@ async def page_deliveries(
     status: str | None = None,
 ) -> DeliveryPage:
     """A message's recipients and what happened to each, in contact id order."""
-    _check_choice("status", status, DELIVERY_STATUSES)
+    check_choice("status", status, DELIVERY_STATUSES)
     if await store.get_message(conn, org, message_id) is None:
         raise NotFound(f"message {message_id} not found")
     rows = await store.page_deliveries(conn, message_id, decode_cursor(after), limit, status)
     data = [msgspec.convert(row, Delivery) for row in rows]
-    return DeliveryPage(data, _next([d.contact_id for d in data], limit))
+    return DeliveryPage(data, next_cursor([d.contact_id for d in data], limit))
 
 
 async def get_message(conn: Conn, org: int, message_id: int) -> Message:

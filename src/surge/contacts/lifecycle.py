@@ -27,7 +27,7 @@ from surge.contacts.schemas import (
 from surge.contacts.service import check_limit
 from surge.contacts.store import Conn
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import check_email, decode_cursor, encode_cursor
+from surge.fields import check_email, decode_cursor, next_cursor
 from surge.webhooks.service import emit
 
 #: Statuses that stop all mail; the person (or the address) said so.
@@ -240,5 +240,5 @@ async def contact_lists(
         raise NotFound(f"contact {contact_id} not found")
     rows = await person_store.memberships(conn, org, contact_id, after_id, limit)
     data = [membership(r) for r in rows]
-    nxt = encode_cursor(data[-1].list_id) if len(data) == limit else None
+    nxt = next_cursor([m.list_id for m in data], limit)
     return MembershipPage(data=data, next=nxt)

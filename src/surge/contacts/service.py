@@ -27,7 +27,7 @@ from surge.contacts.schemas import (
     Written,
 )
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import check_email, decode_cursor, encode_cursor, valid_email
+from surge.fields import check_choice, check_email, decode_cursor, next_cursor, valid_email
 from surge.jobs import enqueue
 
 Conn = store.Conn
@@ -137,7 +137,7 @@ async def list_contacts(
 def _page(rows: list[store.Row], limit: int) -> Page:
     data = [Contact(**r) for r in rows]
     # A full page may be the last one; the next request then returns an empty page.
-    nxt = encode_cursor(data[-1].id) if len(data) == limit else None
+    nxt = next_cursor([c.id for c in data], limit)
     return Page(data=data, next=nxt)
 
 
@@ -163,7 +163,7 @@ async def page_lists(
 ) -> ListPage:
     rows = await store.page_lists(conn, org, decode_cursor(after), check_limit(limit), name)
     data = [ContactList(**row) for row in rows]
-    return ListPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)
+    return ListPage(data, next_cursor([lst.id for lst in data], limit))
 
 
 async def get_list(conn: Conn, org: int, list_id: int) -> ContactList:
@@ -309,11 +309,10 @@ IMPORT_STATUSES = ("queued", "running", "completed", "failed")
 async def page_imports(
     conn: Conn, org: int, *, after: str | None, limit: int, status: str | None = None
 ) -> ImportPage:
-    if status is not None and status not in IMPORT_STATUSES:
-        raise Invalid("status", f"status must be one of {', '.join(IMPORT_STATUSES)}")
+    check_choice("status", status, IMPORT_STATUSES)
     rows = await store.page_imports(conn, org, decode_cursor(after), check_limit(limit), status)
     data = [msgspec.convert(row, Import) for row in rows]
-    return ImportPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)
+    return ImportPage(data, next_cursor([i.id for i in data], limit))
 
 
 async def get_import(conn: Conn, org: int, import_id: int) -> Import:

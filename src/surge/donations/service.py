@@ -22,7 +22,7 @@ from surge.donations.gateway import ChargeResult
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
 from surge.donations.totals import TotalsCache, build_totals
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import check_email, decode_cursor, encode_cursor
+from surge.fields import check_choice, check_email, decode_cursor, next_cursor
 from surge.jobs import enqueue
 from surge.webhooks.service import emit
 
@@ -150,8 +150,7 @@ async def page_donations(
     email: str | None = None,
 ) -> DonationPage:
     """The organisation's donations, one keyset page at a time, optionally filtered."""
-    if status is not None and status not in STATUSES:
-        raise Invalid("status", f"status must be one of {', '.join(STATUSES)}")
+    check_choice("status", status, STATUSES)
     rows = await store.page_donations(
         conn,
         org,
@@ -162,7 +161,7 @@ async def page_donations(
         email=email,
     )
     data = [msgspec.convert(row, Donation, from_attributes=True) for row in rows]
-    return DonationPage(data, encode_cursor(rows[-1].id) if len(rows) == limit else None)
+    return DonationPage(data, next_cursor([r.id for r in rows], limit))
 
 
 # -- charging --------------------------------------------------------------------------------

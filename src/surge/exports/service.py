@@ -26,7 +26,7 @@ from surge.exports.schemas import (
     ExportPage,
     Filters,
 )
-from surge.fields import check_time, decode_cursor, encode_cursor
+from surge.fields import check_choice, check_time, decode_cursor, next_cursor
 from surge.jobs import enqueue
 from surge.segments import service as segments
 
@@ -231,13 +231,11 @@ async def list_exports(
     """One page of exports, newest first, and the cursor of the next (older) page."""
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit", f"limit must be between 1 and {MAX_PAGE}")
-    if kind is not None and kind not in ALLOWED:
-        raise Invalid("kind", f"kind must be one of {', '.join(ALLOWED)}")
-    if status is not None and status not in STATUSES:
-        raise Invalid("status", f"status must be one of {', '.join(STATUSES)}")
+    check_choice("kind", kind, ALLOWED)
+    check_choice("status", status, STATUSES)
     before = decode_cursor(after) or None
     rows = await store.page(conn, org, before, limit, kind, status)
-    nxt = encode_cursor(rows[-1].id) if len(rows) == limit else None
+    nxt = next_cursor([r.id for r in rows], limit)
     return ExportPage(data=[to_export(r, org, links) for r in rows], next=nxt)
 
 

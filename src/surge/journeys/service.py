@@ -18,7 +18,7 @@ from surge.campaigns import service as campaigns
 from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import decode_cursor, encode_cursor
+from surge.fields import check_choice, decode_cursor, next_cursor
 from surge.jobs import enqueue
 from surge.journeys import store
 from surge.journeys.schemas import (
@@ -187,8 +187,7 @@ async def page(conn: Conn, org: int, *, after: str | None, limit: int) -> Journe
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit", f"limit must be between 1 and {MAX_PAGE}")
     rows = await store.page(conn, org, decode_cursor(after), limit)
-    more = len(rows) == limit
-    return JourneyPage([_journey(r) for r in rows], encode_cursor(rows[-1].id) if more else None)
+    return JourneyPage([_journey(r) for r in rows], next_cursor([r.id for r in rows], limit))
 
 
 STATES = ("active", "done", "exited")
@@ -200,13 +199,11 @@ async def enrolments(
     """Who is in the journey (or was), by contact id; ``state`` narrows it."""
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit", f"limit must be between 1 and {MAX_PAGE}")
-    if state is not None and state not in STATES:
-        raise Invalid("state", f"state must be one of {', '.join(STATES)}")
+    check_choice("state", state, STATES)
     await _row(conn, org, journey_id)
     rows = await store.enrolments(conn, org, journey_id, state, decode_cursor(after), limit)
     data = [msgspec.convert(r, Enrolment, from_attributes=True) for r in rows]
-    more = len(rows) == limit
-    return EnrolmentPage(data, encode_cursor(rows[-1].contact_id) if more else None)
+    return EnrolmentPage(data, next_cursor([r.contact_id for r in rows], limit))
 
 
 # -- writing --------------------------------------------------------------------------------

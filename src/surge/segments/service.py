@@ -11,7 +11,7 @@ from psycopg import AsyncConnection, errors, sql
 
 from surge.contacts import service as contacts
 from surge.errors import Conflict, Invalid, NotFound, Overloaded
-from surge.fields import decode_cursor, encode_cursor
+from surge.fields import decode_cursor, next_cursor
 from surge.segments import rules as rule_types
 from surge.segments import store
 from surge.segments.rules import InList, Rule
@@ -96,8 +96,7 @@ async def page(conn: Conn, org: int, *, after: str | None, limit: int) -> Segmen
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit", f"limit must be between 1 and {MAX_PAGE}")
     rows = await store.page(conn, org, decode_cursor(after), limit)
-    more = len(rows) == limit
-    return SegmentPage([_segment(r) for r in rows], encode_cursor(rows[-1].id) if more else None)
+    return SegmentPage([_segment(r) for r in rows], next_cursor([r.id for r in rows], limit))
 
 
 async def predicate(conn: Conn, org: int, segment_id: int) -> sql.Composable:

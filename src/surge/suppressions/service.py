@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from surge.errors import Invalid, NotFound
-from surge.fields import check_email, decode_cursor, encode_cursor
+from surge.fields import check_email, decode_cursor, next_cursor
 from surge.suppressions import store
 from surge.suppressions.schemas import (
     MAX_BATCH,
@@ -81,7 +81,7 @@ async def page(
     address = check_email("email", email).lower() if email is not None else None
     rows = await store.page(conn, org, decode_cursor(after), limit, address)
     data = [Suppression(r.email, r.reason, r.detail, r.created_at) for r in rows]
-    return SuppressionPage(data, encode_cursor(rows[-1].id) if len(rows) == limit else None)
+    return SuppressionPage(data, next_cursor([r.id for r in rows], limit))
 
 
 async def remove(conn: Conn, org: int, email: str) -> None:

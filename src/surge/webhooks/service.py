@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 
 from surge.config import Settings
 from surge.errors import Conflict, Invalid, NotFound
-from surge.fields import decode_cursor, encode_cursor
+from surge.fields import decode_cursor, next_cursor
 from surge.retry import Backoff, parse_steps
 from surge.webhooks import signing, store
 from surge.webhooks.schemas import (
@@ -316,4 +316,4 @@ async def list_deliveries(
     await get_endpoint(conn, org, endpoint_id)  # NotFound for another tenant's endpoint
     rows = await store.list_deliveries(conn, org, endpoint_id, before, limit)
     data = [_delivery(row) for row in rows]
-    return DeliveryPage(data, encode_cursor(data[-1].id) if len(data) == limit else None)
+    return DeliveryPage(data, next_cursor([d.id for d in data], limit))
