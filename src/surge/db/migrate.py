@@ -6,11 +6,14 @@ The lock is ``pg_advisory_xact_lock`` (released at commit, never held by a sessi
 so two processes migrating at once simply take turns and the second finds nothing to do.
 A file whose first line is ``-- surge:no-transaction`` runs outside a transaction, for
 ``CREATE INDEX CONCURRENTLY`` on big tables, one statement at a time (each ends a line with
-``;``); it must be written to be re-runnable.
+``;``); it must be written to be re-runnable. Such a file is claimed first in
+``schema_migration_claims`` by the process that runs it; the others wait for it to be
+recorded, and a claim whose backend is gone is taken over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -70,6 +73,15 @@ async def _ensure_table(conn: AsyncConnection) -> None:
         )
         """
     )
+    await conn.execute(
+        """
+        create table if not exists schema_migration_claims (
+            version integer primary key,
+            pid integer not null,
+            claimed_at timestamptz not null default now()
+        )
+        """
+    )
 
 
 async def migrate_url(url: str) -> list[str]:
@@ -101,19 +113,22 @@ async def migrate(conn: AsyncConnection) -> list[Migration]:
     return done
 
 
+# A no-transaction migration cannot hold the transaction-level lock while it runs, so the
+# process about to run one claims it first; others wait for it to be recorded. A claim whose
+# backend is gone (the process died) is taken over: the files are re-runnable.
+CLAIM = """
+insert into schema_migration_claims as c (version, pid) values (%(v)s, pg_backend_pid())
+on conflict (version) do update set pid = excluded.pid, claimed_at = now()
+where not exists (select 1 from pg_stat_activity a where a.pid = c.pid)
+returning version
+"""
+CLAIM_POLL_SECONDS = 0.2
+
+
 async def _apply_one(conn: AsyncConnection, migration: Migration) -> bool:
     if migration.sql.startswith(NO_TRANSACTION):
-        # Concurrent index builds cannot run in a transaction; the file is re-runnable.
-        if migration.version in await applied_versions(conn):
-            return False
-        # One statement at a time: several in one query would run as one transaction.
-        for statement in statements(migration.sql):
-            await conn.execute(statement.encode())
-        await conn.execute(
-            "insert into schema_migrations (version, name) values (%s, %s) on conflict do nothing",
-            [migration.version, migration.name],
-        )
-        return True
+        return await _apply_outside_transaction(conn, migration)
+
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(%s)", [MIGRATION_LOCK_KEY])
         if migration.version in await applied_versions(conn):
@@ -125,3 +140,35 @@ async def _apply_one(conn: AsyncConnection, migration: Migration) -> bool:
             [migration.version, migration.name],
         )
     return True
+
+
+async def _apply_outside_transaction(conn: AsyncConnection, migration: Migration) -> bool:
+    """Concurrent index builds cannot run in a transaction: claim, run, record, release.
+
+    Two processes building the same index concurrently could deadlock, and both would
+    report the migration applied; the claim makes it one.
+    """
+    while True:
+        if migration.version in await applied_versions(conn):
+            return False
+        cur = await conn.execute(CLAIM, {"v": migration.version})
+        if await cur.fetchone() is not None:
+            break
+        await asyncio.sleep(CLAIM_POLL_SECONDS)  # another process is running it
+    try:
+        if migration.version in await applied_versions(conn):
+            return False  # recorded between our check and our claim
+        log.info("applying migration", extra={"version": migration.version})
+        # One statement at a time: several in one query would run as one transaction.
+        for statement in statements(migration.sql):
+            await conn.execute(statement.encode())
+        await conn.execute(
+            "insert into schema_migrations (version, name) values (%s, %s) on conflict do nothing",
+            [migration.version, migration.name],
+        )
+        return True
+    finally:
+        await conn.execute(
+            "delete from schema_migration_claims where version = %s and pid = pg_backend_pid()",
+            [migration.version],
+        )
