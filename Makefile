@@ -17,16 +17,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/surge up
 
-# Debian packages only the tests need: Postfix, for the end-to-end bounce test (it runs its own
-# instance from a temporary directory). Preseeded as "No configuration" so that installing it
-# neither sets up nor starts a system mail server.
+# Debian packages only the tests need, each run by the tests from a temporary directory of their
+# own (no system service is configured or started): postfix (end-to-end bounces), chromium (the
+# console and donor pages in a real browser), pgbouncer (the core flows in transaction mode),
+# prometheus (promtool checks the alert rules; a real Prometheus scrapes every process).
+# Postfix is preseeded as "No configuration" so that installing it sets up no mail server.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := /usr/sbin/postfix:postfix /usr/bin/chromium:chromium \
+	/usr/sbin/pgbouncer:pgbouncer /usr/bin/prometheus:prometheus
 
 system-packages:
-	@test -x /usr/sbin/postfix || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  test -x "$${pair%%:*}" || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections && \
 	  $(SUDO) apt-get update && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 test: $(STAMP) system-packages
 	$(BIN)/pytest -q tests
