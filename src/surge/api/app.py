@@ -19,6 +19,7 @@ from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
 from surge.config import Settings
 from surge.db.pool import open_pool
+from surge.live import LiveFigures
 from surge.resources import Resources
 
 Hook = Callable[[Starlette], Awaitable[None]]
@@ -50,6 +51,8 @@ def create_app(
             database_url, max_size=settings.db_pool_size, getconn_timeout=settings.db_pool_timeout
         )
         app.state.resources = Resources(settings, app.state.pool)
+        # Live figures for pages' Server-Sent Events: one poller per figure per process.
+        app.state.live = LiveFigures()
         started: list[Hook] = []
         try:
             for startup, shutdown in lifecycles:
@@ -61,6 +64,7 @@ def create_app(
         finally:
             for shutdown in reversed(started):
                 await shutdown(app)
+            await app.state.live.aclose()
             await app.state.resources.aclose()
             await app.state.pool.close()
 
