@@ -18,6 +18,7 @@ def _register() -> None:
     from surge.bench.ingest import ingest_command
     from surge.bench.jobs import jobs_command
     from surge.bench.journeys import journeys_command
+    from surge.bench.scale import scale_command
     from surge.bench.segments import segments_command
 
     bench_group.add_command(dispatch_command)
@@ -27,6 +28,7 @@ def _register() -> None:
     bench_group.add_command(ingest_command)
     bench_group.add_command(jobs_command)
     bench_group.add_command(journeys_command)
+    bench_group.add_command(scale_command)
     bench_group.add_command(segments_command)
 
 

@@ -77,7 +77,7 @@ def jobs_command(
     settings = get_settings()
     concurrency = concurrency or settings.worker_concurrency
     with database(settings) as url:
-        figures = asyncio.run(_run(url, count, workers, concurrency, timeout))
+        figures = asyncio.run(run_scenario(url, count, workers, concurrency, timeout))
     params = {"jobs": count, "workers": workers, "concurrency": concurrency, "cpus": os.cpu_count()}
     result = _result(params, count, figures, time.monotonic() - started)
     report(result, as_json)
@@ -98,7 +98,10 @@ def _result(params: dict[str, Any], count: int, f: Figures, seconds: float) -> d
     }
 
 
-async def _run(url: str, count: int, workers: int, concurrency: int, limit: float) -> Figures:
+async def run_scenario(
+    url: str, count: int, workers: int, concurrency: int, limit: float
+) -> Figures:
+    """Enqueue ``count`` no-op jobs in a fresh database and drain them with ``workers``."""
     bench_url = await fresh_database(url, BENCH_DATABASE)
     figures = Figures()
     conn = await connect(bench_url)
