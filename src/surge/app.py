@@ -28,6 +28,7 @@ from surge.donations import endpoints as donations_api
 from surge.donations import jobs as donations_jobs
 from surge.exports import endpoints as exports_api
 from surge.exports import jobs as exports_jobs
+from surge.givingday import pages as giving_day_pages
 from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
@@ -80,6 +81,13 @@ DOMAINS: tuple[Domain, ...] = (
         "contacts",
         contacts_api.routes,
         tasks=(contacts_jobs.run_import, contacts_jobs.send_confirmations),
+    ),
+    # Public donor pages: matched early, as a giving day sends them most of the traffic.
+    Domain(
+        "giving-day",
+        giving_day_pages.routes,
+        startup=giving_day_pages.startup,
+        shutdown=giving_day_pages.shutdown,
     ),
     Domain("suppressions", suppressions_api.routes),
     Domain(

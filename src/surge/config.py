@@ -114,6 +114,11 @@ class Settings:
     exports_retention_days: int = 7
     #: Donation requests one API process serves at once; more get 503 with Retry-After.
     donations_max_in_flight: int = 32
+    #: Giving-day pages' degrade switch (docs/giving-day.md): ``auto`` sheds the donor walls
+    #: and leaderboards while this process is overloaded, ``on`` always, ``off`` never; and
+    #: the event-loop lag (seconds, worst of a second) that counts as overloaded.
+    giving_day_shed: str = "auto"
+    giving_day_shed_lag: float = 0.1
     #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
     payment_gateway: str = "sandbox"
     #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).
@@ -199,6 +204,12 @@ class Settings:
             raise ConfigError(
                 "SURGE_INGEST_MAX_EVENT_BYTES must be from 1024 to SURGE_MAX_BODY_BYTES"
             )
+        if self.giving_day_shed not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"SURGE_GIVING_DAY_SHED={self.giving_day_shed!r}: use auto, on or off"
+            )
+        if not 0.005 <= self.giving_day_shed_lag <= 10:
+            raise ConfigError("SURGE_GIVING_DAY_SHED_LAG must be 0.005 to 10 seconds")
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
@@ -115,3 +116,32 @@ def check_choice(field: str, value: str | None, choices: Collection[str]) -> Non
 def like_escape(text: str) -> str:
     """``text`` for a LIKE or ILIKE pattern, its wildcards (``%``, ``_``) taken literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+#: A page address part (an organisation's or a campaign's slug): what /g/{org}/{campaign}
+#: shows. The same rule is a check constraint in migration 0030.
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+Slug = Annotated[
+    str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+]
+#: How much of a name a generated slug keeps, leaving room for a "-<n>" suffix.
+SLUG_BASE = 50
+
+
+def slugify(name: str, fallback: str) -> str:
+    """A slug made of ``name``: accents dropped, lower case, other characters as hyphens
+    (``"Ünïcorn Fund 2025!"`` → ``"unicorn-fund-2025"``); ``fallback`` if nothing is left."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug[:SLUG_BASE].strip("-") or fallback
+
+
+def check_slug(field: str, value: str) -> str:
+    """``value`` if it is a slug (1-64 of a-z, 0-9 and inner hyphens), else Invalid."""
+    if SLUG.fullmatch(value) is None:
+        raise Invalid(
+            field,
+            f"{field} must be 1 to 64 lower-case letters, digits or hyphens, "
+            "starting and ending with a letter or digit",
+        )
+    return value

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from surge.fields import Amount, Id
+from surge.fields import Amount, Id, Slug
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
@@ -18,6 +18,34 @@ Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
 
 
+#: A campaign page's story: Markdown, sanitised when rendered (docs/giving-day.md).
+Story = Annotated[str, msgspec.Meta(max_length=100_000)]
+#: A preset amount of the donation form, in minor units.
+Preset = Annotated[int, msgspec.Meta(gt=0, le=99_999_999)]
+
+
+class PageSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """How the campaign's public page (/g/{org}/{campaign}) looks and behaves."""
+
+    #: Unpublished pages answer 404.
+    published: bool = False
+    #: The donation form's suggested amounts, in minor units of the campaign's currency.
+    presets: Annotated[list[Preset], msgspec.Meta(min_length=1, max_length=6)] = msgspec.field(
+        default_factory=lambda: [2500, 5000, 10000, 25000]
+    )
+    #: Offer a monthly (recurring) gift, and a checkbox to cover the processing fee.
+    monthly: bool = True
+    cover_fee: bool = True
+    #: Show the wall of recent donors (opt-in names) and the leaderboards.
+    recent_donors: bool = True
+    leaderboards: bool = True
+    #: The degrade switch: "auto" sheds the wall and leaderboards under load, "on" always
+    #: sheds them, "off" never does (docs/giving-day.md).
+    shed: Literal["auto", "on", "off"] = "auto"
+    #: Markdown shown on the thank-you page.
+    thank_you: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+
+
 class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     kind: Literal["fundraising", "marketing"] = "marketing"
@@ -25,6 +53,36 @@ class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     currency: Currency | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    #: The page's address within the organisation; made from the name when not given.
+    slug: Slug | None = None
+    story: Story | None = None
+    page: PageSettings | None = None
+
+
+class PageSettingsPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Page settings to change; the ones not given keep their values."""
+
+    published: bool | msgspec.UnsetType = msgspec.UNSET
+    presets: (
+        Annotated[list[Preset], msgspec.Meta(min_length=1, max_length=6)] | msgspec.UnsetType
+    ) = msgspec.UNSET
+    monthly: bool | msgspec.UnsetType = msgspec.UNSET
+    cover_fee: bool | msgspec.UnsetType = msgspec.UNSET
+    recent_donors: bool | msgspec.UnsetType = msgspec.UNSET
+    leaderboards: bool | msgspec.UnsetType = msgspec.UNSET
+    shed: Literal["auto", "on", "off"] | msgspec.UnsetType = msgspec.UNSET
+    thank_you: Annotated[str, msgspec.Meta(max_length=10_000)] | None | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+
+
+class CampaignPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """PATCH /v1/campaigns/{id}: the page's address, story and settings."""
+
+    slug: Slug | msgspec.UnsetType = msgspec.UNSET
+    #: null removes the story.
+    story: Story | None | msgspec.UnsetType = msgspec.UNSET
+    page: PageSettingsPatch | msgspec.UnsetType = msgspec.UNSET
 
 
 class Campaign(msgspec.Struct):
@@ -36,6 +94,10 @@ class Campaign(msgspec.Struct):
     starts_at: datetime | None
     ends_at: datetime | None
     created_at: datetime
+    #: Null only for a campaign created by an older version during an upgrade.
+    slug: str | None = None
+    story: str | None = None
+    page: PageSettings = msgspec.field(default_factory=PageSettings)
 
 
 class AbTestIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,24 +14,36 @@ from typing import Any, Protocol
 
 import msgspec
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 
 from surge.campaigns import sends, store
 from surge.campaigns.schemas import (
     Campaign,
     CampaignIn,
     CampaignPage,
+    CampaignPatch,
     Delivery,
     DeliveryPage,
     Message,
     MessageIn,
     MessagePage,
+    PageSettings,
     Progress,
 )
 from surge.contacts import service as contacts
 from surge.dispatch import service as dispatch
 from surge.dispatch import templates
-from surge.errors import Invalid, NotFound
-from surge.fields import check_choice, check_email, check_time, decode_cursor, next_cursor
+from surge.errors import Conflict, Invalid, NotFound
+from surge.fields import (
+    check_choice,
+    check_email,
+    check_slug,
+    check_time,
+    decode_cursor,
+    next_cursor,
+    slugify,
+)
+from surge.orgs.service import free_slug
 from surge.segments import service as segments
 
 Conn = AsyncConnection[Any]
@@ -50,15 +62,62 @@ async def create_campaign(conn: Conn, org: int, body: CampaignIn) -> Campaign:
         raise Invalid("ends_at", "ends_at must be after starts_at")
     values = msgspec.structs.asdict(body)
     values.update(starts_at=starts_at, ends_at=ends_at)
-    row = await store.insert_campaign(conn, org, values)
+    values["page"] = msgspec.to_builtins(body.page or PageSettings())
+    base = slugify(body.name, "campaign")
+    for _ in range(5):  # a generated slug taken by a concurrent insert: choose again
+        values["slug"] = body.slug or free_slug(base, await store.taken_slugs(conn, org, base))
+        try:
+            async with conn.transaction():
+                row = await store.insert_campaign(conn, org, values)
+        except UniqueViolation:
+            if body.slug is not None:
+                raise _slug_taken(body.slug) from None
+            continue
+        return campaign_of(row)
+    raise Conflict("could not choose a free slug; pass one", "slug")
+
+
+def _slug_taken(slug: str) -> Conflict:
+    return Conflict(f"another campaign of this organisation has the slug {slug!r}", "slug")
+
+
+def campaign_of(row: dict[str, Any]) -> Campaign:
+    """A campaign row as the API answers it."""
     return msgspec.convert(row, Campaign)
+
+
+async def update_page(conn: Conn, org: int, campaign_id: int, body: CampaignPatch) -> Campaign:
+    """Change the campaign page's address, story or settings; settings not given are kept."""
+    values: dict[str, Any] = {}
+    if body.slug is not msgspec.UNSET:
+        values["slug"] = check_slug("slug", body.slug)
+    if body.story is not msgspec.UNSET:
+        values["story"] = body.story
+    try:
+        async with conn.transaction():
+            current = await get_campaign(conn, org, campaign_id)
+            if body.page is not msgspec.UNSET:
+                given = {
+                    k: v
+                    for k, v in msgspec.structs.asdict(body.page).items()
+                    if v is not msgspec.UNSET
+                }
+                merged = msgspec.to_builtins(current.page) | given
+                page = msgspec.convert(merged, PageSettings)
+                values["page"] = msgspec.to_builtins(page)
+            row = await store.update_page(conn, org, campaign_id, values)
+    except UniqueViolation:
+        raise _slug_taken(str(values.get("slug"))) from None
+    if row is None:  # deleted meanwhile
+        raise NotFound(f"campaign {campaign_id} not found")
+    return campaign_of(row)
 
 
 async def get_campaign(conn: Conn, org: int, campaign_id: int) -> Campaign:
     row = await store.get_campaign(conn, org, campaign_id)
     if row is None:
         raise NotFound(f"campaign {campaign_id} not found")
-    return msgspec.convert(row, Campaign)
+    return campaign_of(row)
 
 
 async def create_message(
@@ -152,7 +211,7 @@ async def page_campaigns(
 ) -> CampaignPage:
     check_choice("kind", kind, CAMPAIGN_KINDS)
     rows = await store.page_campaigns(conn, org, decode_cursor(after), limit, kind)
-    data = [msgspec.convert(row, Campaign) for row in rows]
+    data = [campaign_of(row) for row in rows]
     return CampaignPage(data, next_cursor([c.id for c in data], limit))
 
 

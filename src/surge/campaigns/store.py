@@ -8,8 +8,14 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
-CAMPAIGN_COLUMNS = "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at"
+from surge.fields import like_escape
+
+CAMPAIGN_COLUMNS = (
+    "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at,"
+    " slug, story, page"
+)
 MESSAGE_COLUMNS = (
     "id, campaign_id, status, subject, from_email, from_name, reply_to, list_ids, segment_id,"
     " send_at,"
@@ -68,9 +74,10 @@ async def insert_campaign(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "insert into campaigns (organization_id, name, kind, goal_minor, currency, starts_at,"
-        " ends_at) values (%(org)s, %(name)s, %(kind)s, %(goal)s, %(currency)s, %(starts_at)s,"
-        f" %(ends_at)s) returning {CAMPAIGN_COLUMNS}",
-        {"org": organization_id, **values},
+        " ends_at, slug, story, page) values (%(org)s, %(name)s, %(kind)s, %(goal)s,"
+        " %(currency)s, %(starts_at)s, %(ends_at)s, %(slug)s, %(story)s, %(page)s)"
+        f" returning {CAMPAIGN_COLUMNS}",
+        {"org": organization_id, **values, "page": Jsonb(values.get("page") or {})},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -84,6 +91,32 @@ async def get_campaign(
     await cur.execute(
         f"select {CAMPAIGN_COLUMNS} from campaigns where organization_id = %s and id = %s",
         [organization_id, campaign_id],
+    )
+    return await cur.fetchone()
+
+
+async def taken_slugs(conn: AsyncConnection[Any], organization_id: int, base: str) -> set[str]:
+    """The organisation's campaign slugs that are ``base`` or ``base-…`` (campaigns_slug_idx)."""
+    cur = await conn.execute(
+        "select slug from campaigns where organization_id = %s and (slug = %s or slug like %s)",
+        [organization_id, base, like_escape(base) + "-%"],
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def update_page(
+    conn: AsyncConnection[Any], organization_id: int, campaign_id: int, values: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Set the campaign's slug, story and page settings (each key of ``values`` present)."""
+    sets = [f"{name} = %({name})s" for name in ("slug", "story", "page") if name in values]
+    params = {"org": organization_id, "id": campaign_id, **values}
+    if "page" in params:
+        params["page"] = Jsonb(params["page"])
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"update campaigns set {', '.join(sets) or 'id = id'}"
+        f" where organization_id = %(org)s and id = %(id)s returning {CAMPAIGN_COLUMNS}",
+        params,
     )
     return await cur.fetchone()
 

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 
-from surge.errors import Invalid, Unauthorized
+from surge.errors import Conflict, Invalid, NotFound, Unauthorized
+from surge.fields import check_slug, slugify
 from surge.orgs import store
 
 PREFIX = {"secret": "sk", "publishable": "pk"}
@@ -29,6 +31,8 @@ class NewOrganization:
     name: str
     secret_key: str
     publishable_key: str
+    #: The organisation's part of its giving-day pages' address (/g/{slug}/…).
+    slug: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +55,71 @@ async def _new_key(conn: AsyncConnection, organization_id: int, kind: str) -> st
     return f"{PREFIX[kind]}_{lookup}_{secret}"
 
 
-async def create_organization(conn: AsyncConnection, name: str) -> NewOrganization:
-    """Create an organisation with one secret and one publishable key (shown only now)."""
+async def create_organization(
+    conn: AsyncConnection, name: str, slug: str | None = None
+) -> NewOrganization:
+    """Create an organisation with one secret and one publishable key (shown only now).
+
+    ``slug`` (its pages' address) is made from the name when not given, with a ``-2``,
+    ``-3`` … suffix when taken; a given slug that is taken is a Conflict.
+    """
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise Invalid("name", "name must be 1 to 200 characters")
+    if slug is not None:
+        check_slug("slug", slug)
+    for _ in range(5):  # a generated slug taken by a concurrent insert: choose again
+        chosen = slug or free_slug(
+            slugify(name, "org"), await store.taken_slugs(conn, slugify(name, "org"))
+        )
+        try:
+            async with conn.transaction():
+                org_id = await store.insert_organization(conn, name, chosen)
+                secret_key = await _new_key(conn, org_id, "secret")
+                publishable_key = await _new_key(conn, org_id, "publishable")
+        except UniqueViolation:
+            if slug is not None:
+                raise Conflict(f"the slug {slug!r} is taken", "slug") from None
+            continue
+        return NewOrganization(org_id, name, secret_key, publishable_key, chosen)
+    raise Conflict("could not choose a free slug; pass one", "slug")
+
+
+def free_slug(base: str, taken: set[str]) -> str:
+    """``base``, or the first of ``base-2``, ``base-3`` … not in ``taken``."""
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+async def set_slug(conn: AsyncConnection, organization_id: int, slug: str) -> None:
+    """Give the organisation a new page address; its old one stops working at once."""
+    check_slug("slug", slug)
+    try:
+        async with conn.transaction():
+            found = await store.set_slug(conn, organization_id, slug)
+    except UniqueViolation:
+        raise Conflict(f"the slug {slug!r} is taken", "slug") from None
+    if not found:
+        raise NotFound(f"organization {organization_id} not found")
+
+
+async def page_key(conn: AsyncConnection, organization_id: int) -> str:
+    """The publishable key the organisation's hosted pages print into their donation form.
+
+    Kept in clear (a publishable key only donates, and every page shows it), made on first
+    use, and replaced when staff have revoked it.
+    """
+    key = await store.page_key(conn, organization_id)
+    if key is not None:
+        return key
     async with conn.transaction():
-        org_id = await store.insert_organization(conn, name)
-        secret_key = await _new_key(conn, org_id, "secret")
-        publishable_key = await _new_key(conn, org_id, "publishable")
-    return NewOrganization(org_id, name, secret_key, publishable_key)
+        key = await _new_key(conn, organization_id, "publishable")
+        await store.set_page_key(conn, organization_id, key)
+    return key
 
 
 class KeyCache:

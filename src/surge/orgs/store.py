@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from surge.fields import like_escape
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
@@ -17,8 +19,10 @@ class ApiKey:
     secret_hash: bytes
 
 
-async def insert_organization(conn: AsyncConnection, name: str) -> int:
-    cur = await conn.execute("insert into organizations (name) values (%s) returning id", [name])
+async def insert_organization(conn: AsyncConnection, name: str, slug: str) -> int:
+    cur = await conn.execute(
+        "insert into organizations (name, slug) values (%s, %s) returning id", [name, slug]
+    )
     row = await cur.fetchone()
     assert row is not None
     org_id: int = row[0]
@@ -53,3 +57,38 @@ async def list_organizations(conn: AsyncConnection) -> list[tuple[int, str]]:
 async def organization_exists(conn: AsyncConnection, organization_id: int) -> bool:
     cur = await conn.execute("select 1 from organizations where id = %s", [organization_id])
     return await cur.fetchone() is not None
+
+
+async def taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
+    """The organisation slugs that are ``base`` or ``base-<something>`` (organizations_slug_idx)."""
+    cur = await conn.execute(
+        "select slug from organizations where slug = %s or slug like %s",
+        [base, like_escape(base) + "-%"],
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def set_slug(conn: AsyncConnection, organization_id: int, slug: str) -> bool:
+    """Change the organisation's slug; False if there is no such organisation."""
+    cur = await conn.execute(
+        "update organizations set slug = %s where id = %s", [slug, organization_id]
+    )
+    return cur.rowcount == 1
+
+
+async def page_key(conn: AsyncConnection, organization_id: int) -> str | None:
+    """The organisation's hosted-page publishable key, if it has one and it is not revoked."""
+    cur = await conn.execute(
+        "select o.page_key from organizations o join api_keys k"
+        " on k.lookup = split_part(o.page_key, '_', 2) and k.revoked_at is null"
+        " where o.id = %s",
+        [organization_id],
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def set_page_key(conn: AsyncConnection, organization_id: int, key: str) -> None:
+    await conn.execute(
+        "update organizations set page_key = %s where id = %s", [key, organization_id]
+    )

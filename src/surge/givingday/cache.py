@@ -1,0 +1,122 @@
+"""Rendered pages cached per process for a second, loaded once however many ask (single flight).
+
+The giving-day post-mortem's rule: a page viewed ten thousand times a second must cost about
+one render a second per process. ``PageCache.get`` answers from memory while an entry is
+younger than ``TTL``; past that the first caller renders it again and every concurrent
+caller awaits that same render. An entry is born when its render *starts* (its totals are
+read after that), so what a viewer sees is at most ``TTL`` plus one render old. Not-found
+answers are cached the same way, so probing unknown addresses costs no more.
+
+When a render fails (the database is unreachable) and the page was rendered before, the
+old page is served: stale if error, as CDNs do.
+
+Each entry carries its strong ETag (a hash of the bytes), so a browser or CDN revalidating
+with If-None-Match gets a 304 without a byte of body while nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: Seconds a rendered page is served before it is rendered again.
+TTL = 1.0
+#: Pages kept per process; past this, expired ones are dropped, then the oldest.
+MAX_ENTRIES = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page as served: status, HTML bytes, strong ETag, and what it showed."""
+
+    status: int
+    body: bytes
+    etag: str
+    #: The campaign the page belongs to (None for a 404), for the live stream.
+    campaign_id: int | None = None
+    #: The fundraiser or team the page belongs to, if it is one's page.
+    target_id: int | None = None
+
+
+def rendered(
+    status: int, body: bytes, campaign_id: int | None = None, **extra: int | None
+) -> Rendered:
+    """A ``Rendered`` with its ETag computed over ``body``."""
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    return Rendered(status, body, etag, campaign_id, **extra)
+
+
+Loader = Callable[[], Awaitable[Rendered]]
+
+
+class PageCache:
+    """key → (born, Rendered), with single-flight loads."""
+
+    def __init__(self, ttl: float = TTL, max_entries: int = MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.renders = 0  # loads made (tests, metrics and the bench)
+        self._entries: dict[Hashable, tuple[float, Rendered]] = {}
+        self._loading: dict[Hashable, asyncio.Task[Rendered]] = {}
+
+    async def get(self, key: Hashable, load: Loader) -> Rendered:
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry[0] < self.ttl:
+            return entry[1]
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(key, load))
+            task.add_done_callback(_retrieve)
+            self._loading[key] = task
+        # Shielded: a viewer who goes away cancels only their own wait, not the render.
+        return await asyncio.shield(task)
+
+    async def _load(self, key: Hashable, load: Loader) -> Rendered:
+        born = time.monotonic()
+        try:
+            value = await load()
+        except Exception:
+            # The database blinked: a page rendered before is better than an error page.
+            # It is kept as old as it is, so the next viewer tries again.
+            previous = self._entries.get(key)
+            if previous is None:
+                raise
+            log.warning("serving a stale giving-day page", exc_info=True)
+            return previous[1]
+        else:
+            self._store(key, born, value)
+            return value
+        finally:
+            del self._loading[key]
+            self.renders += 1
+
+    def _store(self, key: Hashable, born: float, value: Rendered) -> None:
+        if len(self._entries) >= self.max_entries:
+            now = time.monotonic()
+            for old in [k for k, (b, _) in self._entries.items() if now - b >= self.ttl]:
+                del self._entries[old]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries.pop(key, None)
+        self._entries[key] = (born, value)
+
+
+def _retrieve(task: asyncio.Task[Rendered]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))

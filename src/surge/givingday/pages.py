@@ -1,0 +1,191 @@
+"""HTTP endpoints of the giving-day pages (/g/…): HTML, cached, revalidated by ETag.
+
+Every page answer is ``Cache-Control: public, max-age=1, stale-while-revalidate=5``
+with a strong ETag over its bytes: browsers and a CDN in front may keep it for a second,
+answer with it while they fetch the next one, and revalidate with If-None-Match (304, no
+body) when nothing changed. The process renders each page at most about once a second
+(``cache.PageCache``) whatever the traffic. Live figures come by Server-Sent Events from one
+poller per campaign per process (``surge.live``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from surge.donations.totals import TotalsCache
+from surge.errors import NotFound
+from surge.fields import SLUG
+from surge.givingday import render, service
+from surge.givingday.cache import PageCache, Rendered, etag_matches
+from surge.givingday.shed import LoadMonitor, Thresholds
+from surge.live import event_stream
+
+log = logging.getLogger(__name__)
+
+#: Pages: a second fresh, then served stale for up to 5 s while a cache refetches.
+PAGE_CACHE_CONTROL = "public, max-age=1, stale-while-revalidate=5"
+#: A story is staff-written: even sanitised, the page runs only its own script and style.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:;"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none';"
+        " object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+HTML = "text/html; charset=utf-8"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+STATIC_FILES = ("giving.css", "giving.js")
+
+
+class GivingDay:
+    """The pages' per-process state (``app.state.giving_day``)."""
+
+    def __init__(self, site: service.Site, monitor: LoadMonitor) -> None:
+        self.site = site
+        self.monitor = monitor
+        self.pages = PageCache()
+
+
+def _backlog(app: Starlette) -> Callable[[], float]:
+    def backlog() -> float:
+        admission = getattr(app.state, "donation_admission", None)
+        if admission is None or not admission.limit:
+            return 0.0
+        return float(admission.in_flight / admission.limit)
+
+    return backlog
+
+
+async def startup(app: Starlette) -> None:
+    settings = app.state.settings
+    lag = settings.giving_day_shed_lag
+    monitor = LoadMonitor(
+        _backlog(app), Thresholds(lag_shed=lag, lag_restore=lag / 4), settings.giving_day_shed
+    )
+    monitor.start()
+    site = service.Site(app.state.pool, TotalsCache(ttl=0.0), settings.payment_gateway)
+    app.state.giving_day = GivingDay(site, monitor)
+
+
+async def shutdown(app: Starlette) -> None:
+    await app.state.giving_day.monitor.aclose()
+
+
+def _state(request: Request) -> GivingDay:
+    state: GivingDay = request.app.state.giving_day
+    return state
+
+
+def _slugs(request: Request) -> tuple[str, str] | None:
+    """The (organisation, campaign) slugs of the path, if both are well formed."""
+    org, campaign = request.path_params["org"], request.path_params["campaign"]
+    return (org, campaign) if SLUG.fullmatch(org) and SLUG.fullmatch(campaign) else None
+
+
+def _answer(request: Request, page: Rendered) -> Response:
+    headers = {"ETag": page.etag, "Cache-Control": PAGE_CACHE_CONTROL, **SECURITY_HEADERS}
+    if page.status == 200 and etag_matches(request.headers.get("if-none-match"), page.etag):
+        return Response(status_code=304, headers=headers)
+    if page.status != 200:
+        headers["Cache-Control"] = "public, max-age=1"
+    return Response(page.body, page.status, headers=headers, media_type=HTML)
+
+
+Load = Callable[[], Awaitable[Rendered]]
+
+
+async def _serve(request: Request, key: tuple[object, ...], load: Load) -> Response:
+    try:
+        page = await _state(request).pages.get(key, load)
+    except (OperationalError, PoolTimeout):
+        # The database is away and this page was never rendered here: say so in HTML.
+        log.warning("giving-day page unavailable", extra={"path": request.url.path})
+        body = render.render("unavailable.html")
+        headers = {"Retry-After": "5", "Cache-Control": "no-store", **SECURITY_HEADERS}
+        return Response(body, 503, headers=headers, media_type=HTML)
+    return _answer(request, page)
+
+
+async def campaign_page(request: Request) -> Response:
+    slugs = _slugs(request)
+    if slugs is None:
+        return _answer(request, service.not_found())
+    state = _state(request)
+    # Two variants per page: shed or not, as the load monitor says now.
+    key = ("campaign", *slugs, state.monitor.auto_shed)
+    return await _serve(
+        request,
+        key,
+        lambda: service.campaign_page(state.site, *slugs, state.monitor.shedding),
+    )
+
+
+async def thanks_page(request: Request) -> Response:
+    slugs = _slugs(request)
+    if slugs is None:
+        return _answer(request, service.not_found())
+    state = _state(request)
+    return await _serve(
+        request, ("thanks", *slugs), lambda: service.thanks_page(state.site, *slugs)
+    )
+
+
+async def campaign_live(request: Request) -> Response:
+    """Server-Sent Events: the campaign's total, count and share of the goal as they change."""
+    slugs = _slugs(request)
+    state = _state(request)
+    page = None
+    if slugs is not None:
+        page = await state.pages.get(
+            ("thanks", *slugs), lambda: service.thanks_page(state.site, *slugs)
+        )
+    if page is None or page.campaign_id is None:
+        raise NotFound("no such campaign page")
+    campaign_id = page.campaign_id
+
+    async def load() -> dict[str, object]:
+        return service.live_figures(await service.totals(state.site, campaign_id))
+
+    values = request.app.state.live.subscribe(("giving-day", campaign_id), load)
+    return event_stream(request, values, event="totals")
+
+
+_VERSION = re.compile(r"[0-9a-f]{12}")
+
+
+async def static(request: Request) -> Response:
+    """The pages' own stylesheet and script; immutable under their versioned URL."""
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:
+        # /g/static/… is also where an organisation with the slug "static" has its pages.
+        request.scope["path_params"] = {"org": "static", "campaign": name}
+        return await campaign_page(request)
+    current = request.query_params.get("v") == render.asset_version(name)
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable" if current else "public, max-age=60",
+        "ETag": f'"{render.asset_version(name)}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    suffix = name[name.rfind(".") :]
+    return Response(render.asset(name), headers=headers, media_type=STATIC_TYPES[suffix])
+
+
+routes = [
+    Route("/g/static/{name}", static, methods=["GET"]),
+    Route("/g/{org}/{campaign}", campaign_page, methods=["GET"]),
+    Route("/g/{org}/{campaign}/thanks", thanks_page, methods=["GET"]),
+    Route("/g/{org}/{campaign}/live", campaign_live, methods=["GET"]),
+]
