@@ -23,6 +23,7 @@ from surge.campaigns import endpoints as campaigns_api
 from surge.config import Settings
 from surge.contacts import endpoints as contacts_api
 from surge.contacts import jobs as contacts_jobs
+from surge.delivery import figures as delivery_figures
 from surge.dispatch import jobs as dispatch_jobs
 from surge.donations import endpoints as donations_api
 from surge.donations import jobs as donations_jobs
@@ -32,14 +33,17 @@ from surge.givingday import pages as giving_day_pages
 from surge.ingest import endpoints as ingest_api
 from surge.ingest import jobs as ingest_jobs
 from surge.jobs import builtin
+from surge.jobs import metrics as jobs_metrics
 from surge.jobs.registry import Registry, Task
 from surge.journeys import endpoints as journeys_api
 from surge.journeys import jobs as journeys_jobs
+from surge.observability import cluster
 from surge.segments import endpoints as segments_api
 from surge.segments import jobs as segments_jobs
 from surge.suppressions import endpoints as suppressions_api
 from surge.tracking import endpoints as tracking_api
 from surge.webhooks import endpoints as webhooks_api
+from surge.webhooks import figures as webhooks_figures
 from surge.webhooks import jobs as webhooks_jobs
 
 Hook = Callable[[Starlette], Awaitable[None]]
@@ -59,6 +63,9 @@ class Domain:
     shutdown: Hook | None = None
     #: Run by ``surge worker``.
     tasks: Sequence[Task] = ()
+    #: Its cluster-wide figures, read from the database once for all processes
+    #: (``GET /metrics/cluster``, see ``observability/cluster.py``).
+    figures: Sequence[cluster.Source] = ()
 
 
 DOMAINS: tuple[Domain, ...] = (
@@ -104,6 +111,7 @@ DOMAINS: tuple[Domain, ...] = (
             dispatch_jobs.pick_winner,
             dispatch_jobs.finalise,
         ),
+        figures=(delivery_figures.deferrals,),
     ),
     Domain(
         "journeys",
@@ -124,7 +132,12 @@ DOMAINS: tuple[Domain, ...] = (
         startup=tracking_api.startup,
         shutdown=tracking_api.shutdown,
     ),
-    Domain("webhooks", webhooks_api.routes, tasks=(webhooks_jobs.relay, webhooks_jobs.deliver)),
+    Domain(
+        "webhooks",
+        webhooks_api.routes,
+        tasks=(webhooks_jobs.relay, webhooks_jobs.deliver),
+        figures=(webhooks_figures.outbox,),
+    ),
     Domain(
         "donations",
         donations_api.routes,
@@ -145,8 +158,10 @@ BUILTIN_TASKS: tuple[Task, ...] = (builtin.noop, builtin.sleep, builtin.fail)
 
 def routes() -> list[BaseRoute]:
     """Every route ``surge api`` serves: health and reference first, then each domain's."""
+    figures = (jobs_metrics.cluster_figures, *(f for domain in DOMAINS for f in domain.figures))
     return [
         *health.routes,
+        cluster.route(figures),
         *reference.routes,
         *(route for domain in DOMAINS for route in domain.routes),
     ]

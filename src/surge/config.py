@@ -75,6 +75,14 @@ class Settings:
     worker_heartbeat_timeout: float = 15.0
     #: Seconds a stopping worker waits for its running jobs before handing them back.
     worker_shutdown_timeout: float = 30.0
+    #: Port of a worker's Prometheus metrics (GET /metrics); 0: not served. Each worker on a
+    #: machine needs its own (`surge worker --metrics-port`); `surge up` gives its two
+    #: workers this port and the next (by default the API port + 1 and + 2).
+    worker_metrics_port: int = 0
+    #: Port of `surge bounce-server`'s metrics; 0: not served.
+    bounce_server_metrics_port: int = 0
+    #: Bind address of the worker and bounce-server metrics ports.
+    metrics_host: str = "127.0.0.1"
     #: Base URL of the API as recipients reach it: tracking and unsubscribe links use it.
     public_url: str = "http://127.0.0.1:8000"
     #: Recipients per send_chunk job, and sends in flight within one chunk.
@@ -210,6 +218,9 @@ class Settings:
             )
         if not 0.005 <= self.giving_day_shed_lag <= 10:
             raise ConfigError("SURGE_GIVING_DAY_SHED_LAG must be 0.005 to 10 seconds")
+        for name in ("worker_metrics_port", "bounce_server_metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"SURGE_{name.upper()} must be a port number (0: off)")
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 

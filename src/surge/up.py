@@ -71,16 +71,22 @@ def _supervise(settings: Settings, database_url: str) -> None:
     asyncio.run(migrate_url(database_url))
     env = dict(os.environ, SURGE_DATABASE_URL=database_url)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    # Each worker its own metrics port: SURGE_WORKER_METRICS_PORT and the next, else the
+    # two after the API's.
+    metrics = settings.worker_metrics_port or settings.api_port + 1
     children = [
         _spawn("smtp-sink", ["smtp-sink"], env),
         _spawn("api", ["api"], env),
         # Charges and webhooks mostly wait on other servers: many at once.
         _spawn(
             "worker-critical-default",
-            ["worker", "--queues", "critical,default", "--concurrency", "200"],
+            ["worker", "--queues", "critical,default", "--concurrency", "200"]
+            + ["--metrics-port", str(metrics)],
             env,
         ),
-        _spawn("worker-bulk", ["worker", "--queues", "bulk"], env),
+        _spawn(
+            "worker-bulk", ["worker", "--queues", "bulk", "--metrics-port", str(metrics + 1)], env
+        ),
     ]
     stopping = False
 
@@ -95,6 +101,8 @@ def _supervise(settings: Settings, database_url: str) -> None:
         click.echo(
             f"Surge is up.\n"
             f"  API        {api_url}  (OpenAPI {api_url}/openapi.json, metrics {api_url}/metrics)\n"
+            f"  metrics    cluster {api_url}/metrics/cluster, workers"
+            f" http://{settings.metrics_host}:{metrics}/metrics and :{metrics + 1}/metrics\n"
             f"  database   {database_url}\n"
             f"  SMTP sink  smtp://{settings.smtp_sink_host}:{settings.smtp_sink_port}"
             f"  (mail kept in {settings.data_dir / 'mail'})\n"

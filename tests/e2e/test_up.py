@@ -62,6 +62,11 @@ def test_up_serves_everything_and_ctrl_c_leaves_no_process(data_dir: Path) -> No
             int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
         )
         family.append(postmaster)
+        # Each worker serves its metrics on its own port, the two after the API's.
+        for port in (api_port + 1, api_port + 2):
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            assert 'surge_db_pool_size{pool="engine"}' in metrics
+        assert "surge_queue_jobs" in httpx.get(base + "/metrics/cluster").text
         # The sink is a real SMTP server.
         import smtplib
 

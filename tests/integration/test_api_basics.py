@@ -32,8 +32,11 @@ def test_metrics_are_prometheus_text_with_route_latency_and_queues(api: str) -> 
     body = httpx.get(api + "/metrics").text
     assert "surge_http_request_duration_seconds_bucket{" in body
     assert 'route="/healthz"' in body
-    assert "# TYPE surge_queue_jobs gauge" in body
-    assert "# TYPE surge_jobs_total counter" in body
+    # Queue figures are the cluster's, served once at /metrics/cluster, not by every process.
+    assert "surge_queue_jobs" not in body
+    cluster = httpx.get(api + "/metrics/cluster").text
+    assert "# TYPE surge_queue_jobs gauge" in cluster
+    assert "# TYPE surge_jobs_total counter" in cluster
 
 
 def test_unknown_route_is_a_json_404(api: str) -> None:

@@ -20,6 +20,7 @@ from surge.api.middleware import RequestContext
 from surge.config import Settings
 from surge.db.pool import open_pool
 from surge.live import LiveFigures
+from surge.observability.metrics import watch_pool
 from surge.resources import Resources
 
 Hook = Callable[[Starlette], Awaitable[None]]
@@ -50,6 +51,7 @@ def create_app(
         app.state.pool = await open_pool(
             database_url, max_size=settings.db_pool_size, getconn_timeout=settings.db_pool_timeout
         )
+        watch_pool("main", app.state.pool)
         app.state.resources = Resources(settings, app.state.pool)
         # Live figures for pages' Server-Sent Events: one poller per figure per process.
         app.state.live = LiveFigures()

@@ -8,8 +8,7 @@ from starlette.routing import Route
 
 from surge.api.openapi import openapi_json
 from surge.api.responses import json_response
-from surge.jobs.metrics import queue_metrics
-from surge.observability.metrics import render
+from surge.observability.metrics import CONTENT_TYPE, render
 
 
 async def healthz(request: Request) -> Response:
@@ -28,10 +27,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    async with request.app.state.pool.connection() as conn:
-        stats = await queue_metrics(conn)
-    rows = [(s.queue, s.states, s.counters) for s in stats]
-    return Response(render(rows), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """This process's metrics; the cluster's are at /metrics/cluster (observability/cluster)."""
+    return Response(render(), media_type=CONTENT_TYPE)
 
 
 routes = [

@@ -16,7 +16,13 @@ from surge.tracking.tokens import signing_key
 @click.command("bounce-server")
 @click.option("--host", default=None, help="Bind address (default SURGE_BOUNCE_SERVER_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default SURGE_BOUNCE_SERVER_PORT).")
-def bounce_server_command(host: str | None, port: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of GET /metrics (default SURGE_BOUNCE_SERVER_METRICS_PORT; 0: none).",
+)
+def bounce_server_command(host: str | None, port: int | None, metrics_port: int | None) -> None:
     """SMTP server for the VERP addresses of SURGE_BOUNCE_DOMAIN (and its fbl@ address)."""
     settings = get_settings()
     if not settings.bounce_domain:
@@ -30,5 +36,6 @@ def bounce_server_command(host: str | None, port: int | None) -> None:
                 host or settings.bounce_server_host,
                 port or settings.bounce_server_port,
                 signing_key(settings),
+                settings.bounce_server_metrics_port if metrics_port is None else metrics_port,
             )
         )

@@ -27,6 +27,8 @@ from surge.config import Settings
 from surge.db.pool import open_pool
 from surge.delivery.sink import until_stopped
 from surge.errors import NotFound
+from surge.observability.exporter import MetricsListener
+from surge.observability.metrics import watch_pool
 from surge.tracking import service as tracking
 
 log = logging.getLogger(__name__)
@@ -90,10 +92,16 @@ class BounceHandler:
                     await tracking.unsubscribe(conn, *delivery, via="mailto")
 
 
-async def serve(settings: Settings, database_url: str, host: str, port: int, key: str) -> None:
-    """Serve until SIGINT or SIGTERM."""
+async def serve(
+    settings: Settings, database_url: str, host: str, port: int, key: str, metrics_port: int = 0
+) -> None:
+    """Serve until SIGINT or SIGTERM (and metrics on ``metrics_port`` unless 0)."""
     verp = Verp(key, settings.bounce_domain)
+    metrics = MetricsListener()
+    if metrics_port:
+        await metrics.start(settings.metrics_host, metrics_port)
     pool = await open_pool(database_url, max_size=4, getconn_timeout=settings.db_pool_timeout)
+    watch_pool("main", pool)
     handler = BounceHandler(pool, verp, settings.suppress_after_soft_bounces)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -108,3 +116,4 @@ async def serve(settings: Settings, database_url: str, host: str, port: int, key
         server.close()
         await server.wait_closed()
         await pool.close()
+        await metrics.close()

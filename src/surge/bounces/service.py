@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 
 from surge.bounces.reports import Report
 from surge.contacts import service as contacts
+from surge.observability.metrics import bounce_report
 from surge.suppressions import service as suppressions
 
 Conn = AsyncConnection[Any]
@@ -70,6 +71,7 @@ async def record(
         "report recorded",
         extra={"kind": report.kind, "message_id": message_id, "contact_id": contact_id},
     )
+    bounce_report(report.kind)
     return True
 
 

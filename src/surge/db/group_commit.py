@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+
+from surge.observability.metrics import WriterMetrics
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,7 @@ class GroupCommitWriter(Generic[T]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._metrics = WriterMetrics(self)  # batch sizes, flush times, backlog gauges
 
     @property
     def backlog(self) -> int:
@@ -210,7 +214,7 @@ class GroupCommitWriter(Generic[T]):
         batch = [w for w in batch if not w.done.done()]
         if not batch:
             return
-        sent = False
+        sent, started = False, time.perf_counter()
         try:
             async with asyncio.timeout(self.write_timeout):
                 async with self.pool.connection(timeout=self.write_timeout) as conn:
@@ -224,6 +228,7 @@ class GroupCommitWriter(Generic[T]):
         except Exception as exc:
             await self._failed(batch, exc, sent)
             return
+        self._metrics.flushed(len(rows), time.perf_counter() - started)
         for w in batch:
             w.settle()
 

@@ -76,5 +76,10 @@ class Circuit:
     def is_open(self) -> bool:
         return self.retry_after() > 0
 
+    @property
+    def tripped(self) -> bool:
+        """Opened since the last success: open now, or waiting for a probe to succeed."""
+        return self._opened > 0
+
     def _delay(self) -> float:
         return min(self.max_delay, self.base_delay * 2.0 ** max(0, self._opened - 1))

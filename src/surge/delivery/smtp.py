@@ -34,6 +34,7 @@ from surge.delivery.smtp_client import (
     TransactionLost,
     mailbox,
 )
+from surge.observability.metrics import SenderMetrics
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class SenderPool:
     ) -> None:
         self.config = config
         self.circuit = circuit or Circuit()
+        self.metrics = SenderMetrics(config.name, self.circuit)
         #: Seconds idle after which a connection is checked with NOOP before reuse.
         self.noop_after = noop_after
         #: Seconds idle after which a connection is closed with QUIT rather than reused.
@@ -95,6 +97,12 @@ class SenderPool:
 
     async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
         """Offer ``data`` (a whole message, CRLF lines) from ``mail_from`` to ``rcpt``."""
+        started = time.perf_counter()
+        outcome = await self._offer(mail_from, rcpt, data)
+        self.metrics.record(outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _offer(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
         if self._closed:
             raise RuntimeError("send on a closed SenderPool")
         if self.circuit.is_open:

@@ -15,6 +15,7 @@ from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.responses import json_response
 from surge.donations import service
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
+from surge.observability.metrics import donation as count_donation
 
 # The donation form and the totals page run in donors' browsers on the organisation's own
 # site, so these endpoints answer cross-origin requests (there is no cookie to protect).
@@ -54,6 +55,8 @@ async def create_donation(request: Request) -> Response:
             body,
             charge_attempts=request.app.state.settings.donations_charge_attempts,
         )
+    if not replayed:
+        count_donation("accepted", donation.currency, donation.amount)
     headers = {**CORS, "Idempotent-Replayed": "true"} if replayed else CORS
     return json_response(donation, 202, headers)
 

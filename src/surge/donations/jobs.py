@@ -21,6 +21,7 @@ from surge.donations import receipts, service, store
 from surge.donations.gateway import ChargeResult, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
+from surge.observability.metrics import donation as count_donation
 from surge.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,10 @@ async def charge(ctx: JobContext) -> None:
         log.warning("charge gave up", extra={"donation": donation_id, "error": str(exc)})
         result = ChargeResult("declined", reason="gateway_unavailable")
     async with ctx.pool.connection() as conn, conn.transaction():
-        await service.finish_charge(conn, donation_id, result)
+        done = await service.finish_charge(conn, donation_id, result)
         await ctx.complete_in(conn)
+    if done is not None:  # None: a duplicate run, counted by the first
+        count_donation(done.status, done.currency, done.amount)
 
 
 @task("donations.receipt", queue="critical", max_attempts=10)

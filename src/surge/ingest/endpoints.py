@@ -45,6 +45,7 @@ from surge.ingest.schemas import (
     decode,
 )
 from surge.ingest.segment import basic_auth_user, inflate
+from surge.observability.metrics import events_accepted, events_refused
 from surge.orgs.service import KeyCache, Principal, authenticate
 
 RETRY_AFTER_BACKLOGGED = "1"
@@ -132,6 +133,8 @@ class Intake:
         if encoding:
             body = inflate(body, encoding.decode("latin-1"), limit)
         parsed = self.parse(body, who, service.now(), state.settings.ingest_max_event_bytes)
+        if parsed.rejected:
+            events_refused["invalid"](len(parsed.rejected))
         status, content, extra = await _store(state, who, parsed.rows)
         if status is None:
             status, content, extra = self.status, self.answer(parsed), []
@@ -157,21 +160,26 @@ async def _store(state: Any, who: Principal, rows: list[store.Row]) -> Refusal:
     """
     wait = state.event_limits.take(who.key_id, len(rows))
     if wait:
+        events_refused["rate_limited"](len(rows))
         body = error_body("rate_limited", "too many events for this key; slow down")
         return 429, body, _raw(state.event_limits.headers(wait))
     if rows:
         try:
             await state.events.write(rows)
         except Backlogged:
+            events_refused["overloaded"](len(rows))
             body = error_body("overloaded", "events are arriving faster than they can be stored")
             return 503, body, _raw({"Retry-After": RETRY_AFTER_BACKLOGGED})
         except Unavailable:
+            events_refused["unavailable"](len(rows))
             body = error_body("unavailable", "events cannot be stored right now; retry later")
             return 503, body, _raw({"Retry-After": RETRY_AFTER_UNAVAILABLE})
         except Rejected as exc:
+            events_refused["rejected"](len(rows))
             where = "" if exc.row is None else f" (event {exc.row} of the request)"
             message = f"event data rejected by the database{where}: {exc.reason}"
             return 400, error_body("invalid", message), []
+        events_accepted(len(rows))
     return None, None, []
 
 

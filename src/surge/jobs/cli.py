@@ -19,7 +19,9 @@ from surge.jobs.admin import cancel_jobs, failed_jobs, retry_jobs
 from surge.jobs.metrics import queue_metrics
 from surge.jobs.registry import QUEUES, Registry, tasks_in
 from surge.jobs.worker import Worker
+from surge.observability.exporter import MetricsListener
 from surge.observability.logging import configure_logging
+from surge.observability.metrics import watch_pool
 
 T = TypeVar("T")
 
@@ -66,8 +68,18 @@ def _queues(value: str) -> list[str]:
     default=None,
     help="CPU niceness of this worker (default: 10 when it serves only bulk, else 0).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of this worker's GET /metrics (default SURGE_WORKER_METRICS_PORT; 0: none).",
+)
 def worker_command(
-    queues: str, concurrency: int | None, tasks_modules: tuple[str, ...], nice: int | None
+    queues: str,
+    concurrency: int | None,
+    tasks_modules: tuple[str, ...],
+    nice: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Run jobs from the given queues until SIGTERM or Ctrl-C."""
     settings = _settings()
@@ -80,16 +92,27 @@ def worker_command(
 
     extra = tasks_in(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
     registry = tasks(extra)
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
     with database(settings) as url:
-        asyncio.run(_serve(url, settings, served, concurrency, registry))
+        asyncio.run(_serve(url, settings, served, concurrency, registry, port))
 
 
 async def _serve(
-    url: str, settings: Settings, queues: list[str], concurrency: int | None, registry: Registry
+    url: str,
+    settings: Settings,
+    queues: list[str],
+    concurrency: int | None,
+    registry: Registry,
+    metrics_port: int = 0,
 ) -> None:
+    metrics = MetricsListener()
+    if metrics_port:  # first: a port in use stops the worker before it takes any job
+        await metrics.start(settings.metrics_host, metrics_port)
     pool = await open_pool(url, min_size=1, max_size=settings.db_pool_size)
     # claim, flush and heartbeat each hold one at times, failures a fourth.
     engine_pool = await open_pool(url, min_size=3, max_size=4)
+    watch_pool("main", pool)
+    watch_pool("engine", engine_pool)
     from surge.resources import Resources  # the app's shared objects, closed on exit
 
     resources = Resources(settings, pool)
@@ -112,6 +135,7 @@ async def _serve(
         await resources.aclose()
         await engine_pool.close()
         await pool.close()
+        await metrics.close()
 
 
 @click.group("jobs")

@@ -1,7 +1,8 @@
-"""Queue figures for ``/metrics`` and ``surge jobs stats``, read from the database.
+"""Queue figures for ``/metrics/cluster`` and ``surge jobs stats``, read from the database.
 
-Depths come from the hot table (small by design); outcome totals from ``job_counters``,
-which every completion, failure and rescue statement increments.
+Depths and the age of the oldest waiting job come from the hot table (small by design);
+outcome totals from ``job_counters``, which every completion, failure and rescue statement
+increments; workers from their heartbeat rows.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from psycopg import AsyncConnection
 
 from surge.jobs.registry import QUEUES
@@ -24,6 +26,16 @@ from jobs group by queue
 """
 
 COUNTERS = "select queue, outcome, n from job_counters"
+
+# Due jobs not yet claimed: how long the oldest has waited (the same scan as DEPTHS).
+OLDEST_DUE = """
+select queue, extract(epoch from now() - min(run_at))::float8
+from jobs where state in ('available', 'retryable') and run_at <= now()
+group by queue
+"""
+
+# Live workers per queue they serve (rescue deletes the rows of silent ones).
+WORKERS = "select q, count(*) from job_workers, unnest(queues) q group by q"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +100,34 @@ async def queue_metrics(conn: AsyncConnection[Any]) -> list[QueueStats]:
             )
         )
     return stats
+
+
+async def cluster_figures(conn: AsyncConnection[Any]) -> list[Metric]:
+    """Every queue's depth, outcomes, oldest due job and workers, as metric families."""
+    depth = GaugeMetricFamily(
+        "surge_queue_jobs", "Jobs in the hot table by queue and state.", labels=["queue", "state"]
+    )
+    outcomes = CounterMetricFamily(
+        "surge_jobs",
+        "Jobs finished by queue and outcome, all workers.",
+        labels=["queue", "outcome"],
+    )
+    oldest = GaugeMetricFamily(
+        "surge_queue_oldest_job_age_seconds",
+        "How long the oldest due, unclaimed job of a queue has waited (0: none waits).",
+        labels=["queue"],
+    )
+    workers = GaugeMetricFamily(
+        "surge_workers", "Live worker processes serving a queue.", labels=["queue"]
+    )
+    for s in await queue_metrics(conn):
+        for state, n in s.states.items():
+            depth.add_metric([s.queue, state], n)
+        for outcome, n in s.counters.items():
+            outcomes.add_metric([s.queue, outcome], n)
+    ages = dict(await (await conn.execute(OLDEST_DUE)).fetchall())
+    serving = dict(await (await conn.execute(WORKERS)).fetchall())
+    for queue in QUEUES:
+        oldest.add_metric([queue], max(0.0, ages.get(queue) or 0.0))
+        workers.add_metric([queue], serving.get(queue, 0))
+    return [depth, outcomes, oldest, workers]

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ from surge.jobs.registry import (
     registry,
 )
 from surge.jobs.rescue import heartbeat, identity, unregister
+from surge.observability.metrics import job_ran
 
 if TYPE_CHECKING:
     from surge.resources import Resources
@@ -183,6 +185,7 @@ class Worker:
     async def _execute(self, job: Job) -> None:
         assert self.resources is not None, "run() provides the resources"
         ctx = JobContext(job, self.pool, self.settings, self.id, self.resources)
+        started = time.perf_counter()
         try:
             await self.tasks.get(job.kind)(ctx)
         except asyncio.CancelledError as exc:
@@ -191,8 +194,10 @@ class Worker:
                 raise  # cancelled by the shutdown: the job is handed back
             await self._fail(job, exc)  # a stray CancelledError from inside the task
         except Exception as exc:  # a task's failure is data, never the worker's
+            job_ran(job.kind, time.perf_counter() - started, failed=True)
             await self._fail(job, exc)
         else:
+            job_ran(job.kind, time.perf_counter() - started)
             # Also after ctx.complete_in(): if the caller's transaction rolled back, this
             # completes the job; if it committed, the guarded statement matches nothing.
             self._done.append(job.id)

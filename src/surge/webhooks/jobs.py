@@ -20,6 +20,7 @@ import httpx
 import msgspec
 
 from surge.jobs import JobContext, NewJob, enqueue, enqueue_many, task
+from surge.observability.metrics import webhook_attempt
 from surge.webhooks import service, signing
 from surge.webhooks.store import DeliveryToSend
 
@@ -133,3 +134,4 @@ async def deliver(ctx: JobContext) -> None:
                 organization_id=ctx.job.organization_id,
             )
         await ctx.complete_in(conn)
+    webhook_attempt(outcome.delivered, retry_at is not None, delivery.occurred_at)
