@@ -21,6 +21,8 @@ from surge.api import health, reference
 from surge.bounces import endpoints as bounces_api
 from surge.campaigns import endpoints as campaigns_api
 from surge.config import Settings
+from surge.console import jobs as console_jobs
+from surge.console import site as console_site
 from surge.contacts import endpoints as contacts_api
 from surge.contacts import jobs as contacts_jobs
 from surge.delivery import figures as delivery_figures
@@ -149,6 +151,13 @@ DOMAINS: tuple[Domain, ...] = (
         exports_api.routes,
         startup=exports_api.startup,
         tasks=(exports_jobs.run_export, exports_jobs.expire),
+    ),
+    # The staff console: its pages under /console/ (not in /openapi.json: plain routes).
+    Domain(
+        "console",
+        console_site.routes(),
+        startup=console_site.startup,
+        tasks=(console_jobs.prune,),
     ),
 )
 

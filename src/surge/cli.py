@@ -33,6 +33,7 @@ def _register() -> None:
     from surge.orgs.cli import org_group
     from surge.suppressions.cli import suppressions_group
     from surge.up import up_command
+    from surge.users.cli import user_group
 
     for command in (
         api_command,
@@ -51,6 +52,7 @@ def _register() -> None:
         smtp_sink_command,
         suppressions_group,
         up_command,
+        user_group,
         worker_command,
     ):
         cli.add_command(command)

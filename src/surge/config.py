@@ -168,6 +168,15 @@ class Settings:
     #: Development SMTP sink (surge up).
     smtp_sink_host: str = "127.0.0.1"
     smtp_sink_port: int = 2525
+    #: Console sessions end after this many seconds without a request, and after
+    #: console_session_max_seconds whatever the activity (docs/console.md).
+    console_session_idle_seconds: float = 3600.0
+    console_session_max_seconds: float = 12 * 3600.0
+    #: Failed console logins allowed per email address and per client address within
+    #: console_login_window_seconds, counted across every API process; then 429.
+    console_login_failures_per_email: int = 10
+    console_login_failures_per_client: int = 50
+    console_login_window_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         if self.log_format not in ("auto", "json", "text"):
@@ -221,6 +230,15 @@ class Settings:
         for name in ("worker_metrics_port", "bounce_server_metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"SURGE_{name.upper()} must be a port number (0: off)")
+        if not 60 <= self.console_session_idle_seconds <= self.console_session_max_seconds:
+            raise ConfigError(
+                "SURGE_CONSOLE_SESSION_IDLE_SECONDS must be from 60 to"
+                " SURGE_CONSOLE_SESSION_MAX_SECONDS"
+            )
+        if min(self.console_login_failures_per_email, self.console_login_failures_per_client) < 1:
+            raise ConfigError("SURGE_CONSOLE_LOGIN_FAILURES_PER_EMAIL|_PER_CLIENT must be >= 1")
+        if not 1 <= self.console_login_window_seconds <= 86400:
+            raise ConfigError("SURGE_CONSOLE_LOGIN_WINDOW_SECONDS must be 1 to 86400 seconds")
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 
