@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -147,7 +149,7 @@ def prometheus(targets: dict[str, tuple[str, str]]) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -168,23 +170,23 @@ def value(prometheus: str, expr: str) -> float:
 def work(api: str, worker: str, database_url: str, outbound: Recorder, hooks: Receiver) -> None:
     """Real work through every process: an event, a donation charged, receipted, announced."""
     org = create_org(database_url, "Metrics Org")
-    staff = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {org['secret_key']}"})
-    donor = httpx.Client(
-        base_url=api, headers={"Authorization": f"Bearer {org['publishable_key']}"}
-    )
-    hook = {"url": hooks.base + "/donations", "event_types": ["donation.succeeded"]}
-    assert staff.post("/v1/webhook-endpoints", json=hook).status_code == 201
-    body = {"name": "Metrics Day", "kind": "fundraising", "goal": 10_000, "currency": "EUR"}
-    campaign = staff.post("/v1/campaigns", json=body).json()
-    gift = {"amount": 1500, "currency": "EUR", "email": "giver@example.org", "token": "tok_ok"}
-    response = donor.post(
-        f"/v1/campaigns/{campaign['id']}/donations",
-        json=gift,
-        headers={"Idempotency-Key": str(uuid.uuid4())},
-    )
-    assert response.status_code == 202, response.text
-    event = donor.post("/v1/events", json={"type": "page.viewed", "properties": {"n": 1}})
-    assert event.status_code == 202, event.text
+    with httpx.Client(base_url=api) as http:
+        staff = {"Authorization": f"Bearer {org['secret_key']}"}
+        donor = {"Authorization": f"Bearer {org['publishable_key']}"}
+        hook = {"url": hooks.base + "/donations", "event_types": ["donation.succeeded"]}
+        assert http.post("/v1/webhook-endpoints", json=hook, headers=staff).status_code == 201
+        body = {"name": "Metrics Day", "kind": "fundraising", "goal": 10_000, "currency": "EUR"}
+        campaign = http.post("/v1/campaigns", json=body, headers=staff).json()
+        gift = {"amount": 1500, "currency": "EUR", "email": "giver@example.org", "token": "tok_ok"}
+        given = http.post(
+            f"/v1/campaigns/{campaign['id']}/donations",
+            json=gift,
+            headers={**donor, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert given.status_code == 202, given.text
+        event = {"type": "page.viewed", "properties": {"n": 1}}
+        sent = http.post("/v1/events", json=event, headers=donor)
+        assert sent.status_code == 202, sent.text
     wait_until(lambda: "giver@example.org" in outbound.messages, "the receipt")
     wait_until(lambda: hooks.at("/donations"), "the donation.succeeded webhook")
 
@@ -246,6 +248,10 @@ def test_worker_and_bounce_server_serve_metrics_and_health_on_their_own_ports(
         assert httpx.get(base + "/nope").status_code == 404
         assert httpx.post(base + "/metrics").status_code == 405
     assert 'surge_db_pool_size{pool="engine"}' in httpx.get(worker + "/metrics").text
+    host, port = worker.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"nonsense\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
 
 
 def test_a_metrics_port_in_use_stops_the_worker_with_a_message(
@@ -307,7 +313,7 @@ def test_every_dashboard_query_and_alert_rule_runs_in_prometheus(
         return rules if done and rules else None
 
     rules = wait_until(evaluated, "every rule evaluated")
-    assert len(rules) == 19
+    assert len(rules) == len(alert_queries())
     assert [(r["name"], r["lastError"]) for r in rules if r["health"] != "ok"] == []
     # Nothing is wrong with this small cluster.
     assert [r["name"] for r in rules if r["state"] == "firing"] == []
