@@ -95,6 +95,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain(
         "giving-day",
         giving_day_pages.routes,
+        fast_routes=giving_day_pages.fast_routes,
         startup=giving_day_pages.startup,
         shutdown=giving_day_pages.shutdown,
     ),

@@ -326,11 +326,11 @@ def test_thanks_page_and_static_assets(
 ) -> None:
     thanks = public.get(page_url(org, campaign, "/thanks"))
     assert thanks.status_code == 200 and "Thank you" in thanks.text
-    script = re.search(r'src="(/g/static/giving\.js\?v=[0-9a-f]{12})"', thanks.text)
+    script = re.search(r'src="(/g-static/giving\.js\?v=[0-9a-f]{12})"', thanks.text)
     assert script is not None
     asset = public.get(script[1])
     assert asset.status_code == 200
     assert asset.headers["content-type"].startswith("text/javascript")
     assert "immutable" in asset.headers["cache-control"]
     assert "Idempotency-Key" in asset.text and "sessionStorage" in asset.text
-    assert public.get("/g/static/giving.css").headers["content-type"].startswith("text/css")
+    assert public.get("/g-static/giving.css").headers["content-type"].startswith("text/css")

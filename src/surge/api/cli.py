@@ -6,10 +6,24 @@ import signal
 
 import click
 import uvicorn
+from starlette.types import ASGIApp
 
 from surge.config import get_settings
 from surge.db.runtime import database
 from surge.observability.logging import configure_logging
+
+
+def serve(app: ASGIApp, host: str, port: int) -> None:
+    """Serve ``app`` as ``surge api`` does (the bench serves its bare-ASGI ceiling so too)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 def _exit(signum: int, frame: object) -> None:
@@ -30,12 +44,4 @@ def api_command(host: str | None, port: int | None) -> None:
     signal.signal(signal.SIGTERM, _exit)
     with database(settings) as url:
         app = api_app(settings, url)
-        uvicorn.run(
-            app,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
+        serve(app, host or settings.api_host, port or settings.api_port)

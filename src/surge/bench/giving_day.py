@@ -4,7 +4,10 @@ The first minutes of a giving day on one machine: a real ``surge api``, a worker
 ``critical,default``, a worker for ``bulk`` and the development SMTP sink. A message to
 ``--recipients`` contacts is dispatched on ``bulk`` while donations arrive over HTTP at a
 rate that steps up until the machine stops keeping up (or ``--max-rate``), and a poller
-reads the public totals ten times a second. Figures: the donation rate reached, API
+reads the public totals ten times a second. Twenty views of the cached campaign page arrive
+per donation and live viewers hold its Server-Sent Events stream open; before the ramp, the
+cached page's throughput is measured against a bare ASGI app served the same way (the
+ceiling, ``giving_day_pages``). Figures: the donation rate reached, API
 latency, donation-to-receipt latency (created → receipt sent, from the database), how stale
 the totals ever were, and the checks that matter: errors, lost donations, double charges.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import click
 import httpx
 
+from surge.bench import giving_day_pages as pages
 from surge.bench.common import (
     HttpConnection,
     PeakRss,
@@ -39,7 +43,7 @@ from surge.bench.common import (
 )
 from surge.bench.dispatch import HTML, seed_contacts
 from surge.campaigns import service as campaigns
-from surge.campaigns.schemas import CampaignIn, MessageIn
+from surge.campaigns.schemas import CampaignIn, MessageIn, PageSettings
 from surge.config import get_settings
 from surge.db.embedded import free_port
 from surge.db.pool import AsyncConn, connect
@@ -85,19 +89,68 @@ class Totals:
 @click.option("--step-seconds", type=float, default=8.0, show_default=True)
 @click.option("--start-rate", type=float, default=25.0, show_default=True)
 @click.option("--max-rate", type=float, default=3200.0, show_default=True)
+@click.option(
+    "--views-per-donation",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Campaign page views per donation during the ramp.",
+)
+@click.option(
+    "--live-viewers",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Browsers holding the page's live totals stream open.",
+)
+@click.option(
+    "--ceiling-seconds",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds of each of the 5 alternating rounds of the bare-ASGI ceiling and the page.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def giving_day_command(
-    recipients: int, step_seconds: float, start_rate: float, max_rate: float, as_json: bool
+    recipients: int,
+    step_seconds: float,
+    start_rate: float,
+    max_rate: float,
+    views_per_donation: int,
+    live_viewers: int,
+    ceiling_seconds: float,
+    as_json: bool,
 ) -> None:
     """Ramp donations up while a blast runs on bulk; check receipts, totals and money."""
+    page = PageLoad(views_per_donation, live_viewers, ceiling_seconds)
     with database(get_settings()) as url:
-        result = asyncio.run(_bench(url, recipients, step_seconds, start_rate, max_rate))
+        result = asyncio.run(_bench(url, recipients, step_seconds, start_rate, max_rate, page))
     report(result, as_json)
 
 
+@dataclass
+class PageLoad:
+    """The page side of the run (``giving_day_pages``)."""
+
+    views_per_donation: int = 20
+    live_viewers: int = 200
+    ceiling_seconds: float = 2.0
+    #: Keep-alive connections of the ceiling's clients and of the page viewers.
+    connections: int = 64
+    path: str = ""
+    ceiling: dict[str, Any] = field(default_factory=dict)
+    live: dict[str, int] = field(default_factory=dict)
+
+
 async def _bench(
-    url: str, recipients: int, step_seconds: float, start_rate: float, max_rate: float
+    url: str,
+    recipients: int,
+    step_seconds: float,
+    start_rate: float,
+    max_rate: float,
+    page: PageLoad | None = None,
 ) -> dict[str, Any]:
+    page = page or PageLoad()
     bench_url = await fresh_database(url, BENCH_DATABASE)
     sink_dir = Path(tempfile.mkdtemp(prefix="surge-bench-giving-"))
     sink_port, api_port = free_port(), free_port()
@@ -126,10 +179,26 @@ async def _bench(
         campaign = await campaigns.create_campaign(
             conn,
             org.id,
-            CampaignIn(name="Giving day", kind="fundraising", goal=10**9, currency="USD"),
+            CampaignIn(
+                name="Giving day",
+                kind="fundraising",
+                goal=10**9,
+                currency="USD",
+                story="## Every gift counts\n\nThe **giving day** page, as donors see it.",
+                page=PageSettings(published=True),
+            ),
         )
         base = f"http://127.0.0.1:{api_port}"
         await _wait_ready(base, procs)
+        page.path = f"/g/{org.slug}/{campaign.slug}"
+        page.ceiling = await pages.ceiling(
+            bench_url,
+            api_port,
+            procs["api"].pid,
+            page.path,
+            page.connections,
+            page.ceiling_seconds,
+        )
         blast = await _start_blast(conn, org.id, campaign.id, recipients) if recipients else None
         load, totals, blast_sent = await _drive(
             base,
@@ -142,6 +211,7 @@ async def _bench(
             step_seconds,
             start_rate,
             max_rate,
+            page,
         )
         outcome = await _settle(conn, load, procs, rss)
         final_raised = await _final_totals(base, campaign.id)
@@ -155,8 +225,13 @@ async def _bench(
             "step_seconds": step_seconds,
             "start_rate": start_rate,
             "max_rate": max_rate,
+            "views_per_donation": page.views_per_donation,
+            "live_viewers": page.live_viewers,
             "cpus": os.cpu_count(),
         },
+        # Cached campaign page vs a bare ASGI app serving as many bytes (goal: ratio ≥ 0.5).
+        "page_ceiling": page.ceiling,
+        "live_stream": page.live,
         "donations_accepted": len(load.accepted),
         "max_sustained_donations_per_s": _max_sustained(load.steps),
         "steps": load.steps,
@@ -224,18 +299,30 @@ async def _drive(
     step_seconds: float,
     start_rate: float,
     max_rate: float,
+    page: PageLoad | None = None,
 ) -> tuple[Load, Totals, int]:
+    page = page or PageLoad(views_per_donation=0, live_viewers=0)
     load, totals = Load(), Totals()
-    donors = Donors(
-        int(base.rsplit(":", 1)[1]), await open_connections(int(base.rsplit(":", 1)[1]), 256)
-    )
+    port = int(base.rsplit(":", 1)[1])
+    donors = Donors(port, await open_connections(port, 256))
+    viewers = await pages.Viewers.open(port, page.connections)
+    live = pages.LiveViewers()
+    if page.path:
+        live.start(port, page.path + "/live", page.live_viewers)
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         stop = asyncio.Event()
         poller = asyncio.create_task(_poll_totals(client, campaign_id, totals, stop))
         sent_before = await _blast_sent(conn, blast)
         rate = start_rate
         while rate <= max_rate:
-            step = await _step(donors, key, campaign_id, rate, step_seconds, load)
+            views = rate * page.views_per_donation
+            step, seen = await asyncio.gather(
+                _step(donors, key, campaign_id, rate, step_seconds, load),
+                pages.page_views(viewers, page.path, views, step_seconds)
+                if page.path and views
+                else asyncio.sleep(0, {}),
+            )
+            step.update(seen)
             rss.sample()
             check_alive(list(procs.values()))
             load.steps.append(step)
@@ -245,6 +332,8 @@ async def _drive(
             rate *= 2
         stop.set()
         await poller
+        page.live = await live.stop()
+        viewers.close()
         close_connections(donors.all)
         sent_during = await _blast_sent(conn, blast) - sent_before
     return load, totals, sent_during

@@ -100,7 +100,7 @@ def asset(name: str) -> bytes:
 
 
 def static_url(name: str) -> str:
-    return f"/g/static/{name}?v={asset_version(name)}"
+    return f"/g-static/{name}?v={asset_version(name)}"
 
 
 def _environment() -> Environment:
