@@ -54,6 +54,12 @@ class Settings:
     db_pool_size: int = 10
     #: Seconds an API request waits for a pooled connection before it is answered 503.
     db_pool_timeout: float = 5.0
+    #: A streaming replica for reporting reads (lists, stats, search, exports); unset: every
+    #: read goes to the primary. See docs/scaling.md, "Read replicas".
+    database_replica_url: str | None = None
+    #: Seconds of replay lag past which the replica serves no reads (they go to the primary);
+    #: also how long a write's read-your-writes token lasts.
+    database_replica_max_lag: float = 10.0
     #: Bind address of `surge api`.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -239,6 +245,8 @@ class Settings:
             raise ConfigError("SURGE_CONSOLE_LOGIN_FAILURES_PER_EMAIL|_PER_CLIENT must be >= 1")
         if not 1 <= self.console_login_window_seconds <= 86400:
             raise ConfigError("SURGE_CONSOLE_LOGIN_WINDOW_SECONDS must be 1 to 86400 seconds")
+        if not 2 <= self.database_replica_max_lag <= 3600:
+            raise ConfigError("SURGE_DATABASE_REPLICA_MAX_LAG must be 2 to 3600 seconds")
         if not 0 < self.smtp_idle_timeout < float("inf"):
             raise ConfigError("SURGE_SMTP_IDLE_TIMEOUT must be a positive number of seconds")
 

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from surge.bounces.verp import Verp
 from surge.config import Settings
+from surge.db.replica import Replica
 from surge.delivery.dkim_keys import SignerCache
 from surge.delivery.domains import DomainThrottles, parse_throttles
 from surge.delivery.pools import Senders
@@ -39,6 +40,15 @@ class Resources:
         #: Signs and verifies tracking and unsubscribe tokens.
         key = signing_key(settings)  # may read (or create) the key file: once
         self.signer = TokenSigner(key)
+        #: Reporting reads: the replica pool when SURGE_DATABASE_REPLICA_URL is set, else the
+        #: primary (``replica.read``; the API starts it, a worker on first use).
+        self.replica = Replica(
+            pool,
+            settings.database_replica_url,
+            key=key.encode(),
+            max_lag=settings.database_replica_max_lag,
+            pool_size=settings.db_pool_size,
+        )
         #: DKIM signers of each sending domain's active keys.
         self.dkim = SignerCache(pool)
         #: VERP envelope senders, if SURGE_BOUNCE_DOMAIN is set.
@@ -80,9 +90,10 @@ class Resources:
         return self._gateway
 
     async def aclose(self) -> None:
-        """Close what is open: QUIT on SMTP connections, release HTTP connections."""
+        """Close what is open: QUIT on SMTP connections, release HTTP and replica connections."""
         senders, self._senders = self._senders, None
         webhooks, self._webhooks = self._webhooks, None
+        await self.replica.aclose()
         if senders is not None:
             await senders.aclose()
         if webhooks is not None:

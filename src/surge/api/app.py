@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from surge.api.errors import HANDLERS
 from surge.api.fast import FastRoutes
 from surge.api.middleware import RequestContext
+from surge.api.reads import ReadYourWrites
 from surge.config import Settings
 from surge.db.pool import open_pool
 from surge.live import LiveFigures
@@ -53,6 +54,8 @@ def create_app(
         )
         watch_pool("main", app.state.pool)
         app.state.resources = Resources(settings, app.state.pool)
+        # The read replica, if configured: waits a moment for its first probe, never fails.
+        await app.state.resources.replica.start()
         # Live figures for pages' Server-Sent Events: one poller per figure per process.
         app.state.live = LiveFigures()
         started: list[Hook] = []
@@ -72,7 +75,7 @@ def create_app(
 
     app = Starlette(
         routes=list(routes),
-        middleware=[Middleware(RequestContext)],
+        middleware=[Middleware(RequestContext), Middleware(ReadYourWrites)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from surge.api.reads import SCOPE_KEY
 from surge.errors import Forbidden, Unauthorized
 from surge.orgs.service import KeyCache, Principal, authenticate
 
@@ -32,4 +33,6 @@ async def principal(request: Request, *, publishable_ok: bool = False) -> Princi
 
 async def organization_id(request: Request) -> int:
     """The organisation of a secret-key caller: what nearly every endpoint needs."""
-    return (await principal(request)).organization_id
+    org = (await principal(request)).organization_id
+    request.scope[SCOPE_KEY] = org  # read-your-writes: whose write this is (api/reads.py)
+    return org

@@ -19,6 +19,7 @@ from surge.api.decode import (
     read_json,
 )
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.campaigns import sends, service
 from surge.campaigns.schemas import (
@@ -57,8 +58,7 @@ async def create_campaign(request: Request) -> Response:
 
 async def get_campaign(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        campaign = await service.get_campaign(conn, org, _id(request, "campaign_id"))
+    campaign = await read(request, org, service.get_campaign, _id(request, "campaign_id"))
     return json_response(campaign)
 
 
@@ -86,44 +86,44 @@ DEFAULT_LIMIT = 100
 async def list_campaigns(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_campaigns(
-            conn,
-            org,
-            after=query_text(request, "after"),
-            limit=size,
-            kind=query_text(request, "kind"),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_campaigns,
+        after=query_text(request, "after"),
+        limit=size,
+        kind=query_text(request, "kind"),
+    )
     return json_response(page)
 
 
 async def list_messages(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_messages(
-            conn,
-            org,
-            after=query_text(request, "after"),
-            limit=size,
-            campaign_id=query_id(request, "campaign_id"),
-            status=query_text(request, "status"),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_messages,
+        after=query_text(request, "after"),
+        limit=size,
+        campaign_id=query_id(request, "campaign_id"),
+        status=query_text(request, "status"),
+    )
     return json_response(page)
 
 
 async def list_deliveries(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_deliveries(
-            conn,
-            org,
-            _id(request, "message_id"),
-            after=query_text(request, "after"),
-            limit=size,
-            status=query_text(request, "status"),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_deliveries,
+        _id(request, "message_id"),
+        after=query_text(request, "after"),
+        limit=size,
+        status=query_text(request, "status"),
+    )
     return json_response(page)
 
 
@@ -141,8 +141,7 @@ CAMPAIGN_ID = Param(
 
 async def get_message(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        message = await service.get_message(conn, org, _id(request, "message_id"))
+    message = await read(request, org, service.get_message, _id(request, "message_id"))
     return json_response(message)
 
 

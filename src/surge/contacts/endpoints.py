@@ -20,6 +20,7 @@ from surge.api.decode import (
 )
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.contacts import lifecycle, pages, preferences, privacy, service
 from surge.contacts.schemas import (
@@ -64,15 +65,13 @@ async def list_contacts(request: Request) -> Response:
     org = await organization_id(request)
     limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
     after, email = query_text(request, "after"), query_text(request, "email", 320)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.list_contacts(conn, org, after=after, limit=limit, email=email)
+    page = await read(request, org, service.list_contacts, after=after, limit=limit, email=email)
     return json_response(page)
 
 
 async def get_contact(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        contact = await service.get_contact(conn, org, _path_id(request))
+    contact = await read(request, org, service.get_contact, _path_id(request))
     return json_response(contact)
 
 
@@ -103,8 +102,9 @@ async def contact_lists(request: Request) -> Response:
     org = await organization_id(request)
     limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
     after = query_text(request, "after")
-    async with request.app.state.pool.connection() as conn:
-        page = await lifecycle.contact_lists(conn, org, _path_id(request), after=after, limit=limit)
+    page = await read(
+        request, org, lifecycle.contact_lists, _path_id(request), after=after, limit=limit
+    )
     return json_response(page)
 
 
@@ -159,35 +159,34 @@ async def create_list(request: Request) -> Response:
 async def list_lists(request: Request) -> Response:
     org = await organization_id(request)
     limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_lists(
-            conn,
-            org,
-            after=query_text(request, "after"),
-            limit=limit,
-            name=query_text(request, "name", 200),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_lists,
+        after=query_text(request, "after"),
+        limit=limit,
+        name=query_text(request, "name", 200),
+    )
     return json_response(page)
 
 
 async def list_imports(request: Request) -> Response:
     org = await organization_id(request)
     limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_imports(
-            conn,
-            org,
-            after=query_text(request, "after"),
-            limit=limit,
-            status=query_text(request, "status"),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_imports,
+        after=query_text(request, "after"),
+        limit=limit,
+        status=query_text(request, "status"),
+    )
     return json_response(page)
 
 
 async def get_list(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        found = await service.get_list(conn, org, _path_id(request))
+    found = await read(request, org, service.get_list, _path_id(request))
     return json_response(found)
 
 
@@ -203,8 +202,9 @@ async def list_members(request: Request) -> Response:
     org = await organization_id(request)
     limit = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_BATCH)
     after = query_text(request, "after")
-    async with request.app.state.pool.connection() as conn:
-        page = await service.list_members(conn, org, _path_id(request), after=after, limit=limit)
+    page = await read(
+        request, org, service.list_members, _path_id(request), after=after, limit=limit
+    )
     return json_response(page)
 
 
@@ -245,8 +245,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 async def get_import(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        found = await service.get_import(conn, org, _path_id(request))
+    found = await read(request, org, service.get_import, _path_id(request))
     return json_response(found)
 
 

@@ -95,8 +95,7 @@ class EmbeddedPostgres:
     def initialised(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
 
-    def init(self) -> None:
-        """Create the cluster (once) and the ``surge`` database."""
+    def _prepare_dir(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             _ensure_system_user()
@@ -104,6 +103,10 @@ class EmbeddedPostgres:
             _open_path_to(_bin_dir())
             shutil.chown(self.pgdata, SYSTEM_USER, SYSTEM_USER)
         self.pgdata.chmod(0o700)
+
+    def init(self) -> None:
+        """Create the cluster (once) and the ``surge`` database."""
+        self._prepare_dir()
         if not self.initialised():
             log.info("initialising embedded postgres", extra={"pgdata": str(self.pgdata)})
             self._run(
@@ -117,6 +120,19 @@ class EmbeddedPostgres:
                 "--locale=C",
                 timeout=180,
             )
+
+    def clone_from(self, primary: EmbeddedPostgres) -> None:
+        """Make this cluster a streaming replica of ``primary`` (once): a base backup with
+        ``pg_basebackup -R``, so that ``start()`` runs it as a hot standby following it."""
+        if self.initialised():
+            return
+        self._prepare_dir()
+        self._run(
+            "pg_basebackup",
+            *("-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(primary.port)),
+            *("-U", "postgres", "-X", "stream", "-R", "-c", "fast"),
+            timeout=300,
+        )
 
     def running(self) -> bool:
         pid_file = self.pgdata / "postmaster.pid"

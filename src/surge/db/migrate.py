@@ -8,18 +8,24 @@ A file whose first line is ``-- surge:no-transaction`` runs outside a transactio
 ``CREATE INDEX CONCURRENTLY`` on big tables, one statement at a time (each ends a line with
 ``;``); it must be written to be re-runnable. Such a file is claimed first in
 ``schema_migration_claims`` by the process that runs it; the others wait for it to be
-recorded, and a claim whose backend is gone is taken over.
+recorded. The claim is a lease the claimer renews from a second connection while its
+statements run, so a claim whose process died is taken over once the lease runs out. Nothing
+here depends on a server session (no session lock, no backend pid): ``surge migrate``
+works through PgBouncer in transaction mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,8 @@ async def _ensure_table(conn: AsyncConnection) -> None:
         )
         """
     )
+    # Who holds a claim: a random id per run (a backend pid says nothing behind PgBouncer).
+    await conn.execute("alter table schema_migration_claims add column if not exists owner text")
 
 
 async def migrate_url(url: str) -> list[str]:
@@ -114,15 +122,23 @@ async def migrate(conn: AsyncConnection) -> list[Migration]:
 
 
 # A no-transaction migration cannot hold the transaction-level lock while it runs, so the
-# process about to run one claims it first; others wait for it to be recorded. A claim whose
-# backend is gone (the process died) is taken over: the files are re-runnable.
+# process about to run one claims it first; others wait for it to be recorded. The claim is a
+# lease renewed every CLAIM_RENEW_SECONDS; one not renewed for CLAIM_LEASE_SECONDS (its
+# process died) is taken over: the files are re-runnable. Not the claimer's backend pid, as
+# before: behind PgBouncer that is whichever server connection ran the statement, alive long
+# after the process that claimed is gone, and the release landed on another one.
 CLAIM = """
-insert into schema_migration_claims as c (version, pid) values (%(v)s, pg_backend_pid())
-on conflict (version) do update set pid = excluded.pid, claimed_at = now()
-where not exists (select 1 from pg_stat_activity a where a.pid = c.pid)
+insert into schema_migration_claims as c (version, pid, owner)
+values (%(v)s, pg_backend_pid(), %(owner)s)
+on conflict (version) do update set pid = excluded.pid, owner = excluded.owner, claimed_at = now()
+where c.claimed_at < now() - make_interval(secs => %(lease)s)
 returning version
 """
+RENEW = "update schema_migration_claims set claimed_at = now() where version = %s and owner = %s"
+RELEASE = "delete from schema_migration_claims where version = %s and owner = %s"
 CLAIM_POLL_SECONDS = 0.2
+CLAIM_LEASE_SECONDS = 30.0
+CLAIM_RENEW_SECONDS = 5.0
 
 
 async def _apply_one(conn: AsyncConnection, migration: Migration) -> bool:
@@ -148,13 +164,16 @@ async def _apply_outside_transaction(conn: AsyncConnection, migration: Migration
     Two processes building the same index concurrently could deadlock, and both would
     report the migration applied; the claim makes it one.
     """
+    owner = uuid.uuid4().hex
+    claim = {"v": migration.version, "owner": owner, "lease": CLAIM_LEASE_SECONDS}
     while True:
         if migration.version in await applied_versions(conn):
             return False
-        cur = await conn.execute(CLAIM, {"v": migration.version})
+        cur = await conn.execute(CLAIM, claim)
         if await cur.fetchone() is not None:
             break
         await asyncio.sleep(CLAIM_POLL_SECONDS)  # another process is running it
+    renewing = asyncio.create_task(_renew(_conninfo(conn), migration.version, owner))
     try:
         if migration.version in await applied_versions(conn):
             return False  # recorded between our check and our claim
@@ -168,7 +187,33 @@ async def _apply_outside_transaction(conn: AsyncConnection, migration: Migration
         )
         return True
     finally:
-        await conn.execute(
-            "delete from schema_migration_claims where version = %s and pid = pg_backend_pid()",
-            [migration.version],
-        )
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await conn.execute(RELEASE, [migration.version, owner])
+
+
+def _conninfo(conn: AsyncConnection) -> str:
+    """How to open another connection like ``conn`` (its DSN leaves the password out)."""
+    password = conn.info.password
+    return make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
+
+
+async def _renew(conninfo: str, version: int, owner: str) -> None:
+    """Renew a claim's lease until cancelled, from a connection of its own: the claimer's
+    is busy with a statement that may run for many minutes."""
+    from surge.db.pool import connect
+
+    renewer: AsyncConnection | None = None
+    try:
+        while True:
+            await asyncio.sleep(CLAIM_RENEW_SECONDS)
+            try:
+                if renewer is None or renewer.closed:
+                    renewer = await connect(conninfo)
+                await renewer.execute(RENEW, [version, owner])
+            except OperationalError as exc:  # tried again at the next beat
+                log.warning("could not renew a migration claim", extra={"error": str(exc)})
+    finally:
+        if renewer is not None:
+            await renewer.close()

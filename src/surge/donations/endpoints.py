@@ -12,6 +12,7 @@ from surge.api.auth import organization_id, principal
 from surge.api.decode import idempotency_key, path_id, query_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.donations import service
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
@@ -67,24 +68,23 @@ async def donation_preflight(request: Request) -> Response:
 
 async def get_donation(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        donation = await service.get_donation(conn, org, _id(request, "donation_id"))
+    donation = await read(request, org, service.get_donation, _id(request, "donation_id"))
     return json_response(donation)
 
 
 async def list_donations(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=service.MAX_PAGE)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.page_donations(
-            conn,
-            org,
-            after=query_text(request, "after"),
-            limit=size,
-            campaign_id=query_id(request, "campaign_id"),
-            status=query_text(request, "status"),
-            email=query_text(request, "email", max_length=320),
-        )
+    page = await read(
+        request,
+        org,
+        service.page_donations,
+        after=query_text(request, "after"),
+        limit=size,
+        campaign_id=query_id(request, "campaign_id"),
+        status=query_text(request, "status"),
+        email=query_text(request, "email", max_length=320),
+    )
     return json_response(page)
 
 

@@ -13,6 +13,7 @@ from surge.api.auth import organization_id
 from surge.api.decode import idempotency_key, path_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.errors import NotFound
 from surge.exports import download, service
@@ -53,17 +54,22 @@ async def list_exports(request: Request) -> Response:
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
     after = query_text(request, "after")
     kind, status = query_text(request, "kind", 20), query_text(request, "status", 20)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.list_exports(
-            conn, org, after=after, limit=size, kind=kind, status=status, links=_links(request)
-        )
+    page = await read(
+        request,
+        org,
+        service.list_exports,
+        after=after,
+        limit=size,
+        kind=kind,
+        status=status,
+        links=_links(request),
+    )
     return json_response(page)
 
 
 async def get_export(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        found = await service.get_export(conn, org, _id(request), _links(request))
+    found = await read(request, org, service.get_export, _id(request), _links(request))
     return json_response(found)
 
 

@@ -23,6 +23,7 @@ async def run_export(ctx: JobContext) -> None:
             export_id,
             keep_days=ctx.settings.exports_retention_days,
             complete=ctx.complete_in,
+            replica=ctx.resources.replica,
         )
     except Exception:
         if ctx.job.attempt >= ctx.job.max_attempts:

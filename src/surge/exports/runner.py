@@ -7,6 +7,12 @@ an export never holds a pool connection while it waits for another (no deadlock 
 many run) and a worker runs at most ``PER_PROCESS`` exports at once (each is a full scan
 on the database and a core in the worker).
 
+The COPY reads from the replica (``SURGE_DATABASE_REPLICA_URL``) when it is up and has
+replayed past the moment the run started, so it sees the export's request and everything
+before it; else from the primary. A second run (a retry or a rescue) always reads from the
+primary: a replica that cancelled the first one's long COPY (a recovery conflict) or died
+under it must not fail every run.
+
 Every write is fenced: it locks the export row and checks that this run is still the
 export's latest (``store.still_ours``). A deleted export, or a run overtaken by a newer one
 (a rescued job), stops at its next piece and writes nothing more.
@@ -24,6 +30,7 @@ import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from surge.db.replica import Replica
 from surge.errors import NotFound
 from surge.exports import queries, service, store
 from surge.exports.schemas import Filters
@@ -63,6 +70,7 @@ async def run_export(
     *,
     keep_days: int,
     complete: Complete | None = None,
+    replica: Replica | None = None,
 ) -> str | None:
     """Run one export to the end; its final status, or None if there was nothing to run.
 
@@ -75,7 +83,8 @@ async def run_export(
         if run is None:
             return None  # finished, deleted, or not this organisation's: a duplicate job
         try:
-            return await _run(pool, org, export_id, run, keep_days, complete)
+            source = await _source(replica, run)
+            return await _run(pool, org, export_id, run, keep_days, complete, source)
         except Overtaken:
             return None
 
@@ -87,6 +96,7 @@ async def _run(
     run: store.Run,
     keep_days: int,
     complete: Complete | None,
+    source: str | None = None,
 ) -> str:
     filters = msgspec.convert(run.filters, Filters)
     async with pool.connection(timeout=CONNECTION_WAIT) as conn:
@@ -97,10 +107,18 @@ async def _run(
             return "failed"
     select = queries.select(run.kind, org, filters, safe=run.spreadsheet_safe, segment=segment)
     count = queries.count(run.kind, org, filters, segment)
-    await _write(pool, org, export_id, run, count, queries.copy(select))
+    await _write(pool, org, export_id, run, count, queries.copy(select), source)
     async with pool.connection(timeout=CONNECTION_WAIT) as conn:
         await _finish(conn, org, export_id, run, "completed", None, complete, keep_days)
     return "completed"
+
+
+async def _source(replica: Replica | None, run: store.Run) -> str | None:
+    """Where the COPY reads: the replica's conninfo, or None for the primary."""
+    if replica is None or not replica.enabled or run.attempt > 1:
+        return None
+    await replica.start()
+    return await replica.conninfo_after(await replica.primary_position())
 
 
 async def _segment(conn: store.Conn, org: int, filters: Filters) -> sql.Composable | None:
@@ -119,9 +137,10 @@ async def _write(
     run: store.Run,
     count: sql.Composed,
     copy: sql.Composed,
+    source: str | None = None,
 ) -> None:
     # The worker's pool is made from a URL (db/pool.py); the COPY gets a connection of its own.
-    conninfo = pool.conninfo
+    conninfo = source or pool.conninfo
     assert isinstance(conninfo, str), "pools are opened with a URL"
     stop = threading.Event()
     compressed = 0

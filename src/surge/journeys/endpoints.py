@@ -9,6 +9,7 @@ from starlette.responses import Response
 from surge.api.auth import organization_id
 from surge.api.decode import path_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.delivery.pools import sender_names
 from surge.journeys import service
@@ -45,14 +46,12 @@ async def list_journeys(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
     after = query_text(request, "after")
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await service.page(conn, org, after=after, limit=size))
+    return json_response(await read(request, org, service.page, after=after, limit=size))
 
 
 async def get_journey(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await service.get(conn, org, _id(request)))
+    return json_response(await read(request, org, service.get, _id(request)))
 
 
 async def update_journey(request: Request) -> Response:
@@ -87,11 +86,10 @@ async def list_enrolments(request: Request) -> Response:
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
     after = query_text(request, "after")
     state = query_text(request, "state", max_length=20)
-    async with request.app.state.pool.connection() as conn:
-        page = await service.enrolments(
-            conn, org, _id(request), state=state, after=after, limit=size
-        )
-        return json_response(page)
+    page = await read(
+        request, org, service.enrolments, _id(request), state=state, after=after, limit=size
+    )
+    return json_response(page)
 
 
 STATE = Param(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from surge.api.auth import organization_id
 from surge.api.decode import path_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, limit
+from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.segments import service
 from surge.segments.schemas import (
@@ -38,14 +42,12 @@ async def list_segments(request: Request) -> Response:
     org = await organization_id(request)
     size = query_int(request, "limit", DEFAULT_LIMIT, high=MAX_PAGE)
     after = query_text(request, "after")
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await service.page(conn, org, after=after, limit=size))
+    return json_response(await read(request, org, service.page, after=after, limit=size))
 
 
 async def get_segment(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await service.get(conn, org, _id(request)))
+    return json_response(await read(request, org, service.get, _id(request)))
 
 
 async def update_segment(request: Request) -> Response:
@@ -64,16 +66,18 @@ async def delete_segment(request: Request) -> Response:
 
 async def count_segment(request: Request) -> Response:
     org = await organization_id(request)
-    async with request.app.state.pool.connection() as conn:
-        segment = await service.get(conn, org, _id(request))
-        return json_response(await service.count(conn, org, segment.rules))
+    return json_response(await read(request, org, _count_saved, _id(request)))
+
+
+async def _count_saved(conn: AsyncConnection[Any], org: int, segment_id: int) -> Count:
+    segment = await service.get(conn, org, segment_id)
+    return await service.count(conn, org, segment.rules)
 
 
 async def preview(request: Request) -> Response:
     org = await organization_id(request)
     body = await read_json(request, Preview)
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await service.count(conn, org, body.rules))
+    return json_response(await read(request, org, service.count, body.rules))
 
 
 PATH = "/v1/segments"
