@@ -67,7 +67,6 @@ auth_file = {home / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {SERVER_CONNECTIONS}
 max_client_conn = 1000
-ignore_startup_parameters = extra_float_digits
 logfile = {home / "pgbouncer.log"}
 """
     )
