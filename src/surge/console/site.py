@@ -14,7 +14,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from surge.console import assets, auth, overview
+from surge.console import (
+    account,
+    assets,
+    audit_page,
+    auth,
+    job_pages,
+    keys,
+    overview,
+    people,
+)
 from surge.console.web import NavItem, error_page, guarded
 
 
@@ -27,7 +36,14 @@ class Section:
 
 
 #: In navigation order.
-SECTIONS: tuple[Section, ...] = (Section(overview.routes, overview.nav),)
+SECTIONS: tuple[Section, ...] = (
+    Section(overview.routes, overview.nav),
+    Section(job_pages.routes, job_pages.nav),
+    Section(keys.routes, keys.nav),
+    Section(people.routes, people.nav),
+    Section(audit_page.routes, audit_page.nav),
+    Section(account.routes),
+)
 
 
 async def to_overview(request: Request) -> Response:

@@ -32,8 +32,8 @@ from starlette.routing import Route
 from surge.audit import Actor
 from surge.config import Settings
 from surge.console import sessions
-from surge.console.sessions import Session
 from surge.console.assets import static_url
+from surge.console.sessions import Session
 from surge.errors import Forbidden, Invalid, SurgeError
 from surge.users.service import ROLES, allows
 

@@ -18,9 +18,22 @@ from surge.errors import Conflict, NotFound
 FAILED = """
 select id, kind, queue, attempt, max_attempts, last_error from jobs
 where state = 'discarded' and (%(queue)s::text is null or queue = %(queue)s::text)
+    and (%(org)s::bigint is null or organization_id = %(org)s::bigint)
+    and (%(before)s::bigint is null or id < %(before)s::bigint)
 order by id desc
 limit %(limit)s
 """
+
+# An organisation's jobs waiting for another attempt (the claim index's partial condition).
+RETRYING = """
+select id, kind, queue, attempt, max_attempts, last_error from jobs
+where state = 'retryable' and organization_id = %(org)s
+order by id desc
+limit %(limit)s
+"""
+
+# Which of these jobs belong to an organisation (the console acts on its own jobs only).
+OWNED = "select id from jobs where id = any(%(ids)s) and organization_id = %(org)s"
 
 LOCK = "select id, state from jobs where id = any(%(ids)s) for update"
 
@@ -57,11 +70,35 @@ class FailedJob:
 
 
 async def failed_jobs(
-    conn: AsyncConnection[Any], queue: str | None = None, limit: int = 50
+    conn: AsyncConnection[Any],
+    queue: str | None = None,
+    limit: int = 50,
+    *,
+    organization_id: int | None = None,
+    before: int | None = None,
 ) -> list[FailedJob]:
-    """The newest discarded jobs, optionally of one queue."""
-    cur = await conn.execute(FAILED, {"queue": queue, "limit": limit})
+    """The newest discarded jobs, optionally of one queue or organisation, older than job
+    ``before`` (keyset pages)."""
+    params = {"queue": queue, "limit": limit, "org": organization_id, "before": before}
+    cur = await conn.execute(FAILED, params)
     return [FailedJob(*row) for row in await cur.fetchall()]
+
+
+async def retrying_jobs(
+    conn: AsyncConnection[Any], organization_id: int, limit: int = 50
+) -> list[FailedJob]:
+    """An organisation's jobs that failed and wait for another attempt, newest first."""
+    cur = await conn.execute(RETRYING, {"org": organization_id, "limit": limit})
+    return [FailedJob(*row) for row in await cur.fetchall()]
+
+
+async def check_owned(conn: AsyncConnection[Any], organization_id: int, ids: Sequence[int]) -> None:
+    """NotFound naming the jobs among ``ids`` that are not ``organization_id``'s."""
+    cur = await conn.execute(OWNED, {"ids": list(ids), "org": organization_id})
+    owned = {row[0] for row in await cur.fetchall()}
+    missing = [i for i in ids if i not in owned]
+    if missing:
+        raise NotFound(f"no such job: {', '.join(map(str, missing))}")
 
 
 async def retry_jobs(conn: AsyncConnection[Any], ids: Sequence[int]) -> None:

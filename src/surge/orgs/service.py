@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
+from surge.audit import Actor, audit
 from surge.errors import Conflict, Invalid, NotFound, Unauthorized
 from surge.fields import check_slug, slugify
 from surge.orgs import store
@@ -157,3 +158,50 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal:
     if not hmac.compare_digest(key.secret_hash, _hash(secret)):
         raise Unauthorized("unknown or revoked API key")
     return Principal(key.organization_id, key.id, key.kind)
+
+
+#: Keys an organisation's key page lists at most (live first).
+MAX_KEYS_LISTED = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    id: int
+    kind: str
+    name: str
+    token: str  # shown once
+
+
+async def create_api_key(conn: AsyncConnection, actor: Actor, kind: str, name: str) -> NewKey:
+    """A new named key for ``actor``'s organisation; the token is returned this once only."""
+    if kind not in PREFIX:
+        raise Invalid("kind", "kind must be secret or publishable")
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise Invalid("name", "give the key a name of 1 to 200 characters (what uses it)")
+    lookup = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    async with conn.transaction():
+        key_id = await store.insert_named_key(
+            conn, actor.organization_id, kind, lookup, _hash(secret), name, actor.user_id
+        )
+        await audit(
+            conn, actor, "api_key.create", f"api_key:{key_id}", {"kind": kind, "name": name}
+        )
+    return NewKey(key_id, kind, name, f"{PREFIX[kind]}_{lookup}_{secret}")
+
+
+async def list_api_keys(conn: AsyncConnection, organization_id: int) -> list[store.KeyListing]:
+    return await store.list_api_keys(conn, organization_id, MAX_KEYS_LISTED)
+
+
+async def revoke_api_key(conn: AsyncConnection, actor: Actor, key_id: int) -> store.KeyListing:
+    """Revoke a live key (each API process stops accepting it within its key cache's TTL)."""
+    async with conn.transaction():
+        key = await store.revoke_api_key(conn, actor.organization_id, key_id)
+        if key is None:
+            raise NotFound("no such live API key")
+        await audit(
+            conn, actor, "api_key.revoke", f"api_key:{key_id}", {"kind": key.kind, "name": key.name}
+        )
+    return key

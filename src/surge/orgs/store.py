@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg import AsyncConnection
 
@@ -92,3 +93,64 @@ async def set_page_key(conn: AsyncConnection, organization_id: int, key: str) ->
     await conn.execute(
         "update organizations set page_key = %s where id = %s", [key, organization_id]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """An API key as the console lists it: never its secret."""
+
+    id: int
+    kind: str
+    lookup: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    created_by: str | None
+
+
+async def insert_named_key(
+    conn: AsyncConnection,
+    organization_id: int,
+    kind: str,
+    lookup: str,
+    secret_hash: bytes,
+    name: str,
+    created_by: int | None,
+) -> int:
+    cur = await conn.execute(
+        "insert into api_keys (organization_id, kind, lookup, secret_hash, name, created_by)"
+        " values (%s, %s, %s, %s, %s, %s) returning id",
+        [organization_id, kind, lookup, secret_hash, name, created_by],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    key_id: int = row[0]
+    return key_id
+
+
+async def list_api_keys(
+    conn: AsyncConnection, organization_id: int, limit: int
+) -> list[KeyListing]:
+    """An organisation's keys, live ones first, newest first (api_keys_organization_idx)."""
+    cur = await conn.execute(
+        "select k.id, k.kind, k.lookup, k.name, k.created_at, k.revoked_at, u.email"
+        " from api_keys k left join users u on u.id = k.created_by"
+        " where k.organization_id = %s"
+        " order by k.revoked_at is not null, k.id desc limit %s",
+        [organization_id, limit],
+    )
+    return [KeyListing(*row) for row in await cur.fetchall()]
+
+
+async def revoke_api_key(
+    conn: AsyncConnection, organization_id: int, key_id: int
+) -> KeyListing | None:
+    """Revoke a live key of the organisation; None if there is no such live key."""
+    cur = await conn.execute(
+        "update api_keys set revoked_at = now()"
+        " where id = %s and organization_id = %s and revoked_at is null"
+        " returning id, kind, lookup, name, created_at, revoked_at, null::text",
+        [key_id, organization_id],
+    )
+    row = await cur.fetchone()
+    return None if row is None else KeyListing(*row)
