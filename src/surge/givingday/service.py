@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from surge.campaigns.schemas import PageSettings
 from surge.donations import service as donations
-from surge.donations.schemas import Totals
+from surge.donations.schemas import DonationIn, Totals
 from surge.donations.totals import TotalsCache
 from surge.errors import NotFound
 from surge.givingday import render, store
@@ -43,7 +43,11 @@ class Site:
 
 #: What the donation API takes besides amount, currency, email, name and token: the form
 #: offers a choice only when the API can honour it.
-FEATURES = {"monthly": False, "cover_fee": False, "public_name": False}
+FEATURES = {
+    "monthly": "recurring" in DonationIn.__struct_fields__,
+    "cover_fee": "cover_fee" in DonationIn.__struct_fields__,
+    "public_name": "public_name" in DonationIn.__struct_fields__,
+}
 
 
 def not_found(message: str = "This page does not exist.") -> Rendered:

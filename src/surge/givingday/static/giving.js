@@ -62,6 +62,7 @@
 
     function fieldInput(field) {
       if (field === "amount" || field === "currency" && !document.getElementById("currency")) return custom;
+      if (field === "recurring") return document.getElementById("monthly");
       return document.getElementById(field);
     }
     function showError(field, message) {
@@ -108,10 +109,12 @@
       if (name) data.name = name;
       var optional = JSON.parse(form.getAttribute("data-extra") || "{}");
       Object.keys(optional).forEach(function (k) { data[k] = optional[k]; });
-      ["monthly", "cover_fee", "public_name"].forEach(function (id) {
+      ["cover_fee", "public_name"].forEach(function (id) {
         var box = document.getElementById(id);
-        if (box) data[box.getAttribute("data-field") || id] = box.checked;
+        if (box && box.checked) data[id] = true;
       });
+      var monthly = document.getElementById("monthly");
+      if (monthly && monthly.checked) data.recurring = "monthly";
       var kind = form.getAttribute("data-target-kind");
       if (kind) data[kind + "_id"] = parseInt(form.getAttribute("data-target-id"), 10);
       return { data: data };
@@ -150,7 +153,7 @@
         return response.json().catch(function () { return {}; }).then(function (answer) {
           if (response.status === 202 || response.status === 201) {
             forgetKey();
-            try { sessionStorage.setItem("surge:gift", JSON.stringify({ amount: built.data.amount, currency: built.data.currency, digits: digits, monthly: !!built.data.monthly })); } catch (e) { /* ignore */ }
+            try { sessionStorage.setItem("surge:gift", JSON.stringify({ amount: built.data.amount, currency: built.data.currency, digits: digits, monthly: built.data.recurring === "monthly" })); } catch (e) { /* ignore */ }
             status.textContent = "Thank you! Taking you on…";
             window.location.assign(form.getAttribute("data-thanks"));
             return;
