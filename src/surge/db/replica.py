@@ -18,13 +18,13 @@ primary. The rules (docs/scaling.md, "Read replicas"):
   (checked on the replica connection when the last probe is not enough), else to the
   primary. A token lasts ``max_lag`` (+ a probe's margin): past that any usable replica has
   replayed the write anyway.
-- **Failure.** A probe that cannot reach the replica within ``PROBE_TIMEOUT`` (connections
-  are opened with ``CONNECT_TIMEOUT`` and TCP timeouts) marks it down and drops its pool:
-  every read goes straight to the primary. The probe keeps trying a fresh pool each
-  interval and marks the replica up again as soon as it answers. A read whose replica
-  connection breaks, or that the replica cancels (a recovery conflict), or that finds no
-  free replica connection within ``READ_WAIT``, runs again on the primary: no read fails
-  because of the replica.
+- **Failure.** A probe (on a connection of its own) that cannot reach the replica within
+  ``PROBE_TIMEOUT`` (connections are opened with ``CONNECT_TIMEOUT`` and TCP timeouts) marks
+  it down and drops its pool: every read goes straight to the primary. The probe keeps
+  trying each interval and opens a fresh pool as soon as the replica answers. A read whose
+  replica connection breaks, or that the replica cancels (a recovery conflict), or that
+  finds no free replica connection within ``READ_WAIT``, runs again on the primary: no read
+  fails because of the replica.
 
 Only reads that may be a moment stale go through here (the replica is never ahead of the
 primary). A read that decides a write, and every write, uses the primary pool directly.
@@ -72,7 +72,7 @@ CONNECT_TIMEOUT = 2
 #: replica gone without a TCP reset, e.g. a lost network): ``tcp_user_timeout``.
 TCP_USER_TIMEOUT_MS = 5000
 #: Seconds a read waits for a free replica connection before it uses the primary.
-READ_WAIT = 1.0
+READ_WAIT = 0.5
 #: Organisations whose last write this process remembers (the oldest are forgotten).
 MAX_MARKS = 10_000
 #: Name the replica's connections carry in ``pg_stat_activity`` (unless the URL sets one).
@@ -147,6 +147,7 @@ class Replica:
         self.token_ttl = max_lag + 2 * PROBE_INTERVAL
         self._key = key
         self._pool: AsyncConnectionPool | None = None
+        self._probe_conn: Conn | None = None
         self._closing: list[AsyncConnectionPool] = []
         #: Replay position at the last probe or check (None: not a standby: always current).
         self._replayed: int | None = None
@@ -197,8 +198,11 @@ class Replica:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._drop("closing")
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            self._closing.append(pool)
         await self._close_dropped()
+        await self._close_probe_conn()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -365,25 +369,43 @@ class Replica:
         try:
             position = await asyncio.wait_for(self.primary_position(), PROBE_TIMEOUT)
             self._history.append((time.monotonic(), position))
-        except (TimeoutError, PoolTimeout, psycopg.OperationalError):
+        except (TimeoutError, psycopg.OperationalError):  # PoolTimeout too
             pass  # the primary is unreachable: every request fails anyway; keep the old lag
+        try:
+            row = await self._ask_replica()
+        except (TimeoutError, psycopg.OperationalError) as exc:
+            await self._close_probe_conn()
+            self._drop(f"probe: {exc!r}")
+            return
         if self._pool is None:
             self._pool = await self._open()
             if self._pool is None:
                 self._set_lag(math.inf)
                 return
             log.info("replica up", extra={"replica": _where(self.url)})
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                async with self._pool.connection(timeout=PROBE_TIMEOUT) as conn:
-                    cur = await conn.execute(REPLAY_LSN)
-                    row = await cur.fetchone()
-        except (TimeoutError, PoolTimeout, psycopg.OperationalError) as exc:
-            self._drop(f"probe: {exc!r}")
-            return
         replayed = None if row is None or row[0] is None else int(row[0])
         self._replayed = replayed
         self._set_lag(self._lag_at(replayed, time.monotonic()))
+
+    async def _ask_replica(self) -> tuple[Any, ...] | None:
+        """The replica's replay position, on a connection of the probe's own: a pool busy
+        with long reports must not make a healthy replica look dead."""
+        assert self.url is not None
+        if self._probe_conn is None or self._probe_conn.closed:
+            async with asyncio.timeout(CONNECT_TIMEOUT + 1):
+                self._probe_conn = await AsyncConnection.connect(
+                    self.url, **replica_kwargs(self.url)
+                )
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            cur = await self._probe_conn.execute(REPLAY_LSN)
+            return await cur.fetchone()
+
+    async def _close_probe_conn(self) -> None:
+        conn, self._probe_conn = self._probe_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await conn.close()
 
     def _lag_at(self, replayed: int | None, now: float) -> float:
         if replayed is None:
