@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from surge.config import get_settings
 from surge.db.runtime import database
 from surge.observability.logging import configure_logging
+from surge.observability.tracing import configure as configure_tracing
 
 
 def serve(app: ASGIApp, host: str, port: int) -> None:
@@ -39,6 +40,7 @@ def api_command(host: str | None, port: int | None) -> None:
 
     settings = get_settings()
     configure_logging(settings, process="api")
+    configure_tracing("api")  # OTEL_*: off unless an exporter is named; flushed at exit
     # uvicorn re-raises SIGTERM once it has shut down; by default that would end the process
     # on the spot, before the embedded database this command started is stopped.
     signal.signal(signal.SIGTERM, _exit)

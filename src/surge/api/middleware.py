@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from surge.observability import tracing
 from surge.observability.logging import request_id
 from surge.observability.metrics import http_request_duration
 
@@ -41,6 +42,9 @@ class RequestContext:
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
+        # The server span, when tracing is on (observability/tracing.py).
+        traced = tracing.begin_request(scope, rid) if tracing.active else None
+        error: BaseException | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -52,6 +56,9 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
@@ -72,6 +79,8 @@ class RequestContext:
                         "ms": round(elapsed * 1000, 2),
                     },
                 )
+            if traced is not None:  # after the access log, which then names the trace
+                tracing.end_request(traced, scope, status, error)
             request_id.reset(token)
 
 

@@ -34,6 +34,7 @@ from surge.delivery.smtp_client import (
     TransactionLost,
     mailbox,
 )
+from surge.observability import tracing
 from surge.observability.metrics import SenderMetrics
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,32 @@ class SenderPool:
 
     async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
         """Offer ``data`` (a whole message, CRLF lines) from ``mail_from`` to ``rcpt``."""
+        if tracing.active and tracing.current_span().is_recording():
+            return await self._send_traced(mail_from, rcpt, data)
+        return await self._send(mail_from, rcpt, data)
+
+    async def _send_traced(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
+        """``send`` inside a traced job: an ``smtp.send`` span for the message, or, past a
+        chunk's few sampled messages, an event on the current span when it was not sent."""
+        domain = rcpt.rpartition("@")[2]  # never the address: spans hold no personal data
+        if not tracing.take_message_span():
+            outcome = await self._send(mail_from, rcpt, data)
+            if not outcome.sent:
+                tracing.add_event("smtp.not_sent", _outcome_attributes(outcome, domain))
+            return outcome
+        attributes = {
+            "smtp.sender": self.config.name,
+            "server.address": self.config.host,
+            "server.port": self.config.port,
+        }
+        with tracing.span("smtp.send", tracing.CLIENT, attributes) as span:
+            outcome = await self._send(mail_from, rcpt, data)
+            span.set_attributes(_outcome_attributes(outcome, domain))
+            if not outcome.sent:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, outcome.status.value))
+        return outcome
+
+    async def _send(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
         started = time.perf_counter()
         outcome = await self._offer(mail_from, rcpt, data)
         self.metrics.record(outcome, time.perf_counter() - started)
@@ -319,6 +346,20 @@ async def _quit(conn: SMTPConnection) -> None:
 
 def _discard(conn: SMTPConnection) -> None:
     conn.close()
+
+
+def _outcome_attributes(outcome: SendOutcome, domain: str) -> dict[str, str | int | bool]:
+    found: dict[str, str | int | bool] = {
+        "smtp.outcome": outcome.status.value,
+        "smtp.recipient_domain": domain,
+    }
+    if outcome.code is not None:
+        found["smtp.reply_code"] = outcome.code
+    if outcome.hard_bounce:
+        found["smtp.hard_bounce"] = True
+    if outcome.sender_unavailable:
+        found["smtp.sender_unavailable"] = True
+    return found
 
 
 def _describe(exc: BaseException) -> str:

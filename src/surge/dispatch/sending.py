@@ -37,6 +37,7 @@ from surge.dispatch import store
 from surge.dispatch.store import MessageToSend, Recipient
 from surge.dispatch.templates import CompiledMessage, compile_message
 from surge.jobs import JobContext
+from surge.observability import tracing
 from surge.retry import Backoff
 from surge.suppressions import service as suppressions
 from surge.tracking.links import add_pixel, track_links
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 1.0
+#: Messages of a traced chunk that get an ``smtp.send`` span each: a latency sample. The
+#: others add an event to the chunk's span only when they are not sent.
+TRACED_MESSAGES = 10
 
 
 @dataclass
@@ -197,8 +201,28 @@ async def send_chunk_recipients(ctx: JobContext, message_id: int, chunk: int) ->
     await domains.refresh()
     run = _ChunkRun(ctx, message, chunk, renderer, smtp, bucket, domains)
     await run.reserve_warmup(rows)
+    attributes = {
+        "surge.message_id": message_id,
+        "surge.chunk": chunk,
+        "smtp.sender": smtp.config.name,
+    }
     try:
-        await run.send_all(rows)
+        with (
+            tracing.span("smtp.send_chunk", attributes=attributes) as span,
+            tracing.message_spans(TRACED_MESSAGES),
+        ):
+            await run.send_all(rows)
+            result = run.outcomes.result
+            span.set_attributes(
+                {
+                    "surge.recipients": len(rows),
+                    "surge.sent": result.sent,
+                    "surge.failed": result.failed,
+                    "surge.skipped": result.skipped,
+                    "surge.stopped_by": result.stopped_by or "",
+                    "surge.retry_after": result.retry_after or 0.0,
+                }
+            )
     finally:
         await run.return_warmup()
     return run.outcomes.result

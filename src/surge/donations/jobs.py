@@ -21,6 +21,7 @@ from surge.donations import receipts, service, store
 from surge.donations.gateway import ChargeResult, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
+from surge.observability import tracing
 from surge.observability.metrics import donation as count_donation
 from surge.retry import Backoff
 
@@ -59,14 +60,26 @@ async def charge(ctx: JobContext) -> None:
         return  # final already (a duplicate run) or deleted with its campaign
     assert donation.token is not None  # dropped only when the donation is made final
     gateway = ctx.resources.gateway
+    attributes = {
+        "payment.gateway": gateway.name,
+        "payment.amount_minor": donation.amount_minor,
+        "payment.currency": donation.currency,
+        "surge.donation_id": donation_id,
+    }
     try:
-        result = await gateway.charge(
-            amount=donation.amount_minor,
-            currency=donation.currency,
-            token=donation.token,
-            idempotency_key=service.gateway_key(donation.organization_id, donation.idempotency_key),
-            description=f"Donation to {donation.campaign_name}",
-        )
+        with tracing.span("payment.charge", tracing.CLIENT, attributes) as span:
+            result = await gateway.charge(
+                amount=donation.amount_minor,
+                currency=donation.currency,
+                token=donation.token,
+                idempotency_key=service.gateway_key(
+                    donation.organization_id, donation.idempotency_key
+                ),
+                description=f"Donation to {donation.campaign_name}",
+            )
+            span.set_attribute("payment.outcome", result.status)
+            if result.reason is not None:
+                span.set_attribute("payment.decline_reason", result.reason)
     except GatewayUnavailable as exc:
         if ctx.job.attempt < ctx.job.max_attempts:
             raise  # the job engine retries with charge_backoff

@@ -22,6 +22,7 @@ from surge.jobs.worker import Worker
 from surge.observability.exporter import MetricsListener
 from surge.observability.logging import configure_logging
 from surge.observability.metrics import watch_pool
+from surge.observability.tracing import configure as configure_tracing
 
 T = TypeVar("T")
 
@@ -84,6 +85,7 @@ def worker_command(
     """Run jobs from the given queues until SIGTERM or Ctrl-C."""
     settings = _settings()
     configure_logging(settings, process="worker")
+    configure_tracing("worker")  # OTEL_*: off unless an exporter is named; flushed at exit
     served = _queues(queues)
     # Bulk work is huge and patient: on a shared machine it yields the CPU to the API and
     # to critical jobs (donations, receipts) instead of competing with them as an equal.

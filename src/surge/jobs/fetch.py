@@ -29,7 +29,8 @@ update jobs j
 set state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = %(worker)s
 from picked
 where j.id = picked.id
-returning j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.organization_id
+returning j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.organization_id,
+    j.traceparent
 """
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -47,7 +48,7 @@ async def claim(
             CLAIM, {"queue": queue, "limit": limit - len(jobs), "worker": worker_id}
         )
         jobs.extend(
-            Job(row[0], row[1], row[2], _decode(row[3]), row[4], row[5], row[6])
+            Job(row[0], row[1], row[2], _decode(row[3]), row[4], row[5], row[6], row[7])
             for row in await cur.fetchall()
         )
     return jobs

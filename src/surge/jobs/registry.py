@@ -49,6 +49,8 @@ class Job:
     attempt: int
     max_attempts: int
     organization_id: int | None
+    #: W3C traceparent of the span that enqueued it, if that was traced.
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ from surge.jobs.registry import (
 )
 from surge.jobs.rescue import heartbeat, identity, unregister
 from surge.observability.metrics import job_ran
+from surge.observability.tracing import job_span
 
 if TYPE_CHECKING:
     from surge.resources import Resources
@@ -187,7 +188,8 @@ class Worker:
         ctx = JobContext(job, self.pool, self.settings, self.id, self.resources)
         started = time.perf_counter()
         try:
-            await self.tasks.get(job.kind)(ctx)
+            with job_span(job):  # a child of the span that enqueued it, if traced
+                await self.tasks.get(job.kind)(ctx)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is not None and current.cancelling():

@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from pythonjsonlogger.json import JsonFormatter
 
 from surge.config import Settings
+from surge.observability import tracing
 
 #: Set by the API's request middleware; every log line written while serving carries it.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -19,6 +20,12 @@ class _RequestIdFilter(logging.Filter):
         rid = request_id.get()
         if rid is not None:
             record.request_id = rid
+        if tracing.active:
+            # The trace a line belongs to, when it is sampled: logs and traces meet by id.
+            span = tracing.current_span().get_span_context()
+            if span.trace_flags.sampled:
+                record.trace_id = f"{span.trace_id:032x}"
+                record.span_id = f"{span.span_id:016x}"
         return True
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC
+from typing import Any
 
 import httpx
 import msgspec
 
 from surge.jobs import JobContext, NewJob, enqueue, enqueue_many, task
+from surge.observability import tracing
 from surge.observability.metrics import webhook_attempt
 from surge.webhooks import service, signing
 from surge.webhooks.store import DeliveryToSend
@@ -56,8 +58,18 @@ async def relay(ctx: JobContext) -> None:
                 await enqueue_many(
                     conn,
                     (
-                        NewJob(DELIVER, {"delivery_id": i, "attempt": 1}, organization_id=o)
-                        for i, o in zip(relayed.delivery_ids, relayed.organization_ids, strict=True)
+                        NewJob(
+                            DELIVER,
+                            {"delivery_id": i, "attempt": 1},
+                            organization_id=o,
+                            traceparent=t,  # the trace of the change that emitted the event
+                        )
+                        for i, o, t in zip(
+                            relayed.delivery_ids,
+                            relayed.organization_ids,
+                            relayed.traceparents,
+                            strict=True,
+                        )
                     ),
                 )
         if relayed.events < RELAY_BATCH:
@@ -97,6 +109,30 @@ async def attempt(
     return service.Outcome(response.status_code, f"HTTP {response.status_code}: {excerpt}")
 
 
+def _span_attributes(delivery: DeliveryToSend) -> dict[str, Any]:
+    # Host and port only: a webhook URL's path and query often carry the receiver's secret.
+    url = httpx.URL(delivery.url)
+    return {
+        "http.request.method": "POST",
+        "url.scheme": url.scheme,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "surge.webhook.delivery_id": delivery.id,
+        "surge.webhook.endpoint_id": delivery.endpoint_id,
+        "surge.webhook.event_type": delivery.type,
+        "surge.webhook.attempt": delivery.attempts + 1,
+    }
+
+
+def _record(span: tracing.Span, outcome: service.Outcome) -> None:
+    if outcome.status_code is not None:
+        span.set_attribute("http.response.status_code", outcome.status_code)
+    if outcome.error is not None:
+        kind = str(outcome.status_code) if outcome.status_code is not None else "network"
+        span.set_attribute("error.type", kind)
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+
+
 async def _read_some(response: httpx.Response) -> str:
     received = b""
     async for chunk in response.aiter_raw():
@@ -121,7 +157,13 @@ async def deliver(ctx: JobContext) -> None:
     body = payload(delivery)
     msg_id = service.event_id(delivery.event_id)
     headers = signing.headers(delivery.secret, msg_id, int(time.time()), body)
-    outcome = await attempt(ctx.resources.webhooks, delivery.url, body, headers)
+    with tracing.span("POST", tracing.CLIENT) as span:
+        if span.is_recording():
+            span.set_attributes(_span_attributes(delivery))
+        tracing.inject(headers)  # the receiver's spans continue ours
+        outcome = await attempt(ctx.resources.webhooks, delivery.url, body, headers)
+        if span.is_recording():
+            _record(span, outcome)
     async with ctx.pool.connection() as conn, conn.transaction():
         policy = service.RetryPolicy.from_settings(ctx.settings)
         retry_at = await service.record_outcome(conn, delivery, outcome, policy)

@@ -20,6 +20,7 @@ from psycopg import AsyncConnection
 from surge.config import Settings
 from surge.errors import Conflict, Invalid, NotFound
 from surge.fields import decode_cursor, next_cursor
+from surge.observability.tracing import current_traceparent
 from surge.retry import Backoff, parse_steps
 from surge.webhooks import signing, store
 from surge.webhooks.schemas import (
@@ -50,7 +51,9 @@ async def emit(conn: Conn, organization_id: int, event_type: str, data: dict[str
     """
     if not EVENT_TYPE.match(event_type):
         raise ValueError(f"webhook event type {event_type!r} must look like 'donation.succeeded'")
-    await store.insert_event(conn, organization_id, event_type, _encode(data).decode())
+    # Its deliveries continue the trace of the change that emitted it (none when untraced).
+    data_text = _encode(data).decode()
+    await store.insert_event(conn, organization_id, event_type, data_text, current_traceparent())
 
 
 # -- retry schedule and the disable rule ----------------------------------------------------

@@ -17,8 +17,8 @@ Conn = AsyncConnection[Any]
 # organisation's endpoints) means an organisation with no subscriber for this type writes
 # nothing at all, which is the common case at giving-day rates.
 EMIT = """
-insert into webhook_events (organization_id, type, data)
-select %(org)s, %(type)s, %(data)s::jsonb
+insert into webhook_events (organization_id, type, data, traceparent)
+select %(org)s, %(type)s, %(data)s::jsonb, %(traceparent)s
 where exists (
     select 1 from webhook_endpoints
     where organization_id = %(org)s and enabled
@@ -39,7 +39,7 @@ with claimed as (
 ), relayed as (
     update webhook_events e set relayed = true
     from claimed where e.id = claimed.id
-    returning e.id, e.organization_id, e.type
+    returning e.id, e.organization_id, e.type, e.traceparent
 ), inserted as (
     insert into webhook_deliveries (organization_id, endpoint_id, event_id, next_attempt_at)
     select r.organization_id, ep.id, r.id, now()
@@ -48,12 +48,13 @@ with claimed as (
       on ep.organization_id = r.organization_id and ep.enabled
      and ep.event_types && array[r.type, '*']
     order by r.id, ep.id
-    returning id, organization_id
+    returning id, organization_id, event_id
 )
 select (select count(*) from relayed) as events,
-       coalesce(array_agg(id), '{}') as delivery_ids,
-       coalesce(array_agg(organization_id), '{}') as organization_ids
-from inserted
+       coalesce(array_agg(i.id), '{}') as delivery_ids,
+       coalesce(array_agg(i.organization_id), '{}') as organization_ids,
+       coalesce(array_agg(r.traceparent), '{}') as traceparents
+from inserted i join relayed r on r.id = i.event_id
 """
 
 #: In the order of ``schemas.Endpoint``'s fields (``list_endpoints`` reads them by position):
@@ -78,6 +79,8 @@ class Relayed:
     events: int
     delivery_ids: list[int]
     organization_ids: list[int]
+    #: The trace each delivery continues: its event's (None: not traced).
+    traceparents: list[str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +118,13 @@ class DeliveryToSend:
     data: str
 
 
-async def insert_event(conn: Conn, organization_id: int, event_type: str, data: str) -> None:
-    await conn.execute(EMIT, {"org": organization_id, "type": event_type, "data": data})
+async def insert_event(
+    conn: Conn, organization_id: int, event_type: str, data: str, traceparent: str | None
+) -> None:
+    await conn.execute(
+        EMIT,
+        {"org": organization_id, "type": event_type, "data": data, "traceparent": traceparent},
+    )
 
 
 async def relay(conn: Conn, limit: int) -> Relayed:
