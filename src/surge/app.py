@@ -29,6 +29,7 @@ from surge.delivery import figures as delivery_figures
 from surge.dispatch import jobs as dispatch_jobs
 from surge.donations import endpoints as donations_api
 from surge.donations import jobs as donations_jobs
+from surge.donations import peer_endpoints as peer_api
 from surge.exports import endpoints as exports_api
 from surge.exports import jobs as exports_jobs
 from surge.givingday import pages as giving_day_pages
@@ -145,8 +146,11 @@ DOMAINS: tuple[Domain, ...] = (
         "donations",
         donations_api.routes,
         startup=donations_api.startup,
+        shutdown=donations_api.shutdown,
         tasks=(donations_jobs.charge, donations_jobs.receipt),
     ),
+    # Peer-to-peer fundraising under a campaign: teams, fundraisers, leaderboards.
+    Domain("peer-to-peer", peer_api.routes, startup=peer_api.startup),
     Domain(
         "exports",
         exports_api.routes,
@@ -179,6 +183,7 @@ def routes() -> list[BaseRoute]:
 
 def api_app(settings: Settings, database_url: str) -> ASGIApp:
     """The ASGI application of one ``surge api`` process."""
+    donations_api.check_settings(settings)  # before serving: a ConfigError names the variable
     return api.create_app(
         settings,
         database_url,

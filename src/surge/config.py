@@ -127,7 +127,18 @@ class Settings:
     #: Days a finished CSV export can be downloaded; then its file is deleted.
     exports_retention_days: int = 7
     #: Donation requests one API process serves at once; more get 503 with Retry-After.
-    donations_max_in_flight: int = 32
+    #: They wait for the group commit of their donation, not for a database connection.
+    donations_max_in_flight: int = 1000
+    #: Seconds a donation request waits at most for its group commit; then 503 with
+    #: Retry-After (the donor's form retries with the same Idempotency-Key).
+    donations_write_timeout: float = 5.0
+    #: The processing fee a donor may cover: "P%+F" (F in minor units), with per-currency
+    #: entries "EUR:1.5%+25"; empty offers no fee cover (docs/donations.md, "Fees").
+    donation_fee: str = "2.9%+30"
+    #: Public fundraiser sign-ups per second per publishable key, per API process, and the
+    #: burst allowed; past it, 429 with Retry-After.
+    signup_rate: float = 2.0
+    signup_burst: float = 60.0
     #: Giving-day pages' degrade switch (docs/giving-day.md): ``auto`` sheds the donor walls
     #: and leaderboards while this process is overloaded, ``on`` always, ``off`` never; and
     #: the event-loop lag (seconds, worst of a second) that counts as overloaded.

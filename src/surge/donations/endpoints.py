@@ -14,7 +14,10 @@ from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.reads import read
 from surge.api.responses import json_response
+from surge.config import Settings
 from surge.donations import service
+from surge.donations.fees import parse_schedule
+from surge.donations.intake import DonationIntake
 from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
 from surge.observability.metrics import donation as count_donation
 
@@ -35,8 +38,27 @@ def _id(request: Request, name: str) -> int:
     return path_id(request, name)
 
 
+def check_settings(settings: Settings) -> None:
+    """ConfigError naming the variable if a donations setting cannot be used."""
+    parse_schedule(settings.donation_fee)
+
+
 async def startup(app: Starlette) -> None:
-    app.state.donation_admission = Admission(app.state.settings.donations_max_in_flight)
+    settings = app.state.settings
+    limit = settings.donations_max_in_flight
+    app.state.donation_admission = Admission(limit)
+    app.state.donation_intake = DonationIntake(
+        app.state.pool,
+        parse_schedule(settings.donation_fee),
+        # Each request in flight holds one donation: the admission limit bounds the backlog.
+        max_backlog=max(limit, 1),
+        write_timeout=settings.donations_write_timeout,
+    )
+    app.state.donation_intake.start()
+
+
+async def shutdown(app: Starlette) -> None:
+    await app.state.donation_intake.close()
 
 
 async def create_donation(request: Request) -> Response:
@@ -44,12 +66,9 @@ async def create_donation(request: Request) -> Response:
     key = idempotency_key(request, required=True)
     assert key is not None  # required: absent is Invalid
     body = await read_json(request, DonationIn)
-    async with (
-        request.app.state.donation_admission,
-        request.app.state.pool.connection() as conn,
-    ):
+    async with request.app.state.donation_admission:
         donation, replayed = await service.create_donation(
-            conn,
+            request.app.state.donation_intake,
             who.organization_id,
             _id(request, "campaign_id"),
             key,

@@ -69,7 +69,8 @@ async def charge(ctx: JobContext) -> None:
     try:
         with tracing.span("payment.charge", tracing.CLIENT, attributes) as span:
             result = await gateway.charge(
-                amount=donation.amount_minor,
+                # A donor who covers the fee is charged it on top of the gift.
+                amount=donation.amount_minor + donation.fee_minor,
                 currency=donation.currency,
                 token=donation.token,
                 idempotency_key=service.gateway_key(
