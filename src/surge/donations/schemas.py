@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from surge.fields import Id
 
 #: The largest donation accepted, in minor units: what card gateways accept in one charge
 #: (Stripe's limit is 99,999,999, i.e. 999,999.99 in a 2-decimal currency).
@@ -15,6 +17,11 @@ MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 #: Integers a JSON reader in any language can hold (JavaScript's safe range).
 SafeInt = Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
 MetadataValue = Annotated[str, msgspec.Meta(max_length=500)] | SafeInt | float | bool | None
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=50)]
+Frequency = Literal["weekly", "monthly", "yearly"]
+FREQUENCIES: tuple[Frequency, ...] = ("weekly", "monthly", "yearly")
+#: How staff received an offline gift.
+OfflineMethod = Literal["cheque", "cash", "bank_transfer", "other"]
 
 
 class DonationIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,11 +30,22 @@ class DonationIn(msgspec.Struct, forbid_unknown_fields=True):
     email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=50)] = {}
+    metadata: Metadata = {}
+    #: The fundraiser's page the gift is made on (its team, if any, is credited too).
+    fundraiser_id: Id | None = None
+    #: The team's page the gift is made on (or the fundraiser's team: then it must match).
+    team_id: Id | None = None
+    #: Add the processing fee (SURGE_DONATION_FEE) so that the whole gift reaches the cause.
+    cover_fee: bool = False
+    #: Show ``name`` on the campaign's public wall of recent donors.
+    public_name: bool = False
+    #: Repeat the gift every week, month or year (made when this first one succeeds).
+    recurring: Frequency | None = None
 
 
 class DonationAccepted(msgspec.Struct):
-    """The answer to POST …/donations: the donation as accepted (a replay gets it again)."""
+    """The answer to POST …/donations: the donation as accepted (a replay gets it again).
+    ``amount`` is the gift; the card is charged ``amount + fee``."""
 
     id: int
     campaign_id: int
@@ -38,17 +56,25 @@ class DonationAccepted(msgspec.Struct):
     name: str | None
     metadata: dict[str, Any]
     created_at: datetime
+    fee: int = 0
+    fundraiser_id: int | None = None
+    team_id: int | None = None
+    public_name: bool = False
+    recurring: Frequency | None = None
 
 
 class Donation(msgspec.Struct):
-    """A donation as staff see it (GET /v1/donations/{id})."""
+    """A donation as staff see it (GET /v1/donations/{id}). ``amount`` is the gift counted in
+    totals; ``fee`` what the donor added to cover processing (charged, never counted).
+    ``offline`` gifts were entered by staff (``offline_method``) and have no gateway charge;
+    they may have no ``email``."""
 
     id: int
     campaign_id: int
     status: str
     amount: int
     currency: str
-    email: str
+    email: str | None
     name: str | None
     metadata: dict[str, Any]
     idempotency_key: str
@@ -58,6 +84,15 @@ class Donation(msgspec.Struct):
     succeeded_at: datetime | None
     failed_at: datetime | None
     receipt_sent_at: datetime | None
+    fee: int = 0
+    fundraiser_id: int | None = None
+    team_id: int | None = None
+    offline: bool = False
+    offline_method: OfflineMethod | None = None
+    public_name: bool = False
+    recurring: Frequency | None = None
+    #: The recurring gift this donation is a period of.
+    recurring_gift_id: int | None = None
 
 
 class DonationPage(msgspec.Struct):

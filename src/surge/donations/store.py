@@ -4,13 +4,14 @@ the public totals read and the jobs' reads by donation id (the job carries no ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 
 Conn = AsyncConnection[Any]
 Row = TypeVar("Row")
@@ -19,11 +20,13 @@ Row = TypeVar("Row")
 SHARDS = 16
 
 ACCEPTED_COLUMNS = (
-    "id, campaign_id, status, amount_minor as amount, currency, email, name, metadata, created_at"
+    "id, campaign_id, status, amount_minor as amount, currency, email, name, metadata, created_at,"
+    " fee_minor as fee, fundraiser_id, team_id, public_name, recurring"
 )
 DONATION_COLUMNS = (
     ACCEPTED_COLUMNS + ", idempotency_key, gateway_reference, failure_reason, succeeded_at,"
-    " failed_at, receipt_sent_at"
+    " failed_at, receipt_sent_at, offline_method is not null as offline, offline_method,"
+    " recurring_gift_id"
 )
 
 
@@ -36,10 +39,16 @@ class AcceptedDonation:
     status: str
     amount: int
     currency: str
-    email: str
+    #: Null only for an offline gift entered without an address.
+    email: str | None
     name: str | None
     metadata: dict[str, Any]
     created_at: datetime
+    fee: int
+    fundraiser_id: int | None
+    team_id: int | None
+    public_name: bool
+    recurring: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,8 @@ class DonationToReplay(AcceptedDonation):
     """The donation an Idempotency-Key already made, with the hash of its request."""
 
     request_hash: bytes
+    organization_id: int
+    idempotency_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +70,18 @@ class DonationRow(AcceptedDonation):
     succeeded_at: datetime | None
     failed_at: datetime | None
     receipt_sent_at: datetime | None
+    offline: bool
+    offline_method: str | None
+    recurring_gift_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class FinishedDonation(DonationRow):
-    """A donation the charge job just made final, with its organisation."""
+    """A donation the charge job just made final, with its organisation and the payment
+    token it was charged with (dropped from the row by that same update)."""
 
     organization_id: int
+    payment_token: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,8 @@ class DonationToCharge:
     campaign_id: int
     status: str
     amount_minor: int
+    #: Added by a donor who covers the processing fee: the gateway charges amount + fee.
+    fee_minor: int
     currency: str
     #: Null once the donation is final: the single-use token is dropped with the charge.
     token: str | None
@@ -123,31 +141,108 @@ async def _one(conn: Conn, row: type[Row], sql: str, params: Any) -> Row | None:
     return await cur.fetchone()
 
 
-async def insert_donation(conn: Conn, values: dict[str, Any]) -> AcceptedDonation | None:
-    """The new donation, or None when the organisation already used this idempotency key.
+@dataclass(frozen=True, slots=True)
+class NewDonation:
+    """A donation to insert (``insert_donations``), pending its charge."""
 
-    A concurrent insert with the same key waits for the first transaction and then does
-    nothing: exactly one of 100 simultaneous requests gets a row back.
+    organization_id: int
+    campaign_id: int
+    idempotency_key: str
+    request_hash: bytes
+    amount: int
+    fee: int
+    currency: str
+    email: str
+    name: str | None
+    metadata: dict[str, Any]
+    token: str
+    fundraiser_id: int | None = None
+    team_id: int | None = None
+    public_name: bool = False
+    recurring: str | None = None
+    recurring_gift_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedDonation:
+    """What the database decided of a new donation: its id, team and creation time."""
+
+    id: int
+    organization_id: int
+    idempotency_key: str
+    team_id: int | None
+    created_at: datetime
+
+
+# One statement for a whole group-commit flush. A donation on a fundraiser's page is
+# credited to the fundraiser's team as it is when the row is written.
+INSERT_DONATIONS = """
+insert into donations (organization_id, campaign_id, idempotency_key, request_hash,
+    amount_minor, fee_minor, currency, email, name, metadata, token, fundraiser_id, team_id,
+    public_name, recurring, recurring_gift_id)
+select u.org, u.campaign, u.key, u.hash, u.amount, u.fee, u.currency, u.email, u.name,
+    u.metadata::jsonb, u.token, u.fundraiser, coalesce(f.team_id, u.team), u.public_name,
+    u.recurring, u.gift
+from unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bytea[], %s::bigint[], %s::bigint[],
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+    %s::boolean[], %s::text[], %s::bigint[])
+    as u(org, campaign, key, hash, amount, fee, currency, email, name, metadata, token,
+         fundraiser, team, public_name, recurring, gift)
+left join fundraisers f on f.id = u.fundraiser
+on conflict (organization_id, idempotency_key) do nothing
+returning id, organization_id, idempotency_key, team_id, created_at
+"""
+
+
+async def insert_donations(conn: Conn, rows: Sequence[NewDonation]) -> list[InsertedDonation]:
+    """Insert ``rows`` (their keys distinct) in one statement; those whose idempotency key
+    the organisation already used are skipped (the returned list lacks them).
+
+    A concurrent insert of the same key by another process waits for that transaction and
+    then does nothing: exactly one of many simultaneous requests gets a row back.
     """
-    return await _one(
-        conn,
-        AcceptedDonation,
-        "insert into donations (organization_id, campaign_id, idempotency_key, request_hash,"
-        " amount_minor, currency, email, name, metadata, token) values (%(org)s,"
-        " %(campaign_id)s, %(key)s, %(hash)s, %(amount)s, %(currency)s, %(email)s, %(name)s,"
-        " %(metadata)s, %(token)s)"
-        " on conflict (organization_id, idempotency_key) do nothing"
-        f" returning {ACCEPTED_COLUMNS}",
-        {**values, "metadata": Jsonb(values["metadata"])},
+    encode = msgspec.json.encode
+    columns: list[list[Any]] = [
+        [r.organization_id for r in rows],
+        [r.campaign_id for r in rows],
+        [r.idempotency_key for r in rows],
+        [r.request_hash for r in rows],
+        [r.amount for r in rows],
+        [r.fee for r in rows],
+        [r.currency for r in rows],
+        [r.email for r in rows],
+        [r.name for r in rows],
+        [encode(r.metadata).decode() for r in rows],
+        [r.token for r in rows],
+        [r.fundraiser_id for r in rows],
+        [r.team_id for r in rows],
+        [r.public_name for r in rows],
+        [r.recurring for r in rows],
+        [r.recurring_gift_id for r in rows],
+    ]
+    cur = conn.cursor(row_factory=class_row(InsertedDonation))
+    await cur.execute(INSERT_DONATIONS, columns)
+    return await cur.fetchall()
+
+
+async def donations_by_keys(conn: Conn, keys: Sequence[tuple[int, str]]) -> list[DonationToReplay]:
+    """The donations of these (organisation, Idempotency-Key) pairs that exist."""
+    cur = conn.cursor(row_factory=class_row(DonationToReplay))
+    await cur.execute(
+        f"select {ACCEPTED_COLUMNS}, request_hash, organization_id, idempotency_key"
+        " from donations where (organization_id, idempotency_key) in"
+        " (select * from unnest(%s::bigint[], %s::text[]))",
+        [[k[0] for k in keys], [k[1] for k in keys]],
     )
+    return await cur.fetchall()
 
 
 async def donation_by_key(conn: Conn, org: int, key: str) -> DonationToReplay | None:
     return await _one(
         conn,
         DonationToReplay,
-        f"select {ACCEPTED_COLUMNS}, request_hash from donations"
-        " where organization_id = %s and idempotency_key = %s",
+        f"select {ACCEPTED_COLUMNS}, request_hash, organization_id, idempotency_key"
+        " from donations where organization_id = %s and idempotency_key = %s",
         [org, key],
     )
 
@@ -197,8 +292,8 @@ async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge |
     return await _one(
         conn,
         DonationToCharge,
-        "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor, d.currency,"
-        " d.token, d.idempotency_key, c.name as campaign_name"
+        "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor,"
+        " d.fee_minor, d.currency, d.token, d.idempotency_key, c.name as campaign_name"
         " from donations d join campaigns c on c.id = d.campaign_id where d.id = %s",
         [donation_id],
     )
@@ -214,31 +309,16 @@ async def finish_donation(
     return await _one(
         conn,
         FinishedDonation,
-        "update donations set status = %(status)s, gateway_reference = %(reference)s,"
+        # The CTE reads the token before the update drops it (a recurring gift keeps it).
+        "with old as (select token from donations where id = %(id)s)"
+        " update donations set status = %(status)s, gateway_reference = %(reference)s,"
         " failure_reason = %(reason)s, token = null,"
         " succeeded_at = case when %(status)s = 'succeeded' then now() end,"
         " failed_at = case when %(status)s = 'failed' then now() end"
         " where id = %(id)s and status = 'pending'"
-        f" returning {DONATION_COLUMNS}, organization_id",
+        f" returning {DONATION_COLUMNS}, organization_id,"
+        " (select token from old) as payment_token",
         {"id": donation_id, "status": status, "reference": reference, "reason": reason},
-    )
-
-
-async def add_to_totals(conn: Conn, donation: FinishedDonation) -> None:
-    """Add one succeeded donation to its shard of the campaign's totals."""
-    await conn.execute(
-        "insert into campaign_totals (campaign_id, currency, shard, organization_id,"
-        " raised_minor, donations) values (%s, %s, %s, %s, %s, 1)"
-        " on conflict (campaign_id, currency, shard) do update set"
-        " raised_minor = campaign_totals.raised_minor + excluded.raised_minor,"
-        " donations = campaign_totals.donations + 1, updated_at = now()",
-        [
-            donation.campaign_id,
-            donation.currency,
-            donation.id % SHARDS,
-            donation.organization_id,
-            donation.amount,
-        ],
     )
 
 

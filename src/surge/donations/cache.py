@@ -1,0 +1,74 @@
+"""A per-process cache of public figures: each key loaded at most once per ``ttl``, by one
+caller, while every concurrent caller awaits that same load (single flight).
+
+Totals have their own (``totals.TotalsCache``); this one holds the other public reads of a
+giving day (leaderboards, recent donors, a fundraiser's or team's totals) and the lookups the
+donation intake makes on every request (the campaign, the fundraiser), so that thousands of
+requests a second cost a few queries a second per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class FigureCache(Generic[K, V]):
+    """key → (born, value). An entry is born when its load starts, so a value is at most
+    ``ttl`` plus one load old. At most ``max_entries`` keys: expired ones go first, then the
+    oldest."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.loads = 0
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Task[V]] = {}
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value of ``key``, or the result of ``load()`` shared with every caller
+        that asks meanwhile. A load's exception reaches its waiters and is not cached."""
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry[0] < self.ttl:
+            return entry[1]
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(key, load))
+            task.add_done_callback(_retrieve)
+            self._loading[key] = task
+        # Shielded: a caller that goes away cancels its own wait, not the shared load.
+        return await asyncio.shield(task)
+
+    def forget(self, key: K) -> None:
+        """Drop ``key``: the next caller loads it (after a write this process made)."""
+        self._entries.pop(key, None)
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        born = time.monotonic()
+        try:
+            value = await load()
+            self._store(key, born, value)
+            return value
+        finally:
+            del self._loading[key]
+            self.loads += 1
+
+    def _store(self, key: K, born: float, value: V) -> None:
+        if len(self._entries) >= self.max_entries:
+            now = time.monotonic()
+            for old in [k for k, (b, _) in self._entries.items() if now - b >= self.ttl]:
+                del self._entries[old]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries.pop(key, None)
+        self._entries[key] = (born, value)
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()

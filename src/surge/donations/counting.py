@@ -1,0 +1,162 @@
+"""What a succeeded gift adds to, in the transaction that makes it succeed: one statement.
+
+Every rollup a giving-day page reads is kept here, so that a charge, an offline gift, a
+recurring period and a refund all count the same way:
+- ``campaign_totals``: raised, donations and (distinct) donors, shard ``id % 16``;
+- ``fundraiser_totals`` and ``team_totals`` when the gift names them, shard ``id % 4``;
+- ``match_totals`` of each windowed match or challenge open when the gift was made
+  (``created_at`` within its window), with its own distinct donors.
+
+A donor is ``sha256(organisation, lower(email))`` (``donor_key``): a row per campaign (and
+windowed match) and donor in ``campaign_donors`` (``match_donors``), whose insert finds out
+whether this is the donor's first gift there, in the same statement that adds to the
+counts. A gift without an address (cash) is its own donor.
+
+``uncount`` takes a refund back out of the same rows (donors stay counted: they gave).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from surge.donations.peer_store import SHARDS as PAGE_SHARDS
+from surge.donations.store import SHARDS
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Gift:
+    """What the rollups need to know of a succeeded donation."""
+
+    id: int
+    organization_id: int
+    campaign_id: int
+    amount: int
+    currency: str
+    email: str | None
+    created_at: datetime
+    fundraiser_id: int | None = None
+    team_id: int | None = None
+
+
+def donor_key(org: int, email: str | None, donation_id: int) -> bytes:
+    """The donor a gift counts for: its address within the organisation, else itself."""
+    who = f"{org}:{email.lower()}" if email else f"{org}:donation:{donation_id}"
+    return hashlib.sha256(who.encode()).digest()
+
+
+COUNT = """
+with donor as (
+    insert into campaign_donors (campaign_id, donor, first_donation_id)
+    values (%(campaign)s, %(donor)s, %(id)s) on conflict do nothing returning 1
+), campaign as (
+    insert into campaign_totals (campaign_id, currency, shard, organization_id, raised_minor,
+        donations, donors)
+    values (%(campaign)s, %(currency)s, %(shard)s, %(org)s, %(amount)s, 1,
+        (select count(*) from donor))
+    on conflict (campaign_id, currency, shard) do update set
+        raised_minor = campaign_totals.raised_minor + excluded.raised_minor,
+        donations = campaign_totals.donations + 1,
+        donors = campaign_totals.donors + excluded.donors, updated_at = now()
+), fundraiser as (
+    insert into fundraiser_totals (fundraiser_id, currency, shard, organization_id,
+        campaign_id, raised_minor, donations)
+    select %(fundraiser)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(amount)s, 1
+    where %(fundraiser)s::bigint is not null
+    on conflict (fundraiser_id, currency, shard) do update set
+        raised_minor = fundraiser_totals.raised_minor + excluded.raised_minor,
+        donations = fundraiser_totals.donations + 1, updated_at = now()
+), team as (
+    insert into team_totals (team_id, currency, shard, organization_id, campaign_id,
+        raised_minor, donations)
+    select %(team)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(amount)s, 1
+    where %(team)s::bigint is not null
+    on conflict (team_id, currency, shard) do update set
+        raised_minor = team_totals.raised_minor + excluded.raised_minor,
+        donations = team_totals.donations + 1, updated_at = now()
+), open_matches as (
+    -- campaign_matches_campaign_idx; a campaign has a handful of matches at most.
+    select id, organization_id from campaign_matches
+    where campaign_id = %(campaign)s and starts_at is not null and starts_at <= %(at)s
+        and (ends_at is null or %(at)s < ends_at)
+), match_donor as (
+    insert into match_donors (match_id, donor) select id, %(donor)s from open_matches
+    on conflict do nothing returning match_id
+)
+insert into match_totals (match_id, shard, organization_id, raised_minor, donations, donors)
+select m.id, %(shard)s, m.organization_id, %(amount)s, 1, (d.match_id is not null)::int
+from open_matches m left join match_donor d on d.match_id = m.id
+on conflict (match_id, shard) do update set
+    raised_minor = match_totals.raised_minor + excluded.raised_minor,
+    donations = match_totals.donations + 1,
+    donors = match_totals.donors + excluded.donors
+"""
+
+
+async def count(conn: Conn, gift: Gift) -> None:
+    """Add a succeeded gift to every rollup it belongs to (inside the caller's transaction)."""
+    await conn.execute(
+        COUNT,
+        {
+            "id": gift.id,
+            "org": gift.organization_id,
+            "campaign": gift.campaign_id,
+            "currency": gift.currency,
+            "amount": gift.amount,
+            "shard": gift.id % SHARDS,
+            "page_shard": gift.id % PAGE_SHARDS,
+            "fundraiser": gift.fundraiser_id,
+            "team": gift.team_id,
+            "at": gift.created_at,
+            "donor": donor_key(gift.organization_id, gift.email, gift.id),
+        },
+    )
+
+
+UNCOUNT = """
+with campaign as (
+    update campaign_totals set raised_minor = raised_minor - %(amount)s,
+        donations = donations - %(whole)s, updated_at = now()
+    where campaign_id = %(campaign)s and currency = %(currency)s and shard = %(shard)s
+), fundraiser as (
+    update fundraiser_totals set raised_minor = raised_minor - %(amount)s,
+        donations = donations - %(whole)s, updated_at = now()
+    where fundraiser_id = %(fundraiser)s and currency = %(currency)s and shard = %(page_shard)s
+), team as (
+    update team_totals set raised_minor = raised_minor - %(amount)s,
+        donations = donations - %(whole)s, updated_at = now()
+    where team_id = %(team)s and currency = %(currency)s and shard = %(page_shard)s
+)
+update match_totals t set raised_minor = t.raised_minor - %(amount)s,
+    donations = t.donations - %(whole)s
+from campaign_matches m
+where m.campaign_id = %(campaign)s and m.starts_at is not null and m.starts_at <= %(at)s
+    and (m.ends_at is null or %(at)s < m.ends_at)
+    and t.match_id = m.id and t.shard = %(shard)s
+"""
+
+
+async def uncount(conn: Conn, gift: Gift, amount: int, *, whole: bool) -> None:
+    """Take ``amount`` of a refunded gift back out of the rows ``count`` added it to (inside
+    the caller's transaction); ``whole`` (a full refund) also takes the gift out of the
+    donation counts. Donor counts stay: the donor gave."""
+    await conn.execute(
+        UNCOUNT,
+        {
+            "campaign": gift.campaign_id,
+            "currency": gift.currency,
+            "amount": amount,
+            "whole": int(whole),
+            "shard": gift.id % SHARDS,
+            "page_shard": gift.id % PAGE_SHARDS,
+            "fundraiser": gift.fundraiser_id,
+            "team": gift.team_id,
+            "at": gift.created_at,
+        },
+    )
