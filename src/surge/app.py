@@ -29,6 +29,7 @@ from surge.delivery import figures as delivery_figures
 from surge.dispatch import jobs as dispatch_jobs
 from surge.donations import endpoints as donations_api
 from surge.donations import jobs as donations_jobs
+from surge.donations import match_endpoints as matches_api
 from surge.donations import peer_endpoints as peer_api
 from surge.exports import endpoints as exports_api
 from surge.exports import jobs as exports_jobs
@@ -149,6 +150,8 @@ DOMAINS: tuple[Domain, ...] = (
         shutdown=donations_api.shutdown,
         tasks=(donations_jobs.charge, donations_jobs.receipt),
     ),
+    # Sponsors' matches and challenges; their shares are part of the campaign's totals.
+    Domain("matches", matches_api.routes),
     # Peer-to-peer fundraising under a campaign: teams, fundraisers, leaderboards.
     Domain("peer-to-peer", peer_api.routes, startup=peer_api.startup),
     Domain(

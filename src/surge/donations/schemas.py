@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from surge.donations.match_schemas import MatchShare
 from surge.fields import Id
 
 #: The largest donation accepted, in minor units: what card gateways accept in one charge
@@ -105,13 +106,19 @@ class CurrencyTotal(msgspec.Struct):
     currency: str
     raised: int
     donations: int
+    donors: int = 0
 
 
 class Totals(msgspec.Struct):
     """A campaign's public totals. ``raised`` is in minor units of ``currency``.
 
     A campaign without a currency that received several currencies has ``currency`` and
-    ``raised`` null; ``by_currency`` has each one. ``donations`` counts succeeded donations.
+    ``raised`` null; ``by_currency`` has each one. ``donations`` counts succeeded donations,
+    ``donors`` the distinct donors (by address) who made them.
+
+    ``matched`` is what the sponsors' matches and unlocked challenges add (the sum of the
+    ``matches``' shares) and ``total`` is ``raised + matched``: all computed from the same
+    read, so they always reconcile. ``percent_of_goal`` is of ``total``.
     """
 
     campaign_id: int
@@ -122,3 +129,7 @@ class Totals(msgspec.Struct):
     percent_of_goal: float | None
     as_of: datetime
     by_currency: list[CurrencyTotal]
+    donors: int = 0
+    matched: int = 0
+    total: int | None = None
+    matches: list[MatchShare] = msgspec.field(default_factory=list)

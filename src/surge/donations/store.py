@@ -133,6 +133,10 @@ class TotalsRow:
     raised: int | None
     donations: int | None
     as_of: datetime
+    donors: int | None = None
+    #: The campaign's matches and challenges, each with its own window's counts (the same
+    #: list on every row of the campaign): ``MatchRow`` fields, as JSON.
+    matches: list[dict[str, Any]] | None = None
 
 
 async def _one(conn: Conn, row: type[Row], sql: str, params: Any) -> Row | None:
@@ -329,17 +333,38 @@ async def public_totals(conn: Conn, campaign_id: int) -> list[TotalsRow]:
     the campaign id. It reads nothing but the goal, currency and sums.
     """
     cur = conn.cursor(row_factory=class_row(TotalsRow))
-    await cur.execute(
-        "select c.id, c.currency as campaign_currency, c.goal_minor as goal,"
-        " t.currency, t.raised, t.donations, now() as as_of"
-        " from campaigns c left join lateral ("
-        "   select currency, sum(raised_minor)::bigint as raised,"
-        "     sum(donations)::bigint as donations"
-        "   from campaign_totals where campaign_id = c.id group by currency"
-        " ) t on true where c.id = %s order by t.currency",
-        [campaign_id],
-    )
+    await cur.execute(PUBLIC_TOTALS, [campaign_id])
     return await cur.fetchall()
+
+
+# One statement, so one snapshot: the campaign's sums and every match's terms and own sums
+# are read together, and the shares computed from them reconcile with the totals shown.
+PUBLIC_TOTALS = """
+select c.id, c.currency as campaign_currency, c.goal_minor as goal, t.currency, t.raised,
+    t.donations, t.donors, now() as as_of, m.matches
+from campaigns c
+left join lateral (
+    select currency, sum(raised_minor)::bigint as raised, sum(donations)::bigint as donations,
+        sum(donors)::bigint as donors
+    from campaign_totals where campaign_id = c.id group by currency
+) t on true
+left join lateral (
+    select json_agg(json_build_object('id', m.id, 'sponsor', m.sponsor, 'kind', m.kind,
+        'ratio_percent', m.ratio_percent, 'cap', m.cap_minor,
+        'threshold_kind', m.threshold_kind, 'threshold', m.threshold,
+        'starts_at', m.starts_at, 'ends_at', m.ends_at,
+        'raised', coalesce(o.raised, 0), 'donations', coalesce(o.donations, 0),
+        'donors', coalesce(o.donors, 0)) order by m.id) as matches
+    from campaign_matches m
+    left join lateral (
+        select sum(raised_minor)::bigint as raised, sum(donations)::bigint as donations,
+            sum(donors)::bigint as donors
+        from match_totals where match_id = m.id
+    ) o on true
+    where m.campaign_id = c.id
+) m on true
+where c.id = %s order by t.currency
+"""
 
 
 async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt | None:

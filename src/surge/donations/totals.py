@@ -14,7 +14,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any, Literal
 
+from surge.donations import matching
+from surge.donations.match_schemas import MatchShare
 from surge.donations.schemas import CurrencyTotal, Totals
 from surge.donations.store import TotalsRow
 
@@ -83,7 +86,7 @@ def build_totals(rows: list[TotalsRow]) -> Totals | None:
     first = rows[0]
     by_currency = [
         # A row with a currency sums at least one shard: ``or 0`` only narrows the type.
-        CurrencyTotal(r.currency, r.raised or 0, r.donations or 0)
+        CurrencyTotal(r.currency, r.raised or 0, r.donations or 0, r.donors or 0)
         for r in rows
         if r.currency is not None
     ]
@@ -94,16 +97,77 @@ def build_totals(rows: list[TotalsRow]) -> Totals | None:
     if currency is not None:
         raised = sum(c.raised for c in by_currency if c.currency == currency)
     goal: int | None = first.goal
+    donations = sum(c.donations for c in by_currency)
+    donors = sum(c.donors for c in by_currency)
+    as_of = _as_of(first.as_of)
+    campaign = matching.Counted(raised=raised or 0, donors=donors, donations=donations)
+    matches = match_shares(first.matches or [], campaign, as_of)
+    matched = sum(m.share for m in matches)
+    total = None if raised is None else raised + matched
     return Totals(
         campaign_id=first.id,
         currency=currency,
         goal=goal,
         raised=raised,
-        donations=sum(c.donations for c in by_currency),
-        percent_of_goal=_percent(raised, goal),
-        as_of=_as_of(first.as_of),
+        donations=donations,
+        percent_of_goal=_percent(total, goal),
+        as_of=as_of,
         by_currency=by_currency,
+        donors=donors,
+        matched=matched,
+        total=total,
+        matches=matches,
     )
+
+
+def match_shares(
+    rows: list[dict[str, Any]], campaign: matching.Counted, as_of: datetime
+) -> list[MatchShare]:
+    """Each match of the campaign with its share (``matching.share``) of the same read."""
+    found: list[MatchShare] = []
+    for row in rows:
+        starts_at = _time(row["starts_at"])
+        ends_at = _time(row["ends_at"])
+        terms = matching.Terms(
+            id=row["id"],
+            kind=row["kind"],
+            cap=row["cap"],
+            ratio_percent=row["ratio_percent"],
+            threshold_kind=row["threshold_kind"],
+            threshold=row["threshold"],
+            windowed=starts_at is not None,
+        )
+        own = matching.Counted(row["raised"], row["donors"], row["donations"])
+        counts = matching.counted(terms, own, campaign)
+        window: Literal["upcoming", "open", "ended"] = "open"
+        if starts_at is not None and as_of < starts_at:
+            window = "upcoming"
+        elif ends_at is not None and as_of >= ends_at:
+            window = "ended"
+        found.append(
+            MatchShare(
+                id=terms.id,
+                sponsor=row["sponsor"],
+                kind=terms.kind,
+                ratio_percent=terms.ratio_percent,
+                cap=terms.cap,
+                threshold_kind=terms.threshold_kind,
+                threshold=terms.threshold,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                window=window,
+                raised=counts.raised,
+                donors=counts.donors,
+                donations=counts.donations,
+                unlocked=matching.unlocked(terms, counts),
+                share=matching.share(terms, counts),
+            )
+        )
+    return found
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def _percent(raised: int | None, goal: int | None) -> float | None:
