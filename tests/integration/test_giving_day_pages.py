@@ -52,6 +52,9 @@ def env(database_url: str) -> dict[str, str]:
         SURGE_PAYMENT_GATEWAY="sandbox",
         SURGE_DONATIONS_CHARGE_ATTEMPTS="3",
         SURGE_DONATIONS_CHARGE_BACKOFF="0.1",
+        # A loaded test machine must not shed the walls on its own; the test of the switch
+        # forces it per campaign, which wins over this.
+        SURGE_GIVING_DAY_SHED="off",
     )
 
 
@@ -334,3 +337,98 @@ def test_thanks_page_and_static_assets(
     assert "immutable" in asset.headers["cache-control"]
     assert "Idempotency-Key" in asset.text and "sessionStorage" in asset.text
     assert public.get("/g-static/giving.css").headers["content-type"].startswith("text/css")
+
+
+# -- peer-to-peer pages -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def p2p(staff: httpx.Client) -> dict[str, Any]:
+    """A published campaign with a team and a fundraiser in it."""
+    made = new_campaign(staff, name="Harbour Run", page={"published": True}, goal=500_000)
+    cid = made["id"]
+    team = staff.post(
+        f"/v1/campaigns/{cid}/teams",
+        json={"name": "Dock Rowers", "goal": 50_000, "story": "We **row** <script>x</script>"},
+    )
+    assert team.status_code == 201, team.text
+    runner = staff.post(
+        f"/v1/campaigns/{cid}/fundraisers",
+        json={
+            "name": "Ada Runs",
+            "goal": 20_000,
+            "story": "Ten miles for the pantry.",
+            "team_id": team.json()["id"],
+        },
+    )
+    assert runner.status_code == 201, runner.text
+    return {"campaign": made, "team": team.json(), "fundraiser": runner.json()}
+
+
+def test_fundraiser_page_shows_its_own_goal_story_team_and_form(
+    api: str, public: httpx.Client, staff: httpx.Client, org: dict[str, str], p2p: dict[str, Any]
+) -> None:
+    campaign, runner = p2p["campaign"], p2p["fundraiser"]
+    url = page_url(org, campaign, f"/f/{runner['slug']}")
+    first = public.get(url)
+    assert first.status_code == 200
+    assert "<h1>Ada Runs</h1>" in first.text
+    assert "200 USD goal" in first.text and "Ten miles for the pantry." in first.text
+    assert f'href="{page_url(org, campaign, "/t/dock-rowers")}"' in first.text
+    assert f'data-target-kind="fundraiser" data-target-id="{runner["id"]}"' in first.text
+    assert first.headers["etag"] and "max-age=1" in first.headers["cache-control"]
+    headers = {
+        "Authorization": f"Bearer {org['publishable_key']}",
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
+    body = {
+        "amount": 5000,
+        "currency": "USD",
+        "email": "fan@example.org",
+        "token": "tok_ok",
+        "fundraiser_id": runner["id"],
+    }
+    response = httpx.post(
+        f"{api}/v1/campaigns/{campaign['id']}/donations", json=body, headers=headers, timeout=20
+    )
+    assert response.status_code == 202, response.text
+    wait_for(lambda: succeeded(staff, int(response.json()["id"])))
+    raised = 'data-live="raised_text">50 USD<'
+    moved = wait_for(lambda: (r := public.get(url).text) and raised in r and r)
+    assert "25% of the goal" in moved
+    team = wait_for(
+        lambda: (
+            (r := public.get(page_url(org, campaign, "/t/dock-rowers")).text)
+            and "50 USD" in r
+            and r
+        )
+    )
+    assert "<strong>row</strong>" in team and "<script" not in team.split('class="story"')[1]
+    assert 'class="leaderboards"' in team and ">Ada Runs</a>" in team
+    board = public.get(page_url(org, campaign)).text
+    assert 'class="leaderboards"' in board
+    assert f'href="{page_url(org, campaign, "/f/ada-runs")}"' in board
+    assert f'href="{page_url(org, campaign, "/t/dock-rowers")}"' in board
+
+
+def test_unknown_fundraiser_and_team_pages_are_404(
+    public: httpx.Client, org: dict[str, str], p2p: dict[str, Any]
+) -> None:
+    campaign = p2p["campaign"]
+    for tail in ("/f/nobody", "/t/nobody", "/f/Bad_Slug", "/f/dock-rowers", "/t/ada-runs"):
+        response = public.get(page_url(org, campaign, tail))
+        assert response.status_code == 404, tail
+        assert "Page not found" in response.text
+    assert public.get(page_url(org, campaign, "/f/nobody/live")).status_code == 404
+
+
+def test_fundraiser_live_stream_sends_its_figures(
+    api: str, org: dict[str, str], p2p: dict[str, Any]
+) -> None:
+    url = f"{api}{page_url(org, p2p['campaign'], '/f/ada-runs/live')}"
+    with httpx.Client(timeout=20) as client, client.stream("GET", url) as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                assert '"raised":' in line and '"percent_text":' in line
+                break

@@ -180,6 +180,56 @@ async def campaign_live(request: Request) -> Response:
     return event_stream(request, values, event="totals")
 
 
+def _peer_params(request: Request) -> tuple[str, str, str, str] | None:
+    """(org, campaign, "f" or "t", slug) of a fundraiser's or team's page, if well formed."""
+    slugs = _slugs(request)
+    slug = request.path_params["slug"]
+    if slugs is None or not SLUG.fullmatch(slug):
+        return None
+    kind = request.url.path.split("/")[4]  # /g/{org}/{campaign}/{f|t}/{slug}
+    return (*slugs, kind, slug)
+
+
+async def _peer_rendered(request: Request, params: tuple[str, str, str, str]) -> Rendered:
+    state = _state(request)
+    org, campaign, kind, slug = params
+    key = ("peer", *params, state.monitor.auto_shed)
+    return await state.pages.get(
+        key,
+        lambda: service.peer_page(state.site, org, campaign, kind, slug, state.monitor.shedding),
+    )
+
+
+async def peer_page(request: Request) -> Response:
+    """A fundraiser's (/f/{slug}) or team's (/t/{slug}) page under a campaign."""
+    params = _peer_params(request)
+    if params is None:
+        return _answer(request, service.not_found())
+    state = _state(request)
+    org, campaign, kind, slug = params
+    key = ("peer", *params, state.monitor.auto_shed)
+    return await _serve(
+        request,
+        key,
+        lambda: service.peer_page(state.site, org, campaign, kind, slug, state.monitor.shedding),
+    )
+
+
+async def peer_live(request: Request) -> Response:
+    """Server-Sent Events: a fundraiser's or team's total, count and share of its goal."""
+    params = _peer_params(request)
+    page = await _peer_rendered(request, params) if params is not None else None
+    if params is None or page is None or page.target_id is None:
+        raise NotFound("no such page")
+    state, kind, target_id = _state(request), params[2], page.target_id
+
+    async def load() -> dict[str, object]:
+        return await service.peer_figures(state.site, kind, target_id)
+
+    values = request.app.state.live.subscribe(("giving-day", kind, target_id), load)
+    return event_stream(request, values, event="totals")
+
+
 _VERSION = re.compile(r"[0-9a-f]{12}")
 
 
@@ -208,4 +258,9 @@ routes = [
     *fast_routes,
     Route("/g/{org}/{campaign}/thanks", thanks_page, methods=["GET"]),
     Route("/g/{org}/{campaign}/live", campaign_live, methods=["GET"]),
+    *(
+        Route(f"/g/{{org}}/{{campaign}}/{kind}/{{slug}}{tail}", endpoint, methods=["GET"])
+        for kind in ("f", "t")
+        for tail, endpoint in (("", peer_page), ("/live", peer_live))
+    ),
 ]

@@ -17,7 +17,9 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from surge.campaigns.schemas import PageSettings
+from surge.donations import peer
 from surge.donations import service as donations
+from surge.donations.peer_schemas import Leaderboard, PageTotals
 from surge.donations.schemas import DonationIn, Totals
 from surge.donations.totals import TotalsCache
 from surge.errors import NotFound
@@ -65,21 +67,17 @@ async def totals(site: Site, campaign_id: int) -> Totals:
     return await donations.public_totals(site.pool, site.fresh_totals, campaign_id)
 
 
-def live_figures(found: Totals) -> dict[str, Any]:
-    """What the live stream sends and the page shows: total, count, share of the goal."""
+def live_figures(found: Totals | PageTotals) -> dict[str, Any]:
+    """What the live stream sends and the page shows: total, count, share of the goal
+    (of a campaign, a fundraiser or a team)."""
+    share = found.percent_of_goal
     return {
         "raised": found.raised,
         "raised_text": render.money(found.raised, found.currency),
         "donations": found.donations,
         "percent": render.percent(found.raised, found.goal),
-        "percent_text": _percent_text(found),
+        "percent_text": "" if share is None else f"{share:g}% of the goal",
     }
-
-
-def _percent_text(found: Totals) -> str:
-    if found.percent_of_goal is None:
-        return ""
-    return f"{found.percent_of_goal:g}% of the goal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +120,12 @@ async def campaign_page(
         return not_found()
     campaign, settings = page.campaign, page.settings
     shed = shedding(settings.shed)
+    boards: list[Leaderboard] = []
     async with site.pool.connection() as conn:
         key = await orgs.page_key(conn, campaign.organization_id)
+        if settings.leaderboards and not shed:
+            boards = await leaderboards(conn, campaign.campaign_id)
     found = await totals(site, campaign.campaign_id)
-    now = datetime.now(UTC)
     body = render.render(
         "campaign.html",
         campaign=campaign,
@@ -134,15 +134,95 @@ async def campaign_page(
         totals=found,
         live=live_figures(found),
         shed=shed,
-        ended=campaign.ends_at is not None and campaign.ends_at <= now,
+        ended=_ended(campaign),
         publishable_key=key,
         gateway=site.gateway,
         urls=_urls(campaign),
         features=FEATURES,
+        boards=boards,
         recent_donors=None,
-        leaderboards=None,
     )
     return rendered(200, body, campaign.campaign_id)
+
+
+#: Entries per leaderboard on a page.
+BOARD_SIZE = 10
+
+
+async def leaderboards(
+    conn: Any, campaign_id: int, team_id: int | None = None
+) -> list[Leaderboard]:
+    """The campaign's fundraiser and team boards (a team's page: its fundraisers only),
+    leaving out empty ones."""
+    kinds = ("fundraisers",) if team_id is not None else peer.BOARDS
+    boards = [
+        await peer.leaderboard(conn, campaign_id, kind, BOARD_SIZE, team_id=team_id)
+        for kind in kinds
+    ]
+    return [board for board in boards if board.entries]
+
+
+async def peer_page(
+    site: Site, org_slug: str, campaign_slug: str, kind: str, slug: str, shedding: Shedding
+) -> Rendered:
+    """A fundraiser's (``kind`` "f") or team's ("t") page under a published campaign."""
+    try:
+        page = await published(site, org_slug, campaign_slug)
+    except NotFound:
+        return not_found()
+    campaign, settings = page.campaign, page.settings
+    cid = campaign.campaign_id
+    shed = shedding(settings.shed)
+    team = None
+    boards: list[Leaderboard] = []
+    async with site.pool.connection() as conn:
+        try:
+            if kind == "f":
+                target: Any = await peer.fundraiser_by_slug(conn, cid, slug)
+                found = await peer.fundraiser_totals(conn, target.id)
+                if target.team_id is not None:
+                    team = await peer.public_team(conn, target.team_id)
+            else:
+                target = await peer.team_by_slug(conn, cid, slug)
+                found = await peer.team_totals(conn, target.id)
+                if settings.leaderboards and not shed:
+                    boards = await leaderboards(conn, cid, team_id=target.id)
+        except NotFound:
+            return not_found()
+        key = await orgs.page_key(conn, campaign.organization_id)
+    urls = _urls(campaign)
+    urls["live"] = f"{urls['page']}/{kind}/{slug}/live"
+    body = render.render(
+        "peer.html",
+        campaign=campaign,
+        settings=settings,
+        kind="fundraiser" if kind == "f" else "team",
+        target=target,
+        team=team,
+        story=render.markdown(target.story),
+        totals=found,
+        live=live_figures(found),
+        shed=shed,
+        ended=_ended(campaign),
+        publishable_key=key,
+        gateway=site.gateway,
+        urls=urls,
+        features=FEATURES,
+        boards=boards,
+    )
+    return rendered(200, body, cid, target.id)
+
+
+async def peer_figures(site: Site, kind: str, target_id: int) -> dict[str, Any]:
+    """A fundraiser's or team's live figures, read now."""
+    async with site.pool.connection() as conn:
+        if kind == "f":
+            return live_figures(await peer.fundraiser_totals(conn, target_id))
+        return live_figures(await peer.team_totals(conn, target_id))
+
+
+def _ended(campaign: store.PageCampaign) -> bool:
+    return campaign.ends_at is not None and campaign.ends_at <= datetime.now(UTC)
 
 
 async def thanks_page(site: Site, org_slug: str, campaign_slug: str) -> Rendered:
