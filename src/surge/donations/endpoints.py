@@ -15,10 +15,18 @@ from surge.api.openapi import idempotency_key as idempotency_param
 from surge.api.reads import read
 from surge.api.responses import json_response
 from surge.config import Settings
-from surge.donations import service
+from surge.donations import offline, service
 from surge.donations.fees import parse_schedule
 from surge.donations.intake import DonationIntake
-from surge.donations.schemas import Donation, DonationAccepted, DonationIn, DonationPage, Totals
+from surge.donations.schemas import (
+    Donation,
+    DonationAccepted,
+    DonationIn,
+    DonationPage,
+    OfflineDonationIn,
+    Totals,
+)
+from surge.errors import Invalid
 from surge.observability.metrics import donation as count_donation
 
 # The donation form and the totals page run in donors' browsers on the organisation's own
@@ -103,8 +111,32 @@ async def list_donations(request: Request) -> Response:
         campaign_id=query_id(request, "campaign_id"),
         status=query_text(request, "status"),
         email=query_text(request, "email", max_length=320),
+        fundraiser_id=query_id(request, "fundraiser_id"),
+        offline=_query_bool(request, "offline"),
     )
     return json_response(page)
+
+
+def _query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise Invalid(name, f"{name} must be true or false")
+    return raw == "true"
+
+
+async def record_offline(request: Request) -> Response:
+    org = await organization_id(request)
+    key = idempotency_key(request, required=True)
+    assert key is not None  # required: absent is Invalid
+    body = await read_json(request, OfflineDonationIn)
+    async with request.app.state.pool.connection() as conn:
+        donation, replayed = await offline.record_offline(
+            conn, org, _id(request, "campaign_id"), key, body
+        )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response(donation, 201, headers)
 
 
 DEFAULT_LIMIT = 100
@@ -122,6 +154,18 @@ FILTERS = (
         "Only donations in this state",
     ),
     Param("email", "query", {"type": "string", "maxLength": 320}, "Only this donor's"),
+    Param(
+        "fundraiser_id",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "Only those made on this fundraiser's page",
+    ),
+    Param(
+        "offline",
+        "query",
+        {"type": "string", "enum": ["true", "false"]},
+        "Only offline gifts (true) or only online ones (false)",
+    ),
 )
 
 
@@ -157,6 +201,16 @@ routes = [
     ),
     ApiRoute(
         "get", "/v1/donations/{donation_id:int}", get_donation, "Get a donation", response=Donation
+    ),
+    ApiRoute(
+        "post",
+        "/v1/campaigns/{campaign_id:int}/offline-donations",
+        record_offline,
+        "Record a gift received offline (cheque, cash, transfer): succeeded and counted at once",
+        request=OfflineDonationIn,
+        response=Donation,
+        status=201,
+        params=(idempotency_param(required=True),),
     ),
     ApiRoute(
         "get",

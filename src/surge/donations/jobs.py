@@ -113,9 +113,10 @@ async def _send(ctx: JobContext, donation: store.DonationToReceipt) -> str | Non
     """Send the receipt; None when sent, the reason when refused for good; raise to retry."""
     from_email = receipts.receipt_from(ctx.settings)
     try:
-        data = receipts.compose(donation, from_email)
+        data = receipts.compose(donation, from_email, receipts.manage_url(ctx.settings, donation))
     except Invalid as exc:
         return f"cannot compose: {exc.message}"
+    assert donation.email is not None  # compose refuses a donation without one
     signers = await ctx.resources.dkim.signers(from_email.rpartition("@")[2])
     data = sign_all(signers, data)
     smtp, bucket = ctx.resources.senders.get(None, ctx.pool)

@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 from surge.config import Settings
 from surge.delivery.mime import Composer
 from surge.donations.currencies import format_amount
+from surge.donations.links import links
 from surge.donations.store import DonationToReceipt
+from surge.errors import Invalid
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,13 @@ def _is_address(host: str) -> bool:
     return True
 
 
+def manage_url(settings: Settings, donation: DonationToReceipt) -> str | None:
+    """Where the donor of a recurring gift sees and cancels it; None for a one-off gift."""
+    if donation.recurring_gift_id is None:
+        return None
+    return links(settings).manage_url(donation.recurring_gift_id)
+
+
 def message_id(donation_id: int, from_email: str) -> str:
     """One Message-ID per donation: a duplicate send (see jobs.py) is recognisably one."""
     return f"<receipt.{donation_id}@{from_email.rpartition('@')[2]}>"
@@ -66,22 +75,36 @@ class Receipt:
     html: str
 
 
-def render(donation: DonationToReceipt) -> Receipt:
-    """The receipt of a succeeded donation."""
+def render(donation: DonationToReceipt, manage_url: str | None = None) -> Receipt:
+    """The receipt of a succeeded donation: the gift, the fee the donor covered and the
+    total charged when there is one, how an offline gift was received, and for a
+    recurring gift how often it repeats and where to see or cancel it (``manage_url``)."""
     amount = format_amount(donation.amount, donation.currency)
     org = donation.organization_name
     campaign = donation.campaign_name
     when = donation.succeeded_at
     assert when is not None  # only a succeeded donation gets a receipt
     date = when.strftime("%d %B %Y, %H:%M UTC")
-    reference = f"{donation.id} ({donation.gateway_reference})"
+    if donation.gateway_reference:
+        reference = f"{donation.id} ({donation.gateway_reference})"
+    else:
+        reference = str(donation.id)
     greeting = f"Dear {donation.name}," if donation.name else "Dear supporter,"
-    lines = [
-        ("Amount", amount),
-        ("Campaign", campaign),
-        ("Date", date),
-        ("Donation", reference),
-    ]
+    lines = [("Gift" if donation.fee else "Amount", amount)]
+    if donation.fee:
+        total = format_amount(donation.amount + donation.fee, donation.currency)
+        lines += [
+            ("Processing fee you covered", format_amount(donation.fee, donation.currency)),
+            ("Total charged", total),
+        ]
+    lines += [("Campaign", campaign), ("Date", date), ("Donation", reference)]
+    if donation.offline_method:
+        lines.append(("Received by", OFFLINE_METHODS.get(donation.offline_method, "other")))
+    if donation.frequency:
+        lines.append(("Repeats", FREQUENCIES.get(donation.frequency, donation.frequency)))
+    closing = []
+    if donation.frequency and manage_url:
+        closing = [f"To see or cancel your {donation.frequency} gift: {manage_url}", ""]
     text = "\n".join(
         [
             greeting,
@@ -90,6 +113,7 @@ def render(donation: DonationToReceipt) -> Receipt:
             "",
             *(f"{label}: {value}" for label, value in lines),
             "",
+            *closing,
             "Please keep this email as your receipt.",
             f"— {org}",
         ]
@@ -98,18 +122,37 @@ def render(donation: DonationToReceipt) -> Receipt:
         f"<tr><th align='left'>{label}</th><td>{html.escape(value)}</td></tr>"
         for label, value in lines
     )
+    manage = ""
+    if donation.frequency and manage_url:
+        link = html.escape(manage_url, quote=True)
+        manage = (
+            f"<p>To see or cancel your {html.escape(donation.frequency)} gift:"
+            f' <a href="{link}">{link}</a></p>'
+        )
     body = (
         f"<p>{html.escape(greeting)}</p>"
         f"<p>Thank you for your gift of <strong>{html.escape(amount)}</strong>"
-        f" to {html.escape(org)}.</p><table>{rows}</table>"
+        f" to {html.escape(org)}.</p><table>{rows}</table>{manage}"
         f"<p>Please keep this email as your receipt.<br>— {html.escape(org)}</p>"
     )
     return Receipt(f"Your receipt: {amount} to {org}", text, body)
 
 
-def compose(donation: DonationToReceipt, from_email: str) -> bytes:
-    """The receipt as message bytes for SMTP DATA; a bad address raises ``Invalid``."""
-    receipt = render(donation)
+OFFLINE_METHODS = {
+    "cheque": "cheque",
+    "cash": "cash",
+    "bank_transfer": "bank transfer",
+    "other": "other",
+}
+FREQUENCIES = {"weekly": "every week", "monthly": "every month", "yearly": "every year"}
+
+
+def compose(donation: DonationToReceipt, from_email: str, manage_url: str | None = None) -> bytes:
+    """The receipt as message bytes for SMTP DATA; a bad or missing address raises
+    ``Invalid``."""
+    if not donation.email:
+        raise Invalid("email", "the donation has no address")
+    receipt = render(donation, manage_url)
     composer = Composer(from_email, donation.organization_name)
     return composer.compose(
         donation.email,

@@ -44,6 +44,24 @@ class DonationIn(msgspec.Struct, forbid_unknown_fields=True):
     recurring: Frequency | None = None
 
 
+class OfflineDonationIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A gift staff received offline (cheque, cash, bank transfer): succeeded at once,
+    counted in every total and board, never charged."""
+
+    amount: Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT_MINOR)]
+    currency: Annotated[str, msgspec.Meta(min_length=1, max_length=3)]
+    method: OfflineMethod
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    #: E.g. {"cheque_number": "000123", "note": "gala table 4"}.
+    metadata: Metadata = {}
+    fundraiser_id: Id | None = None
+    team_id: Id | None = None
+    public_name: bool = False
+    #: Email the donor a receipt (needs ``email``).
+    send_receipt: bool = False
+
+
 class DonationAccepted(msgspec.Struct):
     """The answer to POST …/donations: the donation as accepted (a replay gets it again).
     ``amount`` is the gift; the card is charged ``amount + fee``."""

@@ -174,8 +174,11 @@ async def page_donations(
     campaign_id: int | None = None,
     status: str | None = None,
     email: str | None = None,
+    fundraiser_id: int | None = None,
+    offline: bool | None = None,
 ) -> DonationPage:
-    """The organisation's donations, one keyset page at a time, optionally filtered."""
+    """The organisation's donations, one keyset page at a time, optionally filtered (by
+    campaign, status, donor, fundraiser, and offline or online)."""
     check_choice("status", status, STATUSES)
     rows = await store.page_donations(
         conn,
@@ -185,6 +188,8 @@ async def page_donations(
         campaign_id=campaign_id,
         status=status,
         email=email,
+        fundraiser_id=fundraiser_id,
+        offline=offline,
     )
     data = [msgspec.convert(row, Donation, from_attributes=True) for row in rows]
     return DonationPage(data, next_cursor([r.id for r in rows], limit))

@@ -111,7 +111,8 @@ class DonationToReceipt:
     status: str
     amount: int
     currency: str
-    email: str
+    #: Null only for an offline gift without an address (it gets no receipt).
+    email: str | None
     name: str | None
     gateway_reference: str | None
     succeeded_at: datetime | None
@@ -119,6 +120,13 @@ class DonationToReceipt:
     receipt_error: str | None
     campaign_name: str
     organization_name: str
+    #: The processing fee the donor covered (charged on top of ``amount``).
+    fee: int = 0
+    #: How staff received an offline gift; None for a gift charged online.
+    offline_method: str | None = None
+    #: weekly | monthly | yearly when the gift repeats (it started or belongs to one).
+    frequency: str | None = None
+    recurring_gift_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +277,8 @@ async def page_donations(
     campaign_id: int | None = None,
     status: str | None = None,
     email: str | None = None,
+    fundraiser_id: int | None = None,
+    offline: bool | None = None,
 ) -> list[DonationRow]:
     """One keyset page of the organisation's donations, in id order, filtered."""
     cur = conn.cursor(row_factory=class_row(DonationRow))
@@ -278,6 +288,8 @@ async def page_donations(
         " and (%(campaign)s::bigint is null or campaign_id = %(campaign)s)"
         " and (%(status)s::text is null or status = %(status)s)"
         " and (%(email)s::text is null or lower(email) = lower(%(email)s))"
+        " and (%(fundraiser)s::bigint is null or fundraiser_id = %(fundraiser)s)"
+        " and (%(offline)s::boolean is null or (offline_method is not null) = %(offline)s)"
         " order by id limit %(limit)s",
         {
             "org": org,
@@ -285,10 +297,38 @@ async def page_donations(
             "campaign": campaign_id,
             "status": status,
             "email": email,
+            "fundraiser": fundraiser_id,
+            "offline": offline,
             "limit": limit,
         },
     )
     return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineDonation(DonationRow):
+    """An offline gift as inserted, with its organisation (what the rollups need)."""
+
+    organization_id: int
+
+
+async def insert_offline(conn: Conn, values: dict[str, Any]) -> OfflineDonation | None:
+    """Insert a gift staff received offline, succeeded at once; None when the organisation
+    already used this Idempotency-Key (a concurrent insert waits, then does nothing)."""
+    return await _one(
+        conn,
+        OfflineDonation,
+        "insert into donations (organization_id, campaign_id, idempotency_key, request_hash,"
+        " amount_minor, currency, email, name, metadata, fundraiser_id, team_id, public_name,"
+        " offline_method, status, succeeded_at)"
+        " select %(org)s, %(campaign_id)s, %(key)s, %(hash)s, %(amount)s, %(currency)s,"
+        " %(email)s, %(name)s, %(metadata)s::jsonb, %(fundraiser_id)s,"
+        " coalesce(f.team_id, %(team_id)s), %(public_name)s, %(method)s, 'succeeded', now()"
+        " from (select) one left join fundraisers f on f.id = %(fundraiser_id)s"
+        " on conflict (organization_id, idempotency_key) do nothing"
+        f" returning {DONATION_COLUMNS}, organization_id",
+        {**values, "metadata": msgspec.json.encode(values["metadata"]).decode()},
+    )
 
 
 async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge | None:
@@ -374,9 +414,17 @@ async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt
         DonationToReceipt,
         "select d.id, d.organization_id, d.status, d.amount_minor as amount, d.currency,"
         " d.email, d.name, d.gateway_reference, d.succeeded_at, d.receipt_sent_at, d.receipt_error,"
-        " c.name as campaign_name, o.name as organization_name"
+        " c.name as campaign_name, o.name as organization_name, d.fee_minor as fee,"
+        " d.offline_method, coalesce(g.frequency, d.recurring) as frequency,"
+        " g.id as recurring_gift_id"
         " from donations d join campaigns c on c.id = d.campaign_id"
-        " join organizations o on o.id = d.organization_id where d.id = %s",
+        " join organizations o on o.id = d.organization_id"
+        # The gift a period belongs to, or the one this first gift started (two index
+        # lookups: the primary key, the unique first_donation_id).
+        " left join lateral (select id, frequency from recurring_gifts"
+        "   where id = d.recurring_gift_id union all select id, frequency"
+        "   from recurring_gifts where first_donation_id = d.id limit 1) g on true"
+        " where d.id = %s",
         [donation_id],
     )
 

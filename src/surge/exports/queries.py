@@ -78,6 +78,14 @@ DONATIONS = (
     Column("succeeded_at", "d.succeeded_at"),
     Column("failed_at", "d.failed_at"),
     Column("receipt_sent_at", "d.receipt_sent_at"),
+    # Giving-day fields (docs/donations.md): the fee a donor covered, offline gifts (their
+    # method: cheque, cash, bank_transfer, other), the page and recurring gift of each.
+    Column("fee_minor", "d.fee_minor"),
+    Column("offline", "case when d.offline_method is null then 'false' else 'true' end"),
+    Column("offline_method", "d.offline_method", text=True),
+    Column("fundraiser_id", "d.fundraiser_id"),
+    Column("team_id", "d.team_id"),
+    Column("recurring_gift_id", "d.recurring_gift_id"),
 )
 EVENTS = (
     Column("id", "e.id"),

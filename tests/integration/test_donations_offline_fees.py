@@ -1,0 +1,215 @@
+"""Offline gifts entered by staff and fees covered by donors, end to end: real API, worker
+and SMTP sink; totals, lists, the CSV export and the receipts."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.message
+import email.policy
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import Process, create_org, run_cli, surge_env
+from tests.donations_support import campaign, client, donated, eventually, final, gift
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
+    return surge_env(
+        database_url,
+        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{sink[0]}?tls=none&rate=1000&name=sink",
+        SURGE_DONATIONS_CHARGE_ATTEMPTS="3",
+        SURGE_DONATIONS_CHARGE_BACKOFF="0.1",
+        # US dollars and euros only: a gift in pounds cannot cover a fee.
+        SURGE_DONATION_FEE="USD:2.9%+30 EUR:1.4%+25",
+    )
+
+
+@pytest.fixture(scope="module")
+def org(database_url: str) -> dict[str, str]:
+    return create_org(database_url, "Offline Org")
+
+
+@pytest.fixture(scope="module")
+def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
+    with client(api, org["secret_key"]) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def public(api: str, org: dict[str, str]) -> Iterator[httpx.Client]:
+    with client(api, org["publishable_key"]) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def day(staff: httpx.Client) -> dict[str, Any]:
+    return campaign(staff)
+
+
+def offline(
+    staff: httpx.Client, campaign_id: int, body: dict[str, Any], key: str | None = None
+) -> httpx.Response:
+    headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+    return staff.post(f"/v1/campaigns/{campaign_id}/offline-donations", json=body, headers=headers)
+
+
+def receipt(sink_dir: Path, donation_id: int) -> str:
+    def find() -> str | None:
+        path = sink_dir / "sink.mbox"
+        chunks = path.read_bytes().split(b"From surge-sink\n") if path.exists() else []
+        for chunk in chunks:
+            if f"<receipt.{donation_id}@".encode() in chunk:
+                parsed = email.message_from_bytes(chunk, policy=email.policy.default)
+                assert isinstance(parsed, email.message.EmailMessage)
+                body = parsed.get_body(("plain",))
+                assert body is not None
+                text: str = body.get_content()
+                return text
+        return None
+
+    found = eventually(find, lambda text: text is not None)
+    assert found is not None
+    return found
+
+
+def test_an_offline_cheque_counts_at_once_and_is_flagged(
+    api: str, staff: httpx.Client, day: dict[str, Any], sink: tuple[int, Path]
+) -> None:
+    fundraiser = staff.post(f"/v1/campaigns/{day['id']}/fundraisers", json={"name": "Dee"}).json()
+    body = {
+        "amount": 10_000,
+        "currency": "usd",
+        "method": "cheque",
+        "email": "giver@example.org",
+        "name": "Gil Giver",
+        "metadata": {"cheque_number": "000123"},
+        "fundraiser_id": fundraiser["id"],
+        "send_receipt": True,
+    }
+    first = offline(staff, day["id"], body, key="cheque-123")
+    assert first.status_code == 201, first.text
+    gift_row = first.json()
+    assert (gift_row["status"], gift_row["offline"], gift_row["offline_method"]) == (
+        "succeeded",
+        True,
+        "cheque",
+    )
+    assert gift_row["gateway_reference"] is None and gift_row["currency"] == "USD"
+    again = offline(staff, day["id"], body, key="cheque-123")
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == gift_row["id"]
+    other = offline(staff, day["id"], {**body, "amount": 9_999}, key="cheque-123")
+    assert other.status_code == 409
+
+    totals = eventually(
+        lambda: httpx.get(f"{api}/v1/campaigns/{day['id']}/totals").json(),
+        lambda t: t["raised"] == 10_000,
+    )
+    assert (totals["donations"], totals["donors"]) == (1, 1)
+    page = httpx.get(f"{api}/v1/fundraisers/{fundraiser['id']}/totals").json()
+    assert page["raised"] == 10_000
+    listed = staff.get("/v1/donations", params={"campaign_id": day["id"], "offline": "true"})
+    assert [d["id"] for d in listed.json()["data"]] == [gift_row["id"]]
+    online = staff.get("/v1/donations", params={"campaign_id": day["id"], "offline": "false"})
+    assert online.json()["data"] == []
+    assert "Received by: cheque" in receipt(sink[1], gift_row["id"])
+
+
+def test_cash_without_an_address_is_counted_but_gets_no_receipt(
+    staff: httpx.Client, day: dict[str, Any]
+) -> None:
+    cash = {"amount": 500, "currency": "USD", "method": "cash"}
+    first = offline(staff, day["id"], cash)
+    assert first.status_code == 201 and first.json()["email"] is None
+    wrong = offline(staff, day["id"], {**cash, "send_receipt": True})
+    assert wrong.status_code == 400 and wrong.json()["error"]["field"] == "send_receipt"
+    assert offline(staff, day["id"], {**cash, "method": "bitcoin"}).status_code == 400
+    missing_key = staff.post(f"/v1/campaigns/{day['id']}/offline-donations", json=cash)
+    assert missing_key.json()["error"]["field"] == "Idempotency-Key"
+
+
+def test_only_staff_record_offline_gifts(public: httpx.Client, day: dict[str, Any]) -> None:
+    body = {"amount": 500, "currency": "USD", "method": "cash"}
+    assert offline(public, day["id"], body).status_code == 403
+
+
+def test_the_export_flags_offline_gifts(
+    staff: httpx.Client, database_url: str, org: dict[str, str]
+) -> None:
+    day = campaign(staff, name="Export day")
+    made = offline(staff, day["id"], {"amount": 700, "currency": "USD", "method": "bank_transfer"})
+    out = run_cli(
+        database_url, "export", "donations", "--org", str(org["id"]), "--campaign", str(day["id"])
+    ).stdout
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["id"] == str(made.json()["id"])
+    assert (row["offline"], row["offline_method"], row["fee_minor"]) == (
+        "true",
+        "bank_transfer",
+        "0",
+    )
+
+
+def test_a_donor_who_covers_the_fee_is_charged_it_and_the_gift_is_counted(
+    api: str,
+    staff: httpx.Client,
+    public: httpx.Client,
+    sink: tuple[int, Path],
+    database_url: str,
+) -> None:
+    day = campaign(staff, name="Fee day")
+    accepted = donated(public, day["id"], gift(amount=2500, cover_fee=True))
+    # 2.9 % + 30: a charge of 2,606 leaves 2,606 - 75.57 - 30 = 2,500.43 after the fee.
+    assert accepted["fee"] == 106
+    assert final(staff, accepted["id"])["status"] == "succeeded"
+    with psycopg.connect(database_url) as conn:
+        charged = conn.execute(
+            "select amount_minor from sandbox_charges where reference = %s",
+            [staff.get(f"/v1/donations/{accepted['id']}").json()["gateway_reference"]],
+        ).fetchone()
+    assert charged is not None and charged[0] == 2606
+    totals = eventually(
+        lambda: httpx.get(f"{api}/v1/campaigns/{day['id']}/totals").json(),
+        lambda t: t["donations"] == 1,
+    )
+    assert totals["raised"] == 2500
+    text = receipt(sink[1], accepted["id"])
+    assert "Gift: 25.00 USD" in text
+    assert "Processing fee you covered: 1.06 USD" in text
+    assert "Total charged: 26.06 USD" in text
+
+
+def test_no_fee_cover_where_no_rate_is_set(staff: httpx.Client, public: httpx.Client) -> None:
+    pounds = campaign(staff, name="Pounds", currency="GBP")
+    response = public.post(
+        f"/v1/campaigns/{pounds['id']}/donations",
+        json=gift(currency="GBP", cover_fee=True),
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == "cover_fee"
+
+
+def test_an_unreadable_fee_schedule_stops_the_api_naming_it(database_url: str) -> None:
+    done = run_cli(database_url, "api", "--port", "1", check=False, SURGE_DONATION_FEE="2.9")
+    assert done.returncode == 2
+    assert "SURGE_DONATION_FEE" in done.stderr
+
+
+def test_a_second_organisation_cannot_see_offline_gifts(
+    api: str, staff: httpx.Client, day: dict[str, Any], database_url: str
+) -> None:
+    made = offline(staff, day["id"], {"amount": 100, "currency": "USD", "method": "other"})
+    other = create_org(database_url, "Other offline")
+    with client(api, other["secret_key"]) as stranger:
+        assert stranger.get(f"/v1/donations/{made.json()['id']}").status_code == 404
+        body = {"amount": 100, "currency": "USD", "method": "other"}
+        assert offline(stranger, day["id"], body).status_code == 404
