@@ -237,3 +237,37 @@ def test_leaderboard_checks_its_parameters(api: str, day: dict[str, Any]) -> Non
     assert httpx.get(base, params={"limit": 101}).status_code == 400
     assert httpx.get(f"{api}/v1/campaigns/999999/leaderboard").status_code == 404
     assert httpx.get(f"{api}/v1/teams/999999/totals").status_code == 404
+
+
+def test_the_wall_shows_names_only_of_donors_who_agreed(
+    api: str, staff: httpx.Client, public: httpx.Client
+) -> None:
+    day = campaign(staff, name="Wall day")
+    page = staff.post(f"/v1/campaigns/{day['id']}/fundraisers", json={"name": "Wally"}).json()
+    made = [
+        donated(public, day["id"], gift(name="Shy Sam", amount=100)),
+        donated(public, day["id"], gift(name="Open Olga", amount=200, public_name=True)),
+        donated(public, day["id"], gift(amount=300, public_name=True, fundraiser_id=page["id"])),
+        donated(public, day["id"], gift("tok_declined", name="Declined Dan", public_name=True)),
+    ]
+    for d in made:
+        final(staff, d["id"])
+
+    def wall(**params: Any) -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(
+            f"{api}/v1/campaigns/{day['id']}/recent-donors", params=params
+        ).json()
+        return found
+
+    found = eventually(wall, lambda w: len(w["donors"]) == 3)
+    assert {(d["name"], d["amount"]) for d in found["donors"]} == {
+        (None, 100),
+        ("Open Olga", 200),
+        ("Ada Donor", 300),
+    }
+    times = [d["at"] for d in found["donors"]]
+    assert times == sorted(times, reverse=True)  # newest first
+    own = eventually(lambda: wall(fundraiser_id=page["id"]), lambda w: len(w["donors"]) == 1)
+    assert own["donors"][0]["fundraiser_id"] == page["id"]
+    assert len(wall(limit=1)["donors"]) == 1
+    assert httpx.get(f"{api}/v1/campaigns/999999/recent-donors").status_code == 404

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from surge.api.auth import organization_id, principal
-from surge.api.decode import path_id, query_int, query_text, read_json
+from surge.api.decode import path_id, query_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.responses import json_response
-from surge.donations import peer
+from surge.donations import peer, recent
 from surge.donations.cache import FigureCache
 from surge.donations.peer_schemas import (
     BoardKind,
@@ -33,6 +33,7 @@ from surge.donations.peer_schemas import (
     TeamPage,
     TeamPatch,
 )
+from surge.donations.schemas import RecentDonors
 from surge.errors import NotFound, SurgeError
 from surge.fields import check_choice
 from surge.ingest.ratelimit import KeyBuckets
@@ -72,6 +73,9 @@ class PeerState:
             FIGURES_TTL
         )
         self.totals: FigureCache[tuple[str, int], PageTotals | None] = FigureCache(FIGURES_TTL)
+        self.walls: FigureCache[tuple[int, int, int | None], RecentDonors | None] = FigureCache(
+            FIGURES_TTL
+        )
 
 
 async def startup(app: Starlette) -> None:
@@ -202,6 +206,26 @@ async def leaderboard(request: Request) -> Response:
     return json_response(found, headers=PUBLIC_HEADERS)
 
 
+async def recent_donors(request: Request) -> Response:
+    campaign_id = path_id(request, "campaign_id")
+    size = query_int(request, "limit", 20, high=recent.MAX_WALL)
+    fundraiser_id = query_id(request, "fundraiser_id")
+
+    async def load() -> RecentDonors | None:
+        async with request.app.state.pool.connection() as conn:
+            try:
+                return await recent.recent_donors(
+                    conn, campaign_id, size, fundraiser_id=fundraiser_id
+                )
+            except NotFound:
+                return None
+
+    found = await _state(request).walls.get((campaign_id, size, fundraiser_id), load)
+    if found is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return json_response(found, headers=PUBLIC_HEADERS)
+
+
 def _page_totals(kind: str, param: str) -> Callable[[Request], Awaitable[Response]]:
     read = peer.fundraiser_totals if kind == "fundraiser" else peer.team_totals
 
@@ -238,6 +262,21 @@ BOARD_PARAMS = (
     ),
 )
 PAGE = (limit(DEFAULT_LIMIT, peer.MAX_PAGE), AFTER)
+
+WALL_PARAMS = (
+    Param(
+        "limit",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": recent.MAX_WALL, "default": 20},
+        "How many gifts at most",
+    ),
+    Param(
+        "fundraiser_id",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "Only the gifts made on this fundraiser's page",
+    ),
+)
 
 routes = [
     ApiRoute(
@@ -325,6 +364,15 @@ routes = [
         auth="publishable",
     ),
     Route("/v1/campaigns/{campaign_id:int}/signups", sign_up_preflight, methods=["OPTIONS"]),
+    ApiRoute(
+        "get",
+        "/v1/campaigns/{campaign_id:int}/recent-donors",
+        recent_donors,
+        "A campaign's latest gifts, names only where donors agreed (public, ~1 s old)",
+        response=RecentDonors,
+        auth=None,
+        params=WALL_PARAMS,
+    ),
     ApiRoute(
         "get",
         "/v1/campaigns/{campaign_id:int}/leaderboard",

@@ -120,6 +120,27 @@ class DonationPage(msgspec.Struct):
     next: str | None
 
 
+class RecentDonor(msgspec.Struct):
+    """A gift on the public wall: the donor's name only if they agreed to show it."""
+
+    #: Null: the donor did not ask to show their name (show "Anonymous").
+    name: str | None
+    amount: int
+    currency: str
+    at: datetime
+    fundraiser_id: int | None
+    team_id: int | None
+
+
+class RecentDonors(msgspec.Struct):
+    """A campaign's (or fundraiser's) latest succeeded gifts, newest first."""
+
+    campaign_id: int
+    fundraiser_id: int | None
+    donors: list[RecentDonor]
+    as_of: datetime
+
+
 class CurrencyTotal(msgspec.Struct):
     currency: str
     raised: int

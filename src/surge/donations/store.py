@@ -407,6 +407,38 @@ where c.id = %s order by t.currency
 """
 
 
+@dataclass(frozen=True, slots=True)
+class RecentRow:
+    name: str | None
+    public_name: bool
+    amount: int
+    currency: str
+    succeeded_at: datetime
+    fundraiser_id: int | None
+    team_id: int | None
+
+
+async def recent_donations(
+    conn: Conn, campaign_id: int, limit: int, fundraiser_id: int | None = None
+) -> list[RecentRow]:
+    """A campaign's (or one of its fundraisers') latest succeeded gifts, newest first:
+    ``donations_recent_idx`` (``donations_fundraiser_recent_idx``) read backwards from now,
+    refunded gifts skipped. Public: the campaign id is all the page knows."""
+    cur = conn.cursor(row_factory=class_row(RecentRow))
+    if fundraiser_id is None:
+        where = "campaign_id = %(campaign)s"
+    else:
+        where = "fundraiser_id = %(fundraiser)s and campaign_id = %(campaign)s"
+    await cur.execute(
+        "select name, public_name, amount_minor as amount, currency, succeeded_at,"
+        " fundraiser_id, team_id from donations"
+        f" where {where} and succeeded_at is not null and status = 'succeeded'"
+        " order by succeeded_at desc limit %(limit)s",
+        {"campaign": campaign_id, "fundraiser": fundraiser_id, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
 async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt | None:
     """A donation with what its receipt shows: the campaign's and organisation's names."""
     return await _one(

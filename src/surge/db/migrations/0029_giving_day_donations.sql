@@ -199,3 +199,7 @@ alter table donations alter column email drop not null;
 -- recent_donors(campaign): the campaign's latest succeeded gifts, newest first.
 create index concurrently if not exists donations_recent_idx
     on donations (campaign_id, succeeded_at desc) where succeeded_at is not null;
+-- recent_donors(campaign, fundraiser_id=…): a fundraiser page's wall of its latest gifts.
+create index concurrently if not exists donations_fundraiser_recent_idx
+    on donations (fundraiser_id, succeeded_at desc)
+    where fundraiser_id is not null and succeeded_at is not null;
