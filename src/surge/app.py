@@ -28,6 +28,7 @@ from surge.contacts import jobs as contacts_jobs
 from surge.delivery import figures as delivery_figures
 from surge.dispatch import jobs as dispatch_jobs
 from surge.donations import endpoints as donations_api
+from surge.donations import gateway_jobs, refund_endpoints, stripe_events
 from surge.donations import jobs as donations_jobs
 from surge.donations import match_endpoints as matches_api
 from surge.donations import peer_endpoints as peer_api
@@ -154,6 +155,16 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("matches", matches_api.routes),
     # Peer-to-peer fundraising under a campaign: teams, fundraisers, leaderboards.
     Domain("peer-to-peer", peer_api.routes, startup=peer_api.startup),
+    # Refunds, and what the payment gateway reports by webhook (docs/donations.md).
+    Domain(
+        "payments",
+        (*refund_endpoints.routes, *stripe_events.routes),
+        tasks=(
+            gateway_jobs.refund,
+            gateway_jobs.stripe_event,
+            gateway_jobs.prune_stripe_events,
+        ),
+    ),
     Domain(
         "exports",
         exports_api.routes,

@@ -144,13 +144,19 @@ class Settings:
     #: the event-loop lag (seconds, worst of a second) that counts as overloaded.
     giving_day_shed: str = "auto"
     giving_day_shed_lag: float = 0.1
-    #: Payment gateway for donations: only ``sandbox`` (development, test tokens) ships.
+    #: Payment gateway for donations: ``sandbox`` (development, test tokens) or ``stripe``.
     payment_gateway: str = "sandbox"
     #: Charge attempts on temporary gateway errors, and the first retry delay (doubles).
     donations_charge_attempts: int = 8
     donations_charge_backoff: float = 2.0
     #: Sender address of donation receipts; empty means receipts@ the public URL's domain.
     donations_receipt_from: str = ""
+    #: Stripe (SURGE_PAYMENT_GATEWAY=stripe, docs/donations.md "Stripe"): the secret (or
+    #: restricted) API key, the signing secret of the webhook endpoint (whsec_…; empty: the
+    #: webhook answers 404), and the API's base URL (a test server in the tests).
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
     #: Outgoing SMTP senders, separated by spaces: smtp[s]://user:pass@host:port?options.
     #: Empty means the development sink (only sensible with `surge up`).
     smtp_senders: str = ""
@@ -228,6 +234,10 @@ class Settings:
             raise ConfigError("SURGE_EXPORTS_RETENTION_DAYS must be at least 1")
         if self.donations_charge_attempts < 1:
             raise ConfigError("SURGE_DONATIONS_CHARGE_ATTEMPTS must be at least 1")
+        if self.payment_gateway == "stripe" and not self.stripe_secret_key:
+            raise ConfigError("SURGE_PAYMENT_GATEWAY=stripe needs SURGE_STRIPE_SECRET_KEY")
+        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", self.stripe_api_base):
+            raise ConfigError(f"SURGE_STRIPE_API_BASE={self.stripe_api_base!r}: not an http(s) URL")
         try:
             parse_steps(self.webhook_retry_schedule, "SURGE_WEBHOOK_RETRY_SCHEDULE")
         except ValueError as exc:

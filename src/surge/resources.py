@@ -93,6 +93,9 @@ class Resources:
         """Close what is open: QUIT on SMTP connections, release HTTP and replica connections."""
         senders, self._senders = self._senders, None
         webhooks, self._webhooks = self._webhooks, None
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            await gateway.aclose()
         await self.replica.aclose()
         if senders is not None:
             await senders.aclose()

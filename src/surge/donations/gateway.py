@@ -4,11 +4,13 @@ A gateway charges a payment token once per idempotency key: charging the same ke
 returns the first charge's result and never moves money twice. ``charge`` returns a
 ``ChargeResult`` (succeeded with the gateway's reference, or declined with a reason) and
 raises ``GatewayUnavailable`` for temporary trouble, after which the caller retries later
-with the same key.
+with the same key. ``refund`` gives back part or all of a charge, once per key, the same
+way (``RefundResult``). ``GatewayMisconfigured`` means the gateway refuses our credentials:
+retrying cannot help, an operator must.
 
 The gateway is chosen by name with the ``payment_gateway`` setting
-(``SURGE_PAYMENT_GATEWAY``, default ``sandbox``); a real one registers itself in
-``GATEWAYS``.
+(``SURGE_PAYMENT_GATEWAY``, default ``sandbox``; ``stripe`` is ``donations/stripe.py``);
+each registers a factory in ``GATEWAYS``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -41,8 +44,29 @@ class ChargeResult:
         return self.status == "succeeded"
 
 
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """What a gateway did with a refund: ``reference`` when made, ``reason`` when refused."""
+
+    status: Literal["succeeded", "failed"]
+    reference: str | None = None
+    reason: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
 class GatewayUnavailable(Exception):
     """Temporary trouble (timeout, outage, 5xx): nothing was charged yet, try again later."""
+
+
+class GatewayMisconfigured(Exception):
+    """The gateway refuses our credentials (a wrong or revoked key): no retry will help."""
+
+
+#: Why a refund is made (``RefundIn.reason``); a gateway maps them to its own codes.
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "other")
 
 
 class PaymentGateway(Protocol):
@@ -52,6 +76,21 @@ class PaymentGateway(Protocol):
         self, *, amount: int, currency: str, token: str, idempotency_key: str, description: str
     ) -> ChargeResult:
         """Charge ``amount`` minor units of ``currency`` to ``token``, once per key."""
+        ...
+
+    async def refund(
+        self, *, reference: str, amount: int, reason: str, idempotency_key: str
+    ) -> RefundResult:
+        """Give back ``amount`` minor units of the charge ``reference``, once per key.
+
+        ``reason`` is one of ``REFUND_REASONS``. A refund the gateway will never make (more
+        than remains, unknown charge) is ``failed`` with its reason; temporary trouble
+        raises ``GatewayUnavailable``.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (called when the process stops)."""
         ...
 
 
@@ -117,6 +156,81 @@ class SandboxGateway:
         assert found is not None  # inserted above, or by whoever won the race
         return found
 
+    async def refund(
+        self, *, reference: str, amount: int, reason: str, idempotency_key: str
+    ) -> RefundResult:
+        """Refund part of a sandbox charge once per key; never more than the charge.
+
+        Refunds are kept in ``sandbox_refunds`` (unique on the key, failures too), so a
+        key refunded twice returns the first outcome, as a real gateway does.
+        """
+        await asyncio.sleep(random.uniform(*self.LATENCY))
+        async with self.pool.connection() as conn, conn.transaction():
+            read = conn.cursor(row_factory=dict_row)
+            # The charge's row lock makes concurrent refunds of one charge take turns, so
+            # their sum is checked against the charge one at a time.
+            await read.execute(
+                "select amount_minor from sandbox_charges"
+                " where reference = %s and outcome = 'succeeded' for update",
+                [reference],
+            )
+            charge = await read.fetchone()
+            done = await _sandbox_refund(read, idempotency_key)
+            if done is None:
+                reason_failed = await _refund_refusal(conn, charge, reference, amount)
+                await conn.execute(
+                    "insert into sandbox_refunds (idempotency_key, reference, charge_reference,"
+                    " amount_minor, reason, outcome, failure_reason)"
+                    " values (%s, %s, %s, %s, %s, %s, %s)"
+                    " on conflict (idempotency_key) do nothing",
+                    [
+                        idempotency_key,
+                        "sbx_re_" + secrets.token_hex(12),
+                        reference,
+                        amount,
+                        reason,
+                        "failed" if reason_failed else "succeeded",
+                        reason_failed,
+                    ],
+                )
+                done = await _sandbox_refund(read, idempotency_key)
+        assert done is not None  # inserted above, or by whoever won the race
+        if (done["charge_reference"], done["amount_minor"]) != (reference, amount):
+            return RefundResult("failed", reason="idempotency_key_reused")
+        if done["outcome"] == "succeeded":
+            return RefundResult("succeeded", reference=done["reference"])
+        return RefundResult("failed", reason=done["failure_reason"])
+
+    async def aclose(self) -> None:
+        """Nothing to release: the sandbox uses the process's database pool."""
+
+
+async def _sandbox_refund(read: AsyncCursor[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    await read.execute(
+        "select reference, charge_reference, amount_minor, outcome, failure_reason"
+        " from sandbox_refunds where idempotency_key = %s",
+        [key],
+    )
+    return await read.fetchone()
+
+
+async def _refund_refusal(
+    conn: AsyncConnection[Any], charge: dict[str, Any] | None, reference: str, amount: int
+) -> str | None:
+    """Why the sandbox refuses this refund, or None: what a real gateway refuses."""
+    if charge is None:
+        return "charge_not_found"
+    cur = await conn.execute(
+        "select coalesce(sum(amount_minor), 0) from sandbox_refunds"
+        " where charge_reference = %s and outcome = 'succeeded'",
+        [reference],
+    )
+    row = await cur.fetchone()
+    refunded = int(row[0]) if row else 0
+    if refunded + amount > charge["amount_minor"]:
+        return "amount_exceeds_charge"
+    return None
+
 
 def _decide(token: str) -> tuple[str, str | None]:
     if token in ("tok_ok", "tok_slow"):
@@ -126,9 +240,21 @@ def _decide(token: str) -> tuple[str, str | None]:
     return "declined", "invalid_token"
 
 
-#: Gateway name → factory taking the process's database pool.
-GATEWAYS: dict[str, Callable[[AsyncConnectionPool], PaymentGateway]] = {
-    "sandbox": SandboxGateway,
+def _sandbox(settings: Settings, pool: AsyncConnectionPool) -> PaymentGateway:
+    return SandboxGateway(pool)
+
+
+def _stripe(settings: Settings, pool: AsyncConnectionPool) -> PaymentGateway:
+    # Imported here: only a process that uses Stripe loads its library.
+    from surge.donations.stripe import StripeGateway
+
+    return StripeGateway(settings, pool)
+
+
+#: Gateway name → factory taking the process's settings and database pool.
+GATEWAYS: dict[str, Callable[[Settings, AsyncConnectionPool], PaymentGateway]] = {
+    "sandbox": _sandbox,
+    "stripe": _stripe,
 }
 
 
@@ -139,4 +265,4 @@ def make_gateway(settings: Settings, pool: AsyncConnectionPool) -> PaymentGatewa
     if factory is None:
         known = ", ".join(sorted(GATEWAYS))
         raise ConfigError(f"SURGE_PAYMENT_GATEWAY={name!r} is not one of: {known}")
-    return factory(pool)
+    return factory(settings, pool)

@@ -18,7 +18,7 @@ from surge.config import Settings
 from surge.delivery.bounces import SendStatus
 from surge.delivery.dkim import sign_all
 from surge.donations import receipts, service, store
-from surge.donations.gateway import ChargeResult, GatewayUnavailable
+from surge.donations.gateway import ChargeResult, GatewayMisconfigured, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
 from surge.observability import tracing
@@ -86,6 +86,12 @@ async def charge(ctx: JobContext) -> None:
             raise  # the job engine retries with charge_backoff
         log.warning("charge gave up", extra={"donation": donation_id, "error": str(exc)})
         result = ChargeResult("declined", reason="gateway_unavailable")
+    except GatewayMisconfigured as exc:
+        # A refused API key: no retry mends it. The donation stays pending; once the key
+        # is fixed, `surge jobs retry` charges it (with the same key, so once).
+        log.error("charge discarded", extra={"donation": donation_id, "error": str(exc)})
+        await ctx.discard(str(exc))
+        return
     async with ctx.pool.connection() as conn, conn.transaction():
         done = await service.finish_charge(conn, donation_id, result)
         await ctx.complete_in(conn)

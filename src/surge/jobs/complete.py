@@ -54,6 +54,22 @@ on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
 returning outcome
 """
 
+# A task that knows no retry can help (say, the gateway refuses our credentials) discards
+# its own job at once: a dead letter an operator retries once the cause is fixed.
+DISCARD = """
+with discarded as (
+    update jobs
+    set state = 'discarded', attempted_by = null, last_error = %(error)s::text,
+        errors = errors || jsonb_build_array(
+            jsonb_build_object('attempt', attempt, 'at', now(), 'error', %(error)s::text))
+    where id = %(id)s and state = 'running' and attempted_by = %(worker)s
+    returning queue
+)
+insert into job_counters (queue, outcome, n)
+select queue, outcome, 1 from discarded cross join (values ('failed'), ('discarded')) o(outcome)
+on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
+"""
+
 # A stopping worker gives back what it could not finish: not a failure, so the attempt
 # it had taken is given back too.
 HAND_BACK = """
@@ -77,6 +93,13 @@ async def fail_job(
     )
     outcomes = {row[0] for row in await cur.fetchall()}
     return next((o for o in ("discarded", "retried") if o in outcomes), None)
+
+
+async def discard_job(
+    conn: AsyncConnection[Any], job_id: int, worker_id: str, error: str
+) -> None:
+    """Move a job still running on ``worker_id`` to ``discarded`` now, whatever its attempts."""
+    await conn.execute(DISCARD, {"id": job_id, "worker": worker_id, "error": error})
 
 
 async def hand_back(conn: AsyncConnection[Any], worker_id: str) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 
 from surge.config import Settings
-from surge.jobs.complete import complete_jobs
+from surge.jobs.complete import complete_jobs, discard_job
 from surge.retry import Backoff
 
 if TYPE_CHECKING:
@@ -74,6 +74,15 @@ class JobContext:
         completion (or failure) still applies after the task returns.
         """
         await complete_jobs(conn, [self.job.id], self.worker_id)
+        self.completed = True
+
+    async def discard(self, error: str) -> None:
+        """Dead-letter this job now, without the attempts left: for a failure no retry can
+        mend (``surge jobs failed`` lists it, ``surge jobs retry`` runs it again once an
+        operator has mended the cause). The task should return normally afterwards.
+        """
+        async with self.pool.connection() as conn:
+            await discard_job(conn, self.job.id, self.worker_id, error)
         self.completed = True
 
 
