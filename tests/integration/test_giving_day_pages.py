@@ -170,6 +170,7 @@ def test_patch_changes_only_the_page_settings_given(staff: httpx.Client) -> None
     assert staff.get(f"/v1/campaigns/{made['id']}").json() == changed
     cleared = patch(staff, made["id"], {"story": None})
     assert cleared["story"] is None and cleared["page"]["published"] is True
+    assert patch(staff, made["id"], {}) == cleared  # nothing to change is not an error
 
 
 # -- the campaign page ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from surge.config import ConfigError
 from surge.jobs.registry import Job
 from surge.observability import tracing
-from surge.observability.tracing import TracingConfig, read_config
+from surge.observability.tracing_config import TracingConfig, read_config
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
 

@@ -114,7 +114,7 @@ async def update_page(
         params["page"] = Jsonb(params["page"])
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"update campaigns set {', '.join(sets) or 'id = id'}"
+        f"update campaigns set {', '.join(sets) or 'name = name'}"
         f" where organization_id = %(org)s and id = %(id)s returning {CAMPAIGN_COLUMNS}",
         params,
     )

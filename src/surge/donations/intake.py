@@ -44,6 +44,7 @@ from surge.donations.peer_schemas import PublicFundraiser, Team
 from surge.donations.schemas import FREQUENCIES, DonationAccepted, Frequency
 from surge.errors import Invalid, NotFound, Overloaded
 from surge.jobs.enqueue import NewJob, enqueue_many
+from surge.observability import tracing
 
 #: Seconds a flush waits for more donations after the first (a donation may wait this long).
 MAX_DELAY = 0.004
@@ -75,6 +76,8 @@ class Outcome:
 class _Submitted:
     donation: store.NewDonation
     charge_attempts: int
+    #: The trace its charge job continues: the request's (None: not traced).
+    traceparent: str | None = None
     outcome: Outcome | None = None
     #: Its key's donation was made and deleted meanwhile (with its campaign).
     gone: bool = False
@@ -160,7 +163,17 @@ class DonationIntake:
         """Store ``donation`` and its charge job, or find the donation its key already
         made; return once committed. Raises ``Overloaded``, ``IntakeUnavailable`` or
         ``Invalid`` (the database refused this donation's values)."""
-        entry = _Submitted(donation, charge_attempts)
+        # The request's wait for the group commit is its enqueue span: the charge job that
+        # the flush writes (in the writer's task, not this one) continues this trace.
+        with tracing.enqueuing("donations.charge", QUEUE) as (traceparent, _):
+            entry = _Submitted(donation, charge_attempts, traceparent)
+            await self._write(entry)
+        if entry.gone:
+            raise NotFound(f"campaign {donation.campaign_id} not found")
+        assert entry.outcome is not None  # set by the flush that committed it
+        return entry.outcome
+
+    async def _write(self, entry: _Submitted) -> None:
         try:
             await self.writer.write([entry])
         except Backlogged:
@@ -171,10 +184,6 @@ class DonationIntake:
             ) from None
         except Rejected as exc:
             raise Invalid(None, f"donation refused by the database: {exc.reason}") from None
-        if entry.gone:
-            raise NotFound(f"campaign {donation.campaign_id} not found")
-        assert entry.outcome is not None  # set by the flush that committed it
-        return entry.outcome
 
     async def _flush(self, conn: Any, entries: Sequence[_Submitted]) -> None:
         """One transaction for a flush (the writer opened it): insert, enqueue, look up."""
@@ -196,6 +205,7 @@ class DonationIntake:
                     queue=QUEUE,
                     organization_id=row.organization_id,
                     max_attempts=winner.charge_attempts,
+                    traceparent=winner.traceparent,
                 )
             )
         if jobs:

@@ -1,23 +1,18 @@
 """OpenTelemetry traces: from the HTTP request through the job queue to the SMTP server, the
 webhook receiver and the payment gateway (``docs/observability.md``, "Traces").
 
-Off unless an exporter is configured, with the standard variables only:
-``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, both comma-separated, or ``none``) or, when
-it is unset, ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``;
-``OTEL_SDK_DISABLED=true`` turns everything off. The SDK itself reads the sampler
-(``OTEL_TRACES_SAMPLER``/``_ARG``), the resource (``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES``), the exporter's endpoint, headers and timeout, and the batch
-processor's ``OTEL_BSP_*``; ``read_config`` only refuses values the SDK would silently
-replace (an unknown sampler, a ratio outside 0..1, a protocol we cannot speak).
+Off unless an exporter is configured with the standard ``OTEL_*`` variables
+(``tracing_config.py``); ``configure(process)`` sets a process up once, at start.
 
 Costs. Off, a hot path pays one test of the module global ``active``. On, the head decision
-of a request or job without a parent is taken here, with one ``random()``, before the SDK is
-asked anything: the SDK's ``start_span`` costs ~7 µs even for a span it then drops, which at
-1 % sampling would be most of tracing's cost on event intake. An unsampled root attaches a
-shared context whose span is valid but not sampled, so that the jobs it enqueues are stored
-as unsampled too (one trace is all or nothing). A sampled root is started by a second tracer
-provider whose sampler is always on (the decision is made already) and which shares the
-exporting processor; everything below it uses the configured sampler as usual.
+of a request or a job without a parent is taken here, with one ``random()``, before the SDK
+is asked anything: its ``start_span`` costs ~7 µs even for a span it then drops, which at
+1 % sampling would be most of tracing's cost on event intake. A root not sampled sets one
+context variable (``_unsampled``, cheaper than OpenTelemetry's context by half a µs), so
+that the jobs it enqueues are stored as unsampled too: a trace is kept whole or not at all.
+A sampled root is started by a second tracer provider whose sampler is always on (the
+decision is made already) and which shares the exporting processor; every span below it
+uses the configured sampler as usual.
 
 Context crosses processes as a W3C ``traceparent``: read from incoming requests, stored with
 each job (``jobs.traceparent``, and ``webhook_events.traceparent`` for the outbox), sent
@@ -32,8 +27,6 @@ import logging
 import os
 import random
 import re
-import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
@@ -57,11 +50,10 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from surge import __version__
-from surge.config import ConfigError
+from surge.observability.tracing_config import providers, read_config
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
 
     from surge.jobs.registry import Job
 
@@ -73,7 +65,6 @@ __all__ = [
     "Span",
     "Status",
     "StatusCode",
-    "TracingConfig",
     "active",
     "add_event",
     "begin_request",
@@ -86,7 +77,6 @@ __all__ = [
     "inject",
     "job_span",
     "message_spans",
-    "read_config",
     "shutdown",
     "span",
     "take_message_span",
@@ -98,92 +88,8 @@ INTERNAL = SpanKind.INTERNAL
 #: Whether this process traces. Hot paths test it first and do nothing else when it is False.
 active = False
 
-SAMPLERS = {
-    # name: (follows the parent's decision, probability of a root being sampled or None: ARG)
-    "always_on": (False, 1.0),
-    "always_off": (False, 0.0),
-    "traceidratio": (False, None),
-    "parentbased_always_on": (True, 1.0),
-    "parentbased_always_off": (True, 0.0),
-    "parentbased_traceidratio": (True, None),
-}
-EXPORTERS = ("otlp", "console")
 #: Seconds the exporter gets at exit to send what is still queued.
 SHUTDOWN_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class TracingConfig:
-    """What ``read_config`` found in the environment: tracing is on."""
-
-    exporters: tuple[str, ...]
-    sampler: str
-    #: Probability that a trace without a parent (a request, a job nobody traced) is sampled.
-    rate: float
-    #: Whether a span with a parent follows the parent's decision (the parentbased_* samplers).
-    parent_based: bool
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() == "true"
-
-
-def read_config(environ: Mapping[str, str]) -> TracingConfig | None:
-    """Tracing's configuration from ``OTEL_*`` variables; None when tracing is off.
-
-    On when ``OTEL_TRACES_EXPORTER`` names an exporter, or, with it unset, when an OTLP
-    endpoint is given; off with ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``.
-    ConfigError for values the SDK would replace with a default behind the operator's back.
-    """
-    if _flag(environ, "OTEL_SDK_DISABLED"):
-        return None
-    named = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    exporters = tuple(dict.fromkeys(n.strip() for n in named.split(",") if n.strip()))
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not exporters:
-        exporters = ("otlp",) if endpoint else ()
-    if exporters == ("none",):
-        return None
-    unknown = [n for n in exporters if n not in EXPORTERS]
-    if unknown:
-        raise ConfigError(
-            f"OTEL_TRACES_EXPORTER: {', '.join(unknown)!s} is not one of otlp, console, none"
-        )
-    if not exporters:
-        return None
-    if "otlp" in exporters:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-        )
-        if protocol.strip().lower() != "http/protobuf":
-            raise ConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: Surge exports traces over"
-                " http/protobuf only (a collector's port 4318)"
-            )
-    sampler = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"OTEL_TRACES_SAMPLER: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    parent_based, rate = SAMPLERS[sampler]
-    if rate is None:
-        rate = _ratio(environ.get("OTEL_TRACES_SAMPLER_ARG"))
-    return TracingConfig(exporters, sampler, rate, parent_based)
-
-
-def _ratio(arg: str | None) -> float:
-    if arg is None or not arg.strip():
-        return 1.0  # the specification's default
-    try:
-        rate = float(arg)
-    except ValueError:
-        rate = -1.0
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG: {arg!r} is not a probability from 0 to 1")
-    return rate
-
-
-# -- set-up --------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -191,7 +97,7 @@ class _Setup:
     provider: TracerProvider
     #: Every span except the roots sampled here.
     tracer: Tracer
-    #: Roots sampled by ``_sample_root``: the provider's sampler is always on.
+    #: Roots this module decided to sample: its provider's sampler is always on.
     roots: Tracer
     rate: float
     parent_based: bool
@@ -199,11 +105,13 @@ class _Setup:
 
 _setup: _Setup | None = None
 _global_provider_set = False
+_random = random.random
 
 
 def configure(process: str) -> bool:
     """Set tracing up for this process (``api``, ``worker``) from ``OTEL_*``; True when on.
 
+    ConfigError for an ``OTEL_*`` value Surge refuses (``tracing_config.read_config``).
     Spans still queued are exported when the process exits (``shutdown``, run at exit).
     """
     global active, _setup, _global_provider_set
@@ -211,18 +119,7 @@ def configure(process: str) -> bool:
     shutdown()
     if config is None:
         return False
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    resource = _resource(process)
-    # The sampler of `provider` comes from OTEL_TRACES_SAMPLER, read by the SDK.
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    roots = TracerProvider(sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False)
-    for name in config.exporters:
-        processor = BatchSpanProcessor(_exporter(name))
-        provider.add_span_processor(processor)
-        roots.add_span_processor(processor)  # shut down with `provider`
+    provider, roots = providers(config, process)
     scope = ("surge", __version__)
     _setup = _Setup(
         provider,
@@ -241,34 +138,6 @@ def configure(process: str) -> bool:
         extra={"exporters": list(config.exporters), "sampler": config.sampler, "rate": config.rate},
     )
     return True
-
-
-def _exporter(name: str) -> SpanExporter:
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        # One span a line, like the JSON logs, rather than the SDK's indented blocks.
-        return ConsoleSpanExporter(
-            out=sys.stdout, formatter=lambda s: s.to_json(indent=None) + "\n"
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()  # endpoint, headers, timeout, compression: OTEL_EXPORTER_OTLP_*
-
-
-def _resource(process: str) -> Any:
-    """The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) with Surge's defaults
-    where the operator named nothing: service ``surge-<process>``, its version, instance."""
-    from opentelemetry.sdk.resources import Resource
-
-    detected = Resource.create()
-    attributes = dict(detected.attributes)
-    if str(attributes.get("service.name", "")).startswith("unknown_service"):
-        attributes["service.name"] = f"surge-{process}"
-    attributes.setdefault("service.version", __version__)
-    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
-    attributes["surge.process"] = process
-    return Resource(attributes, detected.schema_url)
 
 
 def shutdown() -> None:
@@ -290,63 +159,78 @@ def flush(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
 
 _propagator = TraceContextTextMapPropagator()
 _ROOT = Context()
-# The span of every unsampled root: valid, so that what it enqueues is stored as unsampled,
-# with ids that `current_traceparent` replaces by random ones before they leave the process.
-_MARK_TRACE_ID = 0x5355524745_554E53414D504C4544  # "SURGE" "UNSAMPLED"
-_MARK_SPAN_ID = 0x5355524745
-_UNSAMPLED_SPAN = NonRecordingSpan(
-    SpanContext(_MARK_TRACE_ID, _MARK_SPAN_ID, is_remote=False, trace_flags=TraceFlags(0))
-)
-_UNSAMPLED = trace.set_span_in_context(_UNSAMPLED_SPAN, _ROOT)
-_SAMPLED = TraceFlags.SAMPLED
+#: The trace the current request or job belongs to when it is not sampled (no span then):
+#: what it enqueues or calls is stored or sent as not sampled.
+_unsampled: ContextVar[SpanContext | None] = ContextVar("surge_unsampled_trace", default=None)
+# The unsampled trace of a root we decided not to sample: its ids are drawn by `_format`
+# only when something leaves the process with them, not for every request.
+_PLACEHOLDER_TRACE_ID = 0x5355524745_554E53414D504C4544  # "SURGE" "UNSAMPLED"
+_PLACEHOLDER = SpanContext(_PLACEHOLDER_TRACE_ID, 0x5355524745, False, TraceFlags(0))
 
 
-def _remote(traceparent: str | bytes, tracestate: str | bytes | None = None) -> Context | None:
-    """The context a W3C ``traceparent`` (and ``tracestate``) describe; None if malformed."""
+def _remote(traceparent: str | bytes, tracestate: str | bytes | None = None) -> SpanContext | None:
+    """The span a W3C ``traceparent`` (and ``tracestate``) describe; None if malformed."""
     carrier = {"traceparent": _text(traceparent)}
     if tracestate:
         carrier["tracestate"] = _text(tracestate)
-    found = _propagator.extract(carrier, context=_ROOT)
-    return found if trace.get_current_span(found).get_span_context().is_valid else None
+    found = trace.get_current_span(_propagator.extract(carrier, context=_ROOT))
+    ctx = found.get_span_context()
+    return ctx if ctx.is_valid else None
 
 
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _sampled(parent: Context) -> bool:
-    return trace.get_current_span(parent).get_span_context().trace_flags.sampled
+def _as_parent(ctx: SpanContext) -> Context:
+    return trace.set_span_in_context(NonRecordingSpan(ctx), _ROOT)
 
 
 def _format(ctx: SpanContext) -> str:
-    if ctx.trace_id == _MARK_TRACE_ID:
+    if ctx.trace_id == _PLACEHOLDER_TRACE_ID:
         trace_id, span_id, flags = random.getrandbits(128) or 1, random.getrandbits(64) or 1, 0
     else:
         trace_id, span_id, flags = ctx.trace_id, ctx.span_id, ctx.trace_flags
     return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
 
+def _current() -> SpanContext | None:
+    """What work started now continues: the current span, else the unsampled trace, if any."""
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid else _unsampled.get()
+
+
 def current_traceparent() -> str | None:
-    """The ``traceparent`` of the current span, to be stored or sent on; None without one.
+    """The ``traceparent`` that work started now continues, to store or send; None without one.
 
     An unsampled trace gets one too (flags 00), so that what happens downstream is not
     sampled on its own: a trace is kept whole or not at all.
     """
     if not active:
         return None
-    ctx = trace.get_current_span().get_span_context()
-    return _format(ctx) if ctx.is_valid else None
+    ctx = _current()
+    return None if ctx is None else _format(ctx)
 
 
 def inject(headers: dict[str, str]) -> None:
     """Add ``traceparent`` (and ``tracestate``) of the current span to outgoing ``headers``."""
-    if not active:
+    if not active or (ctx := _current()) is None:
         return
-    ctx = trace.get_current_span().get_span_context()
-    if ctx.is_valid:
-        headers["traceparent"] = _format(ctx)
-        if ctx.trace_state:
-            headers["tracestate"] = ctx.trace_state.to_header()
+    headers["traceparent"] = _format(ctx)
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
+
+
+def current_span() -> Span:
+    """The current span (one that records nothing when tracing is off or not sampled)."""
+    return trace.get_current_span() if active else INVALID_SPAN
+
+
+def add_event(name: str, attributes: Mapping[str, Any]) -> None:
+    """An event on the current span, if it records."""
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.add_event(name, dict(attributes))
 
 
 # -- spans ---------------------------------------------------------------------------------
@@ -374,32 +258,30 @@ def span(
 
 #: What ``begin_request`` hands to ``end_request``: the server span (None: not sampled) and
 #: the token that restores the context the request started in.
-Request = tuple[Span | None, Token[Context]]
+Request = tuple[Span | None, Token[Any]]
 
 
 def begin_request(scope: Mapping[str, Any], request_id: str) -> Request:
     """Start the server span of an HTTP request (a child of its ``traceparent``, if sent)."""
     assert _setup is not None
     setup = _setup
-    traceparent = tracestate = None
+    parent = None
     for name, value in scope["headers"]:
         if name == b"traceparent":
-            traceparent = value
-        elif name == b"tracestate":
-            tracestate = value
-    parent = _remote(traceparent, tracestate) if traceparent is not None else None
+            parent = _remote(value, _header(scope, b"tracestate"))
+            break
     if parent is None:
-        if random.random() >= setup.rate:
-            return None, otel_context.attach(_UNSAMPLED)
-        tracer, parent = setup.roots, _ROOT
-    elif setup.parent_based and not _sampled(parent):
-        return None, otel_context.attach(parent)
+        if _random() >= setup.rate:
+            return None, _unsampled.set(_PLACEHOLDER)
+        tracer, context = setup.roots, _ROOT
+    elif setup.parent_based and not parent.trace_flags.sampled:
+        return None, _unsampled.set(parent)
     else:
-        tracer = setup.tracer
+        tracer, context = setup.tracer, _as_parent(parent)
     method = scope["method"]
     server = tracer.start_span(
         method,  # named after its route template at the end, once routing has found it
-        context=parent,
+        context=context,
         kind=SpanKind.SERVER,
         attributes={
             "http.request.method": method,
@@ -408,7 +290,14 @@ def begin_request(scope: Mapping[str, Any], request_id: str) -> Request:
             "surge.request_id": request_id,
         },
     )
-    return server, otel_context.attach(trace.set_span_in_context(server, parent))
+    return server, otel_context.attach(trace.set_span_in_context(server, context))
+
+
+def _header(scope: Mapping[str, Any], wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
 
 
 def end_request(
@@ -416,15 +305,16 @@ def end_request(
 ) -> None:
     """End the span ``begin_request`` started: route, status, the exception if one escaped."""
     server, token = request
-    otel_context.detach(token)
     if server is None:
+        _unsampled.reset(token)
         return
+    otel_context.detach(token)
     route = _template(getattr(scope.get("route"), "path", None))
     if route is not None:
         server.update_name(f"{scope['method']} {route}")
         server.set_attribute("http.route", route)
     server.set_attribute("http.response.status_code", status)
-    if error is not None and isinstance(error, Exception):
+    if isinstance(error, Exception):
         server.record_exception(error)
     if status >= 500:  # a 4xx is the client's mistake, not the server span's error
         server.set_attribute("error.type", type(error).__name__ if error else str(status))
@@ -463,17 +353,17 @@ def _job_span(job: Job) -> Iterator[None]:
     setup = _setup
     parent = _remote(job.traceparent) if job.traceparent else None
     if parent is None:
-        if random.random() >= setup.rate:
-            with _attached(_UNSAMPLED):
+        if _random() >= setup.rate:
+            with _unsampled_as(_PLACEHOLDER):
                 yield
             return
-        tracer, parent = setup.roots, _ROOT
-    elif setup.parent_based and not _sampled(parent):
-        with _attached(parent):
+        tracer, context = setup.roots, _ROOT
+    elif setup.parent_based and not parent.trace_flags.sampled:
+        with _unsampled_as(parent):
             yield
         return
     else:
-        tracer = setup.tracer
+        tracer, context = setup.tracer, _as_parent(parent)
     attributes: dict[str, Any] = {
         "messaging.system": "surge",
         "messaging.operation.type": "process",
@@ -487,18 +377,18 @@ def _job_span(job: Job) -> Iterator[None]:
     if job.organization_id is not None:
         attributes["surge.organization_id"] = job.organization_id
     with tracer.start_as_current_span(
-        f"run {job.kind}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        f"run {job.kind}", context=context, kind=SpanKind.CONSUMER, attributes=attributes
     ):
         yield
 
 
 @contextmanager
-def _attached(ctx: Context) -> Iterator[None]:
-    token = otel_context.attach(ctx)
+def _unsampled_as(ctx: SpanContext) -> Iterator[None]:
+    token = _unsampled.set(ctx)
     try:
         yield
     finally:
-        otel_context.detach(token)
+        _unsampled.reset(token)
 
 
 #: What ``enqueuing`` gives: the traceparent to store with the job(s), and the enqueue span.
@@ -511,11 +401,10 @@ def enqueuing(kind: str, queue: str | None) -> AbstractContextManager[Enqueuing]
     ``traceparent`` the new job(s) store (None when there is no trace to continue)."""
     if not active:
         return _NOT_TRACED
-    current = trace.get_current_span()
-    if not current.is_recording():
-        ctx = current.get_span_context()
-        return nullcontext((_format(ctx), INVALID_SPAN)) if ctx.is_valid else _NOT_TRACED
-    return _enqueue_span(kind, queue)
+    if trace.get_current_span().is_recording():
+        return _enqueue_span(kind, queue)
+    ctx = _current()
+    return _NOT_TRACED if ctx is None else nullcontext((_format(ctx), INVALID_SPAN))
 
 
 @contextmanager
@@ -563,15 +452,3 @@ def take_message_span() -> bool:
         return False
     budget[0] -= 1
     return True
-
-
-def add_event(name: str, attributes: Mapping[str, Any]) -> None:
-    """An event on the current span, if it records."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.add_event(name, dict(attributes))
-
-
-def current_span() -> Span:
-    """The current span (one that records nothing when tracing is off)."""
-    return trace.get_current_span() if active else INVALID_SPAN
