@@ -27,6 +27,7 @@ from surge.contacts import endpoints as contacts_api
 from surge.contacts import jobs as contacts_jobs
 from surge.delivery import figures as delivery_figures
 from surge.dispatch import jobs as dispatch_jobs
+from surge.dispatch import proofs as dispatch_proofs
 from surge.donations import endpoints as donations_api
 from surge.donations import gateway_jobs, refund_endpoints, stripe_events
 from surge.donations import jobs as donations_jobs
@@ -116,6 +117,7 @@ DOMAINS: tuple[Domain, ...] = (
             dispatch_jobs.send_chunk,
             dispatch_jobs.pick_winner,
             dispatch_jobs.finalise,
+            dispatch_proofs.send_proof,
         ),
         figures=(delivery_figures.deferrals,),
     ),

@@ -113,6 +113,38 @@ async def update_page(conn: Conn, org: int, campaign_id: int, body: CampaignPatc
     return campaign_of(row)
 
 
+async def update_campaign(conn: Conn, org: int, campaign_id: int, body: CampaignIn) -> Campaign:
+    """Change a campaign's name, kind, goal, currency and dates (``body``'s page fields are
+    ``update_page``'s business). The rules of ``create_campaign`` hold, and a currency,
+    once set, stays: the campaign's totals and its donation form are kept in it."""
+    if body.goal is not None and body.currency is None:
+        raise Invalid("currency", "a campaign with a goal needs a currency")
+    starts_at = check_time("starts_at", body.starts_at)
+    ends_at = check_time("ends_at", body.ends_at)
+    if starts_at and ends_at and ends_at <= starts_at:
+        raise Invalid("ends_at", "ends_at must be after starts_at")
+    async with conn.transaction():
+        current = await get_campaign(conn, org, campaign_id)
+        if current.currency is not None and body.currency != current.currency:
+            raise Invalid(
+                "currency",
+                f"the campaign's currency is {current.currency} and cannot change;"
+                " create another campaign for another currency",
+            )
+        values = {
+            "name": body.name,
+            "kind": body.kind,
+            "goal": body.goal,
+            "currency": body.currency,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+        }
+        row = await store.update_campaign(conn, org, campaign_id, values)
+    if row is None:  # deleted meanwhile
+        raise NotFound(f"campaign {campaign_id} not found")
+    return campaign_of(row)
+
+
 async def get_campaign(conn: Conn, org: int, campaign_id: int) -> Campaign:
     row = await store.get_campaign(conn, org, campaign_id)
     if row is None:
@@ -207,10 +239,19 @@ DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped", "cancelled")
 
 
 async def page_campaigns(
-    conn: Conn, org: int, *, after: str | None, limit: int, kind: str | None = None
+    conn: Conn,
+    org: int,
+    *,
+    after: str | None,
+    limit: int,
+    kind: str | None = None,
+    newest_first: bool = False,
 ) -> CampaignPage:
+    """A keyset page of campaigns, oldest first (the API) or newest first (the console)."""
     check_choice("kind", kind, CAMPAIGN_KINDS)
-    rows = await store.page_campaigns(conn, org, decode_cursor(after), limit, kind)
+    rows = await store.page_campaigns(
+        conn, org, decode_cursor(after), limit, kind, newest_first=newest_first
+    )
     data = [campaign_of(row) for row in rows]
     return CampaignPage(data, next_cursor([c.id for c in data], limit))
 
@@ -223,9 +264,13 @@ async def page_messages(
     limit: int,
     campaign_id: int | None = None,
     status: str | None = None,
+    newest_first: bool = False,
 ) -> MessagePage:
+    """A keyset page of messages, oldest first (the API) or newest first (the console)."""
     check_choice("status", status, MESSAGE_STATUSES)
-    rows = await store.page_messages(conn, org, decode_cursor(after), limit, campaign_id, status)
+    rows = await store.page_messages(
+        conn, org, decode_cursor(after), limit, campaign_id, status, newest_first=newest_first
+    )
     data = [sends.message_of(row, []) for row in rows]
     return MessagePage(data, next_cursor([m.id for m in data], limit))
 

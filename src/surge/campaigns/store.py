@@ -10,7 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from surge.fields import like_escape
+from surge.fields import MAX_BIGINT, like_escape
 
 CAMPAIGN_COLUMNS = (
     "id, name, kind, goal_minor as goal, currency, starts_at, ends_at, created_at,"
@@ -122,16 +122,48 @@ async def update_page(
 
 
 async def page_campaigns(
-    conn: AsyncConnection[Any], organization_id: int, after: int, limit: int, kind: str | None
+    conn: AsyncConnection[Any],
+    organization_id: int,
+    after: int,
+    limit: int,
+    kind: str | None,
+    *,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
+    """A keyset page along campaigns_organization_idx: ids above ``after``, or (newest
+    first) below it, 0 meaning from the newest."""
+    order = (
+        " and id < %(before)s order by id desc"
+        if newest_first
+        else " and id > %(after)s order by id"
+    )
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"select {CAMPAIGN_COLUMNS} from campaigns where organization_id = %(org)s"
-        " and id > %(after)s and (%(kind)s::text is null or kind = %(kind)s)"
-        " order by id limit %(limit)s",
-        {"org": organization_id, "after": after, "kind": kind, "limit": limit},
+        " and (%(kind)s::text is null or kind = %(kind)s)" + order + " limit %(limit)s",
+        {
+            "org": organization_id,
+            "after": after,
+            "before": after or MAX_BIGINT,
+            "kind": kind,
+            "limit": limit,
+        },
     )
     return await cur.fetchall()
+
+
+async def update_campaign(
+    conn: AsyncConnection[Any], organization_id: int, campaign_id: int, values: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Set the campaign's name, kind, goal, currency and dates."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "update campaigns set name = %(name)s, kind = %(kind)s, goal_minor = %(goal)s,"
+        " currency = %(currency)s, starts_at = %(starts_at)s, ends_at = %(ends_at)s"
+        f" where organization_id = %(org)s and id = %(id)s returning {CAMPAIGN_COLUMNS}",
+        {"org": organization_id, "id": campaign_id, **values},
+    )
+    return await cur.fetchone()
 
 
 async def page_messages(
@@ -141,17 +173,25 @@ async def page_messages(
     limit: int,
     campaign_id: int | None,
     status: str | None,
+    *,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """A keyset page of messages; with a campaign, along messages_campaign_idx."""
+    """A keyset page of messages; with a campaign, along messages_campaign_idx. Newest
+    first: ids below ``after`` (0: from the newest)."""
+    order = (
+        " and id < %(before)s order by id desc"
+        if newest_first
+        else " and id > %(after)s order by id"
+    )
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"select {MESSAGE_COLUMNS} from messages where organization_id = %(org)s"
-        " and id > %(after)s and (%(campaign)s::bigint is null or campaign_id = %(campaign)s)"
-        " and (%(status)s::text is null or status = %(status)s)"
-        " order by id limit %(limit)s",
+        " and (%(campaign)s::bigint is null or campaign_id = %(campaign)s)"
+        " and (%(status)s::text is null or status = %(status)s)" + order + " limit %(limit)s",
         {
             "org": organization_id,
             "after": after,
+            "before": after or MAX_BIGINT,
             "campaign": campaign_id,
             "status": status,
             "limit": limit,

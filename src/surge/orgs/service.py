@@ -96,6 +96,14 @@ def free_slug(base: str, taken: set[str]) -> str:
     return f"{base}-{n}"
 
 
+async def slug_of(conn: AsyncConnection, organization_id: int) -> str:
+    """The organisation's part of its giving-day pages' address (/g/{slug}/…)."""
+    slug = await store.slug_of(conn, organization_id)
+    if slug is None:
+        raise NotFound(f"organization {organization_id} not found")
+    return slug
+
+
 async def set_slug(conn: AsyncConnection, organization_id: int, slug: str) -> None:
     """Give the organisation a new page address; its old one stops working at once."""
     check_slug("slug", slug)

@@ -69,6 +69,12 @@ async def taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
     return {row[0] for row in await cur.fetchall()}
 
 
+async def slug_of(conn: AsyncConnection, organization_id: int) -> str | None:
+    cur = await conn.execute("select slug from organizations where id = %s", [organization_id])
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def set_slug(conn: AsyncConnection, organization_id: int, slug: str) -> bool:
     """Change the organisation's slug; False if there is no such organisation."""
     cur = await conn.execute(
