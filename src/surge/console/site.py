@@ -19,10 +19,15 @@ from surge.console import (
     assets,
     audit_page,
     auth,
+    campaign_pages,
+    composer,
+    donation_pages,
     job_pages,
     keys,
+    message_pages,
     overview,
     people,
+    webhook_pages,
 )
 from surge.console.web import NavItem, error_page, guarded
 
@@ -38,8 +43,13 @@ class Section:
 #: In navigation order.
 SECTIONS: tuple[Section, ...] = (
     Section(overview.routes, overview.nav),
+    Section(campaign_pages.routes, campaign_pages.nav),
+    Section(composer.routes),
+    Section(message_pages.routes, message_pages.nav),
+    Section(donation_pages.routes, donation_pages.nav),
     Section(job_pages.routes, job_pages.nav),
     Section(keys.routes, keys.nav),
+    Section(webhook_pages.routes, webhook_pages.nav),
     Section(people.routes, people.nav),
     Section(audit_page.routes, audit_page.nav),
     Section(account.routes),
