@@ -33,6 +33,7 @@ from surge.donations import gateway_jobs, refund_endpoints, stripe_events
 from surge.donations import jobs as donations_jobs
 from surge.donations import match_endpoints as matches_api
 from surge.donations import peer_endpoints as peer_api
+from surge.donations import recurring_endpoints as recurring_api
 from surge.exports import endpoints as exports_api
 from surge.exports import jobs as exports_jobs
 from surge.givingday import pages as giving_day_pages
@@ -151,8 +152,10 @@ DOMAINS: tuple[Domain, ...] = (
         donations_api.routes,
         startup=donations_api.startup,
         shutdown=donations_api.shutdown,
-        tasks=(donations_jobs.charge, donations_jobs.receipt),
+        tasks=(donations_jobs.charge, donations_jobs.receipt, donations_jobs.recurring_gifts),
     ),
+    # Recurring gifts: the donor's signed link and staff's view (charged by the task above).
+    Domain("recurring gifts", recurring_api.routes),
     # Sponsors' matches and challenges; their shares are part of the campaign's totals.
     Domain("matches", matches_api.routes),
     # Peer-to-peer fundraising under a campaign: teams, fundraisers, leaderboards.

@@ -213,3 +213,139 @@ def test_a_second_organisation_cannot_see_offline_gifts(
         assert stranger.get(f"/v1/donations/{made.json()['id']}").status_code == 404
         body = {"amount": 100, "currency": "USD", "method": "other"}
         assert offline(stranger, day["id"], body).status_code == 404
+
+
+def scalar(database_url: str, sql: str, *params: Any) -> Any:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(sql, list(params)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def a_month_passes(database_url: str, gift_id: int) -> None:
+    """Move the gift's anchor a month back: its next period is due now, as in a month."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update recurring_gifts set anchor_at = anchor_at - interval '1 month',"
+            " next_run_at = now() - interval '1 second' where id = %s",
+            [gift_id],
+        )
+
+
+def test_a_monthly_gift_is_charged_each_period_once_and_the_donor_can_cancel_it(
+    api: str,
+    staff: httpx.Client,
+    public: httpx.Client,
+    sink: tuple[int, Path],
+    database_url: str,
+) -> None:
+    day = campaign(staff, name="Monthly day")
+    first = donated(public, day["id"], gift(amount=1500, recurring="monthly", cover_fee=True))
+    assert (first["recurring"], first["fee"]) == ("monthly", 76)
+    assert final(staff, first["id"])["status"] == "succeeded"
+    [made] = eventually(
+        lambda: staff.get("/v1/recurring-gifts", params={"campaign_id": day["id"]}).json()["data"],
+        lambda gifts: len(gifts) == 1,
+    )
+    assert (made["status"], made["amount"], made["fee"], made["frequency"]) == (
+        "active",
+        1500,
+        76,
+        "monthly",
+    )
+    text = receipt(sink[1], first["id"])
+    assert "Repeats: every month" in text
+    url = next(w for w in text.split() if "/recurring/" in w)
+    token = url.rsplit("/", 1)[1]
+    page = httpx.get(f"{api}/v1/recurring/{token}")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert (page.json()["status"], page.json()["email_hint"]) == ("active", "d****@example.org")
+    assert len(page.json()["periods"]) == 1
+
+    # A month later the periodic job charges period 1, once, with its own receipt.
+    a_month_passes(database_url, made["id"])
+    periods = eventually(
+        lambda: httpx.get(f"{api}/v1/recurring/{token}").json()["periods"],
+        lambda p: len(p) == 2 and p[0]["status"] == "succeeded",
+    )
+    assert (periods[0]["amount"], periods[0]["fee"]) == (1500, 76)
+    # The same period due again (a re-run, a killed worker's job) makes no second charge.
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update recurring_gifts set next_period = 1, next_run_at = now() - interval '1s'"
+            " where id = %s",
+            [made["id"]],
+        )
+    eventually(
+        lambda: scalar(
+            database_url, "select next_period from recurring_gifts where id = %s", made["id"]
+        ),
+        lambda n: n == 2,
+    )
+    assert len(httpx.get(f"{api}/v1/recurring/{token}").json()["periods"]) == 2
+    charges = scalar(
+        database_url,
+        "select count(*) from sandbox_charges where idempotency_key like %s",
+        f"%recurring:{made['id']}:%",
+    )
+    assert charges == 1
+    totals = eventually(
+        lambda: httpx.get(f"{api}/v1/campaigns/{day['id']}/totals").json(),
+        lambda t: t["donations"] == 2,
+    )
+    assert (totals["raised"], totals["donors"]) == (3000, 1)
+
+    cancelled = httpx.post(f"{api}/v1/recurring/{token}/cancel")
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], cancelled.json()["next_charge_at"]) == ("cancelled", None)
+    assert httpx.post(f"{api}/v1/recurring/{token}/cancel").json()["status"] == "cancelled"
+    a_month_passes(database_url, made["id"])
+    assert staff.get(f"/v1/recurring-gifts/{made['id']}").json()["status"] == "cancelled"
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert httpx.get(f"{api}/v1/recurring/{tampered}").status_code == 404
+    assert httpx.post(f"{api}/v1/recurring/{tampered}/cancel").status_code == 404
+
+
+def test_staff_cancel_a_gift_and_another_organisation_cannot(
+    api: str, staff: httpx.Client, public: httpx.Client, database_url: str
+) -> None:
+    day = campaign(staff, name="Weekly day")
+    first = donated(public, day["id"], gift(amount=500, recurring="weekly"))
+    final(staff, first["id"])
+    [made] = eventually(
+        lambda: staff.get("/v1/recurring-gifts", params={"campaign_id": day["id"]}).json()["data"],
+        lambda gifts: len(gifts) == 1,
+    )
+    other = create_org(database_url, "Other recurring")
+    with client(api, other["secret_key"]) as stranger:
+        assert stranger.post(f"/v1/recurring-gifts/{made['id']}/cancel").status_code == 404
+    done = staff.post(f"/v1/recurring-gifts/{made['id']}/cancel").json()
+    assert (done["status"], done["ended_reason"]) == ("cancelled", "cancelled by staff")
+    declined = donated(public, day["id"], gift("tok_declined", amount=500, recurring="weekly"))
+    assert final(staff, declined["id"])["status"] == "failed"
+    listed = staff.get("/v1/recurring-gifts", params={"campaign_id": day["id"]}).json()["data"]
+    assert len(listed) == 1  # a first gift that failed makes no recurring gift
+
+
+def test_erasing_a_donor_ends_their_recurring_gift(
+    staff: httpx.Client, public: httpx.Client
+) -> None:
+    day = campaign(staff, name="Erase day")
+    first = donated(
+        public, day["id"], gift(amount=800, email="gone@example.org", recurring="yearly")
+    )
+    final(staff, first["id"])
+    gifts = eventually(
+        lambda: staff.get("/v1/recurring-gifts", params={"campaign_id": day["id"]}).json()["data"],
+        lambda found: len(found) == 1,
+    )
+    contact = staff.post("/v1/contacts", json={"contacts": [{"email": "gone@example.org"}]})
+    erased = staff.post(f"/v1/contacts/{contact.json()['contacts'][0]['id']}/erase")
+    assert erased.status_code == 200, erased.text
+    after = staff.get(f"/v1/recurring-gifts/{gifts[0]['id']}").json()
+    assert (after["status"], after["ended_reason"], after["name"]) == (
+        "cancelled",
+        "donor erased",
+        None,
+    )
+    assert "gone@example.org" not in after["email"]

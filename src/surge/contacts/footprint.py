@@ -234,6 +234,12 @@ async def move_donations(conn: Conn, org: int, source_email: str, target_email: 
         "update donations set email = %s where organization_id = %s and lower(email) = lower(%s)",
         [target_email, org, source_email],
     )
+    # Their recurring gifts' receipts go to the merged address from now on.
+    await conn.execute(
+        "update recurring_gifts set email = %s"
+        " where organization_id = %s and lower(email) = lower(%s)",
+        [target_email, org, source_email],
+    )
     return cur.rowcount
 
 
@@ -243,6 +249,15 @@ async def erase_donations(conn: Conn, org: int, email: str) -> int:
     receipt error text (SMTP replies quote the address) are removed."""
     cur = await conn.execute(
         "update donations set email = %s, name = null, metadata = '{}', receipt_error = null"
+        " where organization_id = %s and lower(email) = lower(%s)",
+        [ERASED_EMAIL, org, email],
+    )
+    # An erased donor is never charged again: their recurring gifts end, without them.
+    await conn.execute(
+        "update recurring_gifts set email = %s, name = null, payment_token = null,"
+        " status = case when status = 'active' then 'cancelled' else status end,"
+        " cancelled_at = case when status = 'active' then now() else cancelled_at end,"
+        " ended_reason = case when status = 'active' then 'donor erased' else ended_reason end"
         " where organization_id = %s and lower(email) = lower(%s)",
         [ERASED_EMAIL, org, email],
     )

@@ -17,7 +17,7 @@ import logging
 from surge.config import Settings
 from surge.delivery.bounces import SendStatus
 from surge.delivery.dkim import sign_all
-from surge.donations import receipts, service, store
+from surge.donations import receipts, recurring, service, store
 from surge.donations.gateway import ChargeResult, GatewayMisconfigured, GatewayUnavailable
 from surge.errors import Invalid
 from surge.jobs import JobContext, task
@@ -59,6 +59,13 @@ async def charge(ctx: JobContext) -> None:
     if donation is None or donation.status != "pending":
         return  # final already (a duplicate run) or deleted with its campaign
     assert donation.token is not None  # dropped only when the donation is made final
+    if donation.gift_status not in (None, "active"):
+        # A period of a recurring gift cancelled (or ended) since it was due: no charge.
+        declined = ChargeResult("declined", reason="recurring_cancelled")
+        async with ctx.pool.connection() as conn, conn.transaction():
+            await service.finish_charge(conn, donation_id, declined)
+            await ctx.complete_in(conn)
+        return
     gateway = ctx.resources.gateway
     attributes = {
         "payment.gateway": gateway.name,
@@ -97,6 +104,22 @@ async def charge(ctx: JobContext) -> None:
         await ctx.complete_in(conn)
     if done is not None:  # None: a duplicate run, counted by the first
         count_donation(done.status, done.currency, done.amount)
+
+
+@task("donations.recurring", queue="critical", every=2, max_attempts=3)
+async def recurring_gifts(ctx: JobContext) -> None:
+    """Charge the recurring gifts whose period is due, each period once (recurring.py)."""
+    for _ in range(RECURRING_BATCHES):
+        async with ctx.pool.connection() as conn, conn.transaction():
+            taken = await recurring.charge_due(
+                conn, charge_attempts=ctx.settings.donations_charge_attempts
+            )
+        if taken < recurring.BATCH:
+            return
+
+
+#: Batches one run of donations.recurring charges at most; the next slot takes the rest.
+RECURRING_BATCHES = 25
 
 
 @task("donations.receipt", queue="critical", max_attempts=10)

@@ -141,6 +141,66 @@ class RecentDonors(msgspec.Struct):
     as_of: datetime
 
 
+class RecurringGift(msgspec.Struct):
+    """A recurring gift as staff see it. ``status``: active, cancelled or failed (three
+    periods declined in a row); ``next_charge_at`` is null once it has ended."""
+
+    id: int
+    campaign_id: int
+    first_donation_id: int
+    fundraiser_id: int | None
+    team_id: int | None
+    amount: int
+    fee: int
+    currency: str
+    email: str
+    name: str | None
+    public_name: bool
+    frequency: str
+    status: str
+    next_period: int
+    next_charge_at: datetime | None
+    failures: int
+    created_at: datetime
+    cancelled_at: datetime | None
+    ended_reason: str | None
+
+
+class RecurringGiftPage(msgspec.Struct):
+    data: list[RecurringGift]
+    next: str | None
+
+
+class RecurringPeriod(msgspec.Struct):
+    """One of a recurring gift's donations (the first included), as its donor sees it."""
+
+    amount: int
+    fee: int
+    currency: str
+    status: str
+    at: datetime
+
+
+class DonorRecurringGift(msgspec.Struct):
+    """What the donor's link shows of their recurring gift (no id, no full address)."""
+
+    campaign_name: str
+    organization_name: str
+    amount: int
+    fee: int
+    currency: str
+    frequency: str
+    status: str
+    name: str | None
+    #: The address the receipts go to, masked: ``a**@example.org``.
+    email_hint: str
+    next_charge_at: datetime | None
+    created_at: datetime
+    cancelled_at: datetime | None
+    #: The latest donations of the gift, newest first (at most 12).
+    periods: list[RecurringPeriod]
+
+
 class CurrencyTotal(msgspec.Struct):
     currency: str
     raised: int

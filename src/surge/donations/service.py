@@ -18,7 +18,7 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from surge.donations import counting, currencies, store
+from surge.donations import counting, currencies, recurring, store
 from surge.donations.gateway import ChargeResult
 from surge.donations.intake import DonationIntake
 from surge.donations.schemas import (
@@ -206,9 +206,10 @@ def gateway_key(org: int, key: str) -> str:
 async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> Donation | None:
     """Record the gateway's decision, inside the caller's transaction.
 
-    A succeeded donation is added to the campaign's totals and gets a receipt job; both
-    outcomes emit a webhook event. Returns None (and does nothing) if the donation was
-    final already: a duplicate job run.
+    A succeeded donation is added to every rollup it belongs to, makes the recurring gift it
+    asked for and gets a receipt job; a period of a recurring gift records its outcome on
+    the gift; both outcomes emit a webhook event. Returns None (and does nothing) if the
+    donation was final already: a duplicate job run.
     """
     status = "succeeded" if result.succeeded else "failed"
     row = await store.finish_donation(conn, donation_id, status, result.reference, result.reason)
@@ -218,8 +219,11 @@ async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> D
     org = row.organization_id
     if result.succeeded:
         await counting.count(conn, gift_of(row))
+        # Before the receipt job: the receipt of a gift that repeats links to its page.
+        await recurring.start_gift(conn, row)
         receipt = {"donation_id": donation_id}
         await enqueue(conn, "donations.receipt", receipt, queue=QUEUE, organization_id=org)
+    await recurring.record_period(conn, row)
     await emit(conn, org, f"donation.{status}", event_data(donation))
     return donation
 

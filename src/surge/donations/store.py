@@ -100,6 +100,8 @@ class DonationToCharge:
     token: str | None
     idempotency_key: str
     campaign_name: str
+    #: The recurring gift's status when this is one of its periods, else None.
+    gift_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +339,10 @@ async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge |
         conn,
         DonationToCharge,
         "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor,"
-        " d.fee_minor, d.currency, d.token, d.idempotency_key, c.name as campaign_name"
-        " from donations d join campaigns c on c.id = d.campaign_id where d.id = %s",
+        " d.fee_minor, d.currency, d.token, d.idempotency_key, c.name as campaign_name,"
+        " g.status as gift_status"
+        " from donations d join campaigns c on c.id = d.campaign_id"
+        " left join recurring_gifts g on g.id = d.recurring_gift_id where d.id = %s",
         [donation_id],
     )
 

@@ -198,6 +198,9 @@ EVENT_TYPES = frozenset(
         "import.failed",
         "journey.step",
         "message.completed",
+        "recurring.cancelled",
+        "recurring.created",
+        "recurring.failed",
     }
 )
 #: Endpoints per organisation: every event of a subscribed type costs one delivery each.

@@ -203,3 +203,6 @@ create index concurrently if not exists donations_recent_idx
 create index concurrently if not exists donations_fundraiser_recent_idx
     on donations (fundraiser_id, succeeded_at desc)
     where fundraiser_id is not null and succeeded_at is not null;
+-- recurring_gift_by_token: a recurring gift's latest periods (its donations).
+create index concurrently if not exists donations_recurring_gift_idx
+    on donations (recurring_gift_id, id) where recurring_gift_id is not null;
