@@ -433,3 +433,41 @@ def test_fundraiser_live_stream_sends_its_figures(
             if line.startswith("data: "):
                 assert '"raised":' in line and '"percent_text":' in line
                 break
+
+
+def test_wall_names_only_donors_who_agreed_and_matches_add_to_the_total(
+    api: str, public: httpx.Client, staff: httpx.Client, org: dict[str, str]
+) -> None:
+    made = new_campaign(staff, name="Matched day", page={"published": True}, goal=100_000)
+    match = staff.post(
+        f"/v1/campaigns/{made['id']}/matches",
+        json={"sponsor": "Acme Shipping", "cap": 100_000, "ratio_percent": 100},
+    )
+    assert match.status_code == 201, match.text
+    headers = {"Authorization": f"Bearer {org['publishable_key']}"}
+    gifts = [
+        {"name": "Grace Hopper", "public_name": True, "amount": 3000},
+        {"name": "Private Person", "public_name": False, "amount": 2000},
+    ]
+    for gift in gifts:
+        body = {"currency": "USD", "email": "g@example.org", "token": "tok_ok", **gift}
+        response = httpx.post(
+            f"{api}/v1/campaigns/{made['id']}/donations",
+            json=body,
+            headers={**headers, "Idempotency-Key": str(uuid.uuid4())},
+            timeout=20,
+        )
+        assert response.status_code == 202, response.text
+        wait_for(lambda r=response: succeeded(staff, int(r.json()["id"])))
+    html = wait_for(
+        lambda: (
+            (r := public.get(page_url(org, made)).text)
+            and 'data-live="raised_text">100 USD<' in r
+            and r
+        )
+    )
+    assert 'including <span data-live="matched_text">50 USD</span> matched' in html
+    assert "Acme Shipping" in html and 'class="matches"' in html
+    wall = html.split('class="recent-donors"', 1)[1]
+    assert "Grace Hopper" in wall and "Anonymous" in wall
+    assert "Private Person" not in html

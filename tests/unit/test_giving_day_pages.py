@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +14,16 @@ from hypothesis import strategies as st
 from surge.givingday.cache import PageCache, etag_matches, rendered
 from surge.givingday.render import markdown, money
 from surge.givingday.shed import Hysteresis, LoadMonitor, Thresholds
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: in a whole-suite run the browser tests'
+    Playwright keeps an event loop running in the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
 
 #: Pieces hostile stories are made of, shuffled by hypothesis among plain Markdown.
 PIECES = [
@@ -61,7 +74,7 @@ def test_if_none_match_compares_weakly_and_accepts_lists_and_star() -> None:
 
 
 def test_page_cache_renders_once_for_a_burst_of_concurrent_views() -> None:
-    async def run() -> tuple[int, set[str]]:
+    async def burst() -> tuple[int, set[str]]:
         cache = PageCache(ttl=10)
         renders = 0
 
@@ -74,12 +87,12 @@ def test_page_cache_renders_once_for_a_burst_of_concurrent_views() -> None:
         pages = await asyncio.gather(*(cache.get("k", load) for _ in range(500)))  # type: ignore[arg-type]
         return renders, {p.etag for p in pages}
 
-    renders, etags = asyncio.run(run())
+    renders, etags = run(burst())
     assert renders == 1 and len(etags) == 1
 
 
 def test_page_cache_serves_the_last_page_when_a_render_fails() -> None:
-    async def run() -> bytes:
+    async def fail_after_one() -> bytes:
         cache = PageCache(ttl=0)
         first = rendered(200, b"old", 1)
 
@@ -92,7 +105,7 @@ def test_page_cache_serves_the_last_page_when_a_render_fails() -> None:
         await cache.get("k", good)  # type: ignore[arg-type]
         return (await cache.get("k", broken)).body  # type: ignore[arg-type]
 
-    assert asyncio.run(run()) == b"old"
+    assert run(fail_after_one()) == b"old"
 
 
 def test_shedding_needs_two_hot_seconds_and_restoring_ten_calm_ones() -> None:

@@ -17,10 +17,10 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from surge.campaigns.schemas import PageSettings
-from surge.donations import peer
+from surge.donations import peer, recent
 from surge.donations import service as donations
 from surge.donations.peer_schemas import Leaderboard, PageTotals
-from surge.donations.schemas import DonationIn, Totals
+from surge.donations.schemas import DonationIn, RecentDonors, Totals
 from surge.donations.totals import TotalsCache
 from surge.errors import NotFound
 from surge.givingday import render, store
@@ -68,14 +68,21 @@ async def totals(site: Site, campaign_id: int) -> Totals:
 
 
 def live_figures(found: Totals | PageTotals) -> dict[str, Any]:
-    """What the live stream sends and the page shows: total, count, share of the goal
-    (of a campaign, a fundraiser or a team)."""
+    """What the live stream sends and the page shows: the total (a campaign's includes what
+    its sponsors' matches add), the count of gifts (and of donors, for a campaign), and the
+    share of the goal (of a campaign, a fundraiser or a team)."""
     share = found.percent_of_goal
+    headline, matched, donors = found.raised, 0, None
+    if isinstance(found, Totals):
+        headline = found.total if found.total is not None else found.raised
+        matched, donors = found.matched, found.donors
     return {
-        "raised": found.raised,
-        "raised_text": render.money(found.raised, found.currency),
+        "raised": headline,
+        "raised_text": render.money(headline, found.currency),
+        "matched_text": render.money(matched, found.currency) if matched else "",
         "donations": found.donations,
-        "percent": render.percent(found.raised, found.goal),
+        "donors": donors,
+        "percent": render.percent(headline, found.goal),
         "percent_text": "" if share is None else f"{share:g}% of the goal",
     }
 
@@ -121,10 +128,13 @@ async def campaign_page(
     campaign, settings = page.campaign, page.settings
     shed = shedding(settings.shed)
     boards: list[Leaderboard] = []
+    wall: RecentDonors | None = None
     async with site.pool.connection() as conn:
         key = await orgs.page_key(conn, campaign.organization_id)
         if settings.leaderboards and not shed:
             boards = await leaderboards(conn, campaign.campaign_id)
+        if settings.recent_donors and not shed:
+            wall = await recent.recent_donors(conn, campaign.campaign_id, WALL_SIZE)
     found = await totals(site, campaign.campaign_id)
     body = render.render(
         "campaign.html",
@@ -140,13 +150,14 @@ async def campaign_page(
         urls=_urls(campaign),
         features=FEATURES,
         boards=boards,
-        recent_donors=None,
+        wall=wall,
     )
     return rendered(200, body, campaign.campaign_id)
 
 
-#: Entries per leaderboard on a page.
+#: Entries per leaderboard on a page, and gifts on a wall of recent donors.
 BOARD_SIZE = 10
+WALL_SIZE = 12
 
 
 async def leaderboards(
@@ -175,6 +186,7 @@ async def peer_page(
     shed = shedding(settings.shed)
     team = None
     boards: list[Leaderboard] = []
+    wall: RecentDonors | None = None
     async with site.pool.connection() as conn:
         try:
             if kind == "f":
@@ -182,6 +194,8 @@ async def peer_page(
                 found = await peer.fundraiser_totals(conn, target.id)
                 if target.team_id is not None:
                     team = await peer.public_team(conn, target.team_id)
+                if settings.recent_donors and not shed:
+                    wall = await recent.recent_donors(conn, cid, WALL_SIZE, fundraiser_id=target.id)
             else:
                 target = await peer.team_by_slug(conn, cid, slug)
                 found = await peer.team_totals(conn, target.id)
@@ -209,6 +223,7 @@ async def peer_page(
         urls=urls,
         features=FEATURES,
         boards=boards,
+        wall=wall,
     )
     return rendered(200, body, cid, target.id)
 
