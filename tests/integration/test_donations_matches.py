@@ -3,13 +3,16 @@ real gifts are charged by a real worker, and how staff manage them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from surge.donations import counting
 from tests.conftest import Process, create_org, surge_env
 from tests.donations_support import campaign, client, donated, eventually, final, gift
 
@@ -132,3 +135,37 @@ def test_another_organisations_matches_are_not_found(
         assert stranger.get(f"/v1/matches/{match.json()['id']}").status_code == 404
         assert stranger.delete(f"/v1/matches/{match.json()['id']}").status_code == 404
         assert stranger.get(f"/v1/campaigns/{day['id']}/matches").status_code == 404
+
+
+def test_a_refund_comes_back_out_of_every_rollup_it_was_counted_in(
+    api: str, staff: httpx.Client, public: httpx.Client, database_url: str
+) -> None:
+    day = campaign(staff, name="Refund day")
+    page = staff.post(f"/v1/campaigns/{day['id']}/fundraisers", json={"name": "Fay"}).json()
+    hour = staff.post(
+        f"/v1/campaigns/{day['id']}/matches",
+        json={
+            "sponsor": "Hour",
+            "cap": 10**6,
+            "ends_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        },
+    ).json()
+    made = donated(public, day["id"], gift(amount=4000, fundraiser_id=page["id"]))
+    final(staff, made["id"])
+    eventually(lambda: totals(api, day["id"]), lambda t: t["raised"] == 4000)
+
+    async def refund() -> None:  # what the refund path does in its transaction
+        conn = await psycopg.AsyncConnection.connect(database_url)
+        async with conn, conn.transaction():
+            await counting.uncount_donation(conn, made["id"], 1500, whole=False)
+
+    asyncio.run(refund())
+    after = eventually(lambda: totals(api, day["id"]), lambda t: t["raised"] == 2500)
+    assert after["donations"] == 1 and after["donors"] == 1  # a partial refund
+    [share] = [m for m in after["matches"] if m["id"] == hour["id"]]
+    assert (share["raised"], share["share"]) == (2500, 2500)
+    page_totals = eventually(
+        lambda: httpx.get(f"{api}/v1/fundraisers/{page['id']}/totals").json(),
+        lambda t: t["raised"] == 2500,
+    )
+    assert page_totals["donations"] == 1

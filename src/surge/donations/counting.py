@@ -160,3 +160,18 @@ async def uncount(conn: Conn, gift: Gift, amount: int, *, whole: bool) -> None:
             "at": gift.created_at,
         },
     )
+
+
+async def uncount_donation(conn: Conn, donation_id: int, amount: int, *, whole: bool) -> None:
+    """``uncount`` for a refund of donation ``donation_id`` (read here): what the refund
+    path calls, in its transaction, instead of touching ``campaign_totals`` alone, so that
+    fundraisers, teams and windowed matches give the refund back too."""
+    cur = await conn.execute(
+        "select id, organization_id, campaign_id, amount_minor, currency, email, created_at,"
+        " fundraiser_id, team_id from donations where id = %s",
+        [donation_id],
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return
+    await uncount(conn, Gift(*row), amount, whole=whole)
