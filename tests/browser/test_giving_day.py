@@ -11,8 +11,12 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from surge.config import Settings
+from surge.donations.links import links
 from tests.browser.accessibility import assert_accessible, screenshot
 from tests.conftest import Process, create_org, surge_env
+
+SECRET = "giving-day-browser-test-key"
 
 STORY = """## Every meal counts
 
@@ -34,6 +38,7 @@ def env(database_url: str) -> dict[str, str]:
         # A loaded test machine must not shed the walls on its own; the test of the switch
         # forces it per campaign, which wins over this.
         SURGE_GIVING_DAY_SHED="off",
+        SURGE_SECRET_KEY=SECRET,
     )
 
 
@@ -166,3 +171,34 @@ def test_public_pages_pass_axe(page: Page, campaign_url: str, api: str, tmp_path
     page.goto(campaign_url + "/f/ada-runs")
     expect(page.locator("h1")).to_have_text("Ada Runs")
     screenshot(page, "giving-day-fundraiser", tmp_path)
+
+
+def test_recurring_gift_page_passes_axe_and_cancels(
+    campaign_url: str, api: str, org: dict[str, str], campaign: dict[str, Any], page: Page
+) -> None:
+    headers = {
+        "Authorization": f"Bearer {org['publishable_key']}",
+        "Idempotency-Key": "browser-monthly-1",
+    }
+    body = {"amount": 2000, "currency": "USD", "email": "lin@example.org", "token": "tok_ok"}
+    response = httpx.post(
+        f"{api}/v1/campaigns/{campaign['id']}/donations",
+        json={**body, "recurring": "monthly"},
+        headers=headers,
+        timeout=20,
+    )
+    assert response.status_code == 202, response.text
+    staff = {"Authorization": f"Bearer {org['secret_key']}"}
+    gifts: list[dict[str, Any]] = []
+    for _ in range(300):
+        gifts = httpx.get(f"{api}/v1/recurring-gifts", headers=staff, timeout=20).json()["data"]
+        if gifts:
+            break
+        page.wait_for_timeout(100)
+    assert gifts, "the recurring gift did not start"
+    page.goto(links(Settings(secret_key=SECRET, public_url=api)).manage_url(gifts[0]["id"]))
+    expect(page.locator("h1")).to_have_text("Your monthly gift")
+    assert_accessible(page)
+    page.get_by_role("button", name="Cancel my monthly gift").click()
+    expect(page.get_by_role("status")).to_contain_text("Your gift is cancelled")
+    assert_accessible(page)

@@ -16,7 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from surge.config import Settings
+from surge.donations.links import links
 from tests.conftest import Process, create_org, surge_env
+
+#: The signing key of the module's processes: the test signs a recurring gift's link with it.
+SECRET = "giving-day-pages-test-key"
 
 STORY = """# Why we give
 
@@ -55,6 +60,7 @@ def env(database_url: str) -> dict[str, str]:
         # A loaded test machine must not shed the walls on its own; the test of the switch
         # forces it per campaign, which wins over this.
         SURGE_GIVING_DAY_SHED="off",
+        SURGE_SECRET_KEY=SECRET,
     )
 
 
@@ -471,3 +477,44 @@ def test_wall_names_only_donors_who_agreed_and_matches_add_to_the_total(
     wall = html.split('class="recent-donors"', 1)[1]
     assert "Grace Hopper" in wall and "Anonymous" in wall
     assert "Private Person" not in html
+
+
+def test_donor_sees_and_cancels_a_recurring_gift_by_its_signed_link(
+    api: str, public: httpx.Client, staff: httpx.Client, org: dict[str, str]
+) -> None:
+    made = new_campaign(staff, name="Monthly friends", page={"published": True})
+    headers = {
+        "Authorization": f"Bearer {org['publishable_key']}",
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
+    body = {
+        "amount": 1500,
+        "currency": "USD",
+        "email": "ada@example.org",
+        "token": "tok_ok",
+        "recurring": "monthly",
+    }
+    response = httpx.post(
+        f"{api}/v1/campaigns/{made['id']}/donations", json=body, headers=headers, timeout=20
+    )
+    assert response.status_code == 202, response.text
+    gifts = wait_for(lambda: staff.get("/v1/recurring-gifts").json()["data"])
+    gift = next(g for g in gifts if g["campaign_id"] == made["id"])
+    signer = links(Settings(secret_key=SECRET, public_url=api))
+    url = signer.manage_url(gift["id"])
+    page = public.get(url)
+    assert page.status_code == 200, page.text
+    assert "Your monthly gift" in page.text and "Monthly friends" in page.text
+    assert "15 USD" in page.text and "a**@example.org" in page.text
+    assert "ada@example.org" not in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    cancelled = public.post(url + "/cancel", follow_redirects=True)
+    assert cancelled.status_code == 200
+    assert "Your gift is cancelled" in cancelled.text and "cancelled since" in cancelled.text
+    assert 'action="' not in cancelled.text.split("<main", 1)[1]  # no Cancel button left
+    assert staff.get(f"/v1/recurring-gifts/{gift['id']}").json()["status"] == "cancelled"
+    token = url.rsplit("/", 1)[1]
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert public.get(f"/recurring/{forged}").status_code == 404
+    assert public.post(f"/recurring/{forged}/cancel").status_code == 404

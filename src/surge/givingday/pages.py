@@ -18,10 +18,12 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from surge.donations import recurring
+from surge.donations.links import links as recurring_links
 from surge.donations.totals import TotalsCache
 from surge.errors import NotFound
 from surge.fields import SLUG
@@ -230,6 +232,46 @@ async def peer_live(request: Request) -> Response:
     return event_stream(request, values, event="totals")
 
 
+#: The donor's own page: private (the link is the key), never cached, never a referrer.
+PRIVATE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    **SECURITY_HEADERS,
+}
+
+
+async def recurring_page(request: Request) -> Response:
+    """A donor's recurring gift, from the signed link in its receipts: see it, cancel it."""
+    token = request.path_params["token"]
+    links = recurring_links(request.app.state.settings)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            gift = await recurring.gift_by_token(conn, links, token)
+        except NotFound:
+            body = render.render("not_found.html", message="This link is not valid.")
+            return Response(body, 404, headers=PRIVATE_HEADERS, media_type=HTML)
+    body = render.render(
+        "recurring.html",
+        gift=gift,
+        cancel_url=f"/recurring/{token}/cancel",
+        just_cancelled=request.query_params.get("cancelled") == "1",
+    )
+    return Response(body, headers=PRIVATE_HEADERS, media_type=HTML)
+
+
+async def recurring_cancel(request: Request) -> Response:
+    """The page's Cancel button (a plain form: works without JavaScript); then back to it."""
+    token = request.path_params["token"]
+    links = recurring_links(request.app.state.settings)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            await recurring.cancel_by_token(conn, links, token)
+        except NotFound:
+            body = render.render("not_found.html", message="This link is not valid.")
+            return Response(body, 404, headers=PRIVATE_HEADERS, media_type=HTML)
+    return RedirectResponse(f"/recurring/{token}?cancelled=1", 303, headers=PRIVATE_HEADERS)
+
+
 _VERSION = re.compile(r"[0-9a-f]{12}")
 
 
@@ -258,6 +300,8 @@ routes = [
     *fast_routes,
     Route("/g/{org}/{campaign}/thanks", thanks_page, methods=["GET"]),
     Route("/g/{org}/{campaign}/live", campaign_live, methods=["GET"]),
+    Route("/recurring/{token}", recurring_page, methods=["GET"]),
+    Route("/recurring/{token}/cancel", recurring_cancel, methods=["POST"]),
     *(
         Route(f"/g/{{org}}/{{campaign}}/{kind}/{{slug}}{tail}", endpoint, methods=["GET"])
         for kind in ("f", "t")
