@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from surge.orgs.service import NewOrganization, create_organization
 from tests.conftest import Process, create_org, surge_env
 
 
@@ -369,14 +370,20 @@ def test_another_organisations_donation_is_not_found(
     staff: httpx.Client, api: str, campaign: int, database_url: str
 ) -> None:
     donation_id = succeeded(staff, campaign)
-    other = create_org(database_url, "Someone Else")
+
+    async def someone_else() -> NewOrganization:
+        conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+        async with conn:
+            return await create_organization(conn, "Someone Else")
+
+    other = asyncio.run(someone_else())
     with httpx.Client(base_url=api, timeout=15) as client:
-        client.headers["Authorization"] = f"Bearer {other['secret_key']}"
+        client.headers["Authorization"] = f"Bearer {other.secret_key}"
         response = refund(client, donation_id)
         assert response.status_code == 404
         assert response.json()["error"]["field"] == "donation_id"
         assert client.get(f"/v1/donations/{donation_id}/refunds").status_code == 404
-        client.headers["Authorization"] = f"Bearer {other['publishable_key']}"
+        client.headers["Authorization"] = f"Bearer {other.publishable_key}"
         assert refund(client, donation_id).status_code == 403
     assert refund(staff, 2**63 + 5).status_code == 404
 

@@ -32,7 +32,8 @@ from surge.db.embedded import free_port
 from surge.db.pool import open_pool
 from surge.donations.gateway import GatewayMisconfigured
 from surge.donations.stripe import StripeGateway
-from tests.conftest import Process, create_org, run_cli, surge_env
+from surge.jobs.admin import retry_jobs
+from tests.conftest import Process, create_org, surge_env
 
 SECRET_KEY = "sk_test_surge"
 WEBHOOK_SECRET = "whsec_surge_test"
@@ -59,7 +60,7 @@ def localstripe() -> Iterator[str]:
             assert proc.poll() is None and time.monotonic() < deadline, "localstripe did not start"
             time.sleep(0.1)
     yield url
-    proc.terminate()
+    proc.kill()  # a throw-away server: no graceful wait for idle keep-alive connections
     proc.wait(timeout=10)
 
 
@@ -246,7 +247,13 @@ def test_refused_api_key_discards_the_charge_until_an_operator_retries_it(
     assert staff.get(f"/v1/donations/{donation_id}").json()["status"] == "pending"
 
     request.getfixturevalue("worker")  # the key is mended: a worker with the right one
-    run_cli(database_url, "jobs", "retry", str(job_id))
+
+    async def retry() -> None:  # what `surge jobs retry <id>` does
+        conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+        async with conn:
+            await retry_jobs(conn, [job_id])
+
+    asyncio.run(retry())
     done = wait_donation(staff, donation_id, "succeeded")
     [intent] = intents_with_key(stripe_client, f"surge:{org['id']}:{key}")
     assert done["gateway_reference"] == intent.id

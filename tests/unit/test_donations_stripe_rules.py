@@ -208,3 +208,18 @@ def test_stripe_needs_a_secret_key() -> None:
     gateway = make_gateway(settings, None)  # type: ignore[arg-type]
     assert gateway.name == "stripe"
     asyncio.run(gateway.aclose())
+
+
+def test_a_currency_whose_minor_unit_stripe_counts_otherwise_is_declined_not_charged() -> None:
+    async def run() -> str | None:
+        settings = Settings(payment_gateway="stripe", stripe_secret_key="sk_test_x")
+        gateway = make_gateway(settings, None)  # type: ignore[arg-type]
+        try:
+            result = await gateway.charge(
+                amount=1000, currency="MGA", token="pm_x", idempotency_key="k", description="d"
+            )
+        finally:
+            await gateway.aclose()
+        return result.reason
+
+    assert asyncio.run(run()) == "currency_not_supported"

@@ -47,6 +47,9 @@ T = TypeVar("T")
 
 #: Seconds one Stripe request may take before it counts as a temporary failure.
 TIMEOUT = 30.0
+#: Currencies whose minor unit at Stripe is not ISO 4217's (Surge's): Stripe takes ariary as
+#: zero-decimal, ISO (and so ``amount``) counts hundredths. Refused rather than mis-charged.
+UNLIKE_ISO = frozenset({"MGA"})
 #: Stripe's longest Idempotency-Key.
 MAX_STRIPE_KEY = 255
 #: Our refund reasons Stripe knows; ``other`` is sent without one (it is in the metadata).
@@ -156,6 +159,8 @@ class StripeGateway:
         self, *, amount: int, currency: str, token: str, idempotency_key: str, description: str
     ) -> ChargeResult:
         """Create (once) and confirm (once) the PaymentIntent of ``idempotency_key``."""
+        if currency in UNLIKE_ISO:
+            return ChargeResult("declined", reason="currency_not_supported")
         try:
             intent = await self._intent(amount, currency, token, idempotency_key, description)
             if intent is None:

@@ -137,9 +137,7 @@ def _convert(obj: dict[str, Any], kind: type[T]) -> T:
 # -- the endpoint ---------------------------------------------------------------------------
 
 
-def verify_signature(
-    payload: bytes, header: str | None, secret: str, now: float | None = None
-) -> None:
+def verify_signature(payload: bytes, header: str | None, secret: str) -> None:
     """Invalid naming the header unless ``payload`` is signed with ``secret`` within the
     tolerance (Stripe's scheme, checked by the official library)."""
     import stripe  # only a process that receives Stripe's webhooks loads the library
