@@ -13,6 +13,9 @@ short warm-up:
   send times; latency counts from the planned send time, so queueing is not hidden.
 
 ``lost`` compares the events acknowledged (202) with the rows in ``events``: must be 0.
+
+``--tracing-sample R`` adds a second API with tracing on at ratio R and compares the two in
+the same run (``ingest_tracing.py``).
 """
 
 from __future__ import annotations
@@ -181,6 +184,8 @@ class Options:
     connections: int
     batch: int
     warmup: float
+    #: With tracing at this ratio, a second API is compared with the first.
+    tracing_sample: float | None = None
 
 
 def _cpu(pid: int) -> float:
@@ -195,9 +200,8 @@ async def _measured(pid: int, run: Awaitable[Phase]) -> Phase:
     return phase
 
 
-async def _phases(
-    api_port: int, ceiling_port: int, key: str, opts: Options, pids: tuple[int, int], rss: PeakRss
-) -> dict[str, Phase]:
+def requests(key: str, batch_size: int) -> tuple[bytes, bytes]:
+    """The single-event request and the batch request every phase sends."""
     single = http_request(
         "/v1/events",
         key,
@@ -205,9 +209,15 @@ async def _phases(
     )
     events = b",".join(
         b'{"type":"bench.view","contact_id":%d,"properties":{"page":"/p/%d"}}' % (i + 1, i)
-        for i in range(opts.batch)
+        for i in range(batch_size)
     )
-    batch = http_request("/v1/events", key, b'{"events":[' + events + b"]}")
+    return single, http_request("/v1/events", key, b'{"events":[' + events + b"]}")
+
+
+async def _phases(
+    api_port: int, ceiling_port: int, key: str, opts: Options, pids: tuple[int, int], rss: PeakRss
+) -> dict[str, Phase]:
+    single, batch = requests(key, opts.batch)
     c = opts.connections
     phases: dict[str, Phase] = {}
     await closed_loop(ceiling_port, single, c, opts.warmup)
@@ -264,15 +274,40 @@ def _run(url: str, opts: Options) -> dict[str, Any]:
         surge_process(bench_url, ["api", "--port", str(api_port)], _api_env()),
         subprocess.Popen([sys.executable, "-m", "surge.bench.ingest", str(ceiling_port)]),
     ]
+    traced = None
+    if opts.tracing_sample is not None:
+        from surge.bench import ingest_tracing
+
+        traced = ingest_tracing.start(bench_url, opts.tracing_sample, _api_env())
+        procs += traced.procs
     try:
         _wait_ready(f"http://127.0.0.1:{api_port}", procs)
         _wait_ready(f"http://127.0.0.1:{ceiling_port}", procs, "/")
         rss = PeakRss({"api": procs[0].pid})
         pids = (procs[0].pid, procs[1].pid)
         phases = asyncio.run(_phases(api_port, ceiling_port, key, opts, pids, rss))
+        if traced is not None:
+            _wait_ready(f"http://127.0.0.1:{traced.api_port}", procs)
+            sides = {
+                "untraced": ingest_tracing.Side(api_port, procs[0].pid),
+                "traced": ingest_tracing.Side(traced.api_port, traced.procs[0].pid),
+            }
+            single, batch = requests(key, opts.batch)
+            runs, extra = asyncio.run(
+                ingest_tracing.compare(sides, single, batch, opts.batch, opts)
+            )
+            stop_all(traced.procs[:1])  # the traced API exports what it still holds as it exits
+            spans = ingest_tracing.exported_spans(traced.sink_port)
+            cost = ingest_tracing.middleware_cost(traced.sample, traced.sink_port)
     finally:
         stop_all(procs)
-    return _result(opts, phases, asyncio.run(_stored(bench_url)), rss.megabytes())
+    result = _result(opts, phases, asyncio.run(_stored(bench_url)), rss.megabytes())
+    if traced is not None:
+        result["accepted"] += extra
+        result["lost"] = max(0, result["accepted"] - result["stored"])
+        result["tracing"] = ingest_tracing.figures(runs, traced.sample, opts.batch, spans)
+        result["tracing"].update(cost)
+    return result
 
 
 async def _sample(rss: PeakRss) -> None:
@@ -332,9 +367,20 @@ def _per_request(phase: Phase) -> float:
 @click.option("--connections", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--warmup", type=float, default=1.0, show_default=True)
+@click.option(
+    "--tracing-sample",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Also run a second API with tracing at this ratio (e.g. 0.01) and compare the two.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_command(
-    seconds: float, connections: int, batch: int, warmup: float, as_json: bool
+    seconds: float,
+    connections: int,
+    batch: int,
+    warmup: float,
+    tracing_sample: float | None,
+    as_json: bool,
 ) -> None:
     """Event intake: single events, batches, the bare-ASGI ceiling, p99 at 70 % load."""
     with contextlib.suppress(ImportError):
@@ -342,7 +388,7 @@ def ingest_command(
 
         uvloop.install()
     settings = get_settings()
-    opts = Options(seconds, connections, batch, warmup)
+    opts = Options(seconds, connections, batch, warmup, tracing_sample)
     with database(settings) as url:
         result = _run(url, opts)
     report(result, as_json)

@@ -286,7 +286,6 @@ def begin_request(scope: Mapping[str, Any], request_id: str) -> Request:
         attributes={
             "http.request.method": method,
             "url.scheme": scope.get("scheme", "http"),
-            "network.protocol.version": scope.get("http_version", "1.1"),
             "surge.request_id": request_id,
         },
     )
@@ -312,8 +311,9 @@ def end_request(
     route = _template(getattr(scope.get("route"), "path", None))
     if route is not None:
         server.update_name(f"{scope['method']} {route}")
-        server.set_attribute("http.route", route)
-    server.set_attribute("http.response.status_code", status)
+        server.set_attributes({"http.route": route, "http.response.status_code": status})
+    else:
+        server.set_attribute("http.response.status_code", status)
     if isinstance(error, Exception):
         server.record_exception(error)
     if status >= 500:  # a 4xx is the client's mistake, not the server span's error
