@@ -16,6 +16,7 @@ from surge.donations import refund_store, refunds, stripe_events
 from surge.donations.gateway import GatewayMisconfigured, GatewayUnavailable, RefundResult
 from surge.donations.jobs import charge_backoff
 from surge.jobs import JobContext, task
+from surge.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,22 @@ async def refund(ctx: JobContext) -> None:
     if found.charge_reference is None:
         result = RefundResult("failed", reason="charge_not_found")
     else:
+        gateway = ctx.resources.gateway
+        attributes = {
+            "payment.gateway": gateway.name,
+            "payment.amount_minor": found.amount,
+            "surge.refund_id": refund_id,
+            "surge.donation_id": found.donation_id,
+        }
         try:
-            result = await ctx.resources.gateway.refund(
-                reference=found.charge_reference,
-                amount=found.amount,
-                reason=found.reason,
-                idempotency_key=refunds.refund_key(found.organization_id, refund_id),
-            )
+            with tracing.span("payment.refund", tracing.CLIENT, attributes) as span:
+                result = await gateway.refund(
+                    reference=found.charge_reference,
+                    amount=found.amount,
+                    reason=found.reason,
+                    idempotency_key=refunds.refund_key(found.organization_id, refund_id),
+                )
+                span.set_attribute("payment.outcome", result.status)
         except GatewayUnavailable as exc:
             if ctx.job.attempt < ctx.job.max_attempts:
                 raise  # retried with charge_backoff
