@@ -4,6 +4,8 @@ processes is tests/integration/test_tracing.py)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,3 +189,30 @@ def test_only_the_first_messages_of_a_chunk_get_a_span_each() -> None:
         taken = [tracing.take_message_span() for _ in range(5)]
     assert taken == [True, True, False, False, False]
     assert tracing.take_message_span()
+
+
+def test_a_collector_that_is_down_holds_neither_requests_nor_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard: refused
+    monkeypatch.setattr(tracing, "SHUTDOWN_TIMEOUT", 0.5)
+    assert tracing.configure("test")
+    started = time.monotonic()
+    for _ in range(100):
+        tracing.end_request(tracing.begin_request(SCOPE, "rid"), SCOPE, 202)
+    tracing.shutdown()  # the exporter would retry for 10 s
+    assert time.monotonic() - started < 5
+    assert not tracing.active
+
+
+def test_the_sdks_repeated_warnings_are_let_through_once_a_minute() -> None:
+    sparse = tracing._Sparse(every=60)
+    record = logging.LogRecord(
+        "x", logging.WARNING, "f", 1, "Queue full, dropping %s.", ("Span",), None
+    )
+    other = logging.LogRecord("x", logging.WARNING, "f", 1, "Exporter failed", None, None)
+    assert [sparse.filter(record), sparse.filter(record), sparse.filter(other)] == [
+        True,
+        False,
+        True,
+    ]

@@ -27,6 +27,8 @@ import logging
 import os
 import random
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
@@ -128,6 +130,8 @@ def configure(process: str) -> bool:
         config.rate,
         config.parent_based,
     )
+    for name in _NOISY:
+        logging.getLogger(name).addFilter(_sparse)
     if not _global_provider_set:  # for any instrumentation an operator adds
         trace.set_tracer_provider(provider)
         _global_provider_set = True
@@ -147,7 +151,37 @@ def shutdown() -> None:
     active = False
     if setup is not None:
         atexit.unregister(shutdown)
-        setup.provider.shutdown()
+        # The SDK waits up to 30 s for its exporter thread, and the exporter retries an
+        # unreachable collector for its own timeout: bounded here, so that a collector that
+        # is down cannot hold a stopping process.
+        closing = threading.Thread(target=setup.provider.shutdown, daemon=True)
+        closing.start()
+        closing.join(SHUTDOWN_TIMEOUT)
+
+
+class _Sparse(logging.Filter):
+    """One record per message a minute: with the collector down, the SDK would log a
+    warning for every span it drops (a hundred a second at 1 % of 10,000 requests)."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = time.monotonic(), str(record.msg)
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        self.last[key] = now
+        return True
+
+
+_sparse = _Sparse()
+#: The SDK's batch processor and the OTLP exporter: their warnings repeat per span or batch.
+_NOISY = (
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
 
 
 def flush(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
