@@ -321,6 +321,38 @@ def test_offline_gift_is_refunded_at_once_without_a_gateway(
     assert totals(database_url, campaign) == (before[0] - 4000, before[1] - 1)
 
 
+def test_refund_the_gateway_refuses_fails_frees_its_amount_and_is_announced(
+    staff: httpx.Client, campaign: int, database_url: str
+) -> None:
+    donation_id = succeeded(staff, campaign)
+    subscribe = {"url": "http://127.0.0.1:9/failed", "event_types": ["donation.refund_failed"]}
+    assert staff.post("/v1/webhook-endpoints", json=subscribe).status_code == 201
+    # The charge is unknown at the gateway (say, it was made on another account).
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update donations set gateway_reference = 'sbx_elsewhere' where id = %s",
+            [donation_id],
+        )
+    before = totals(database_url, campaign)
+    assert refund(staff, donation_id).status_code == 202
+    listed = settled(staff, donation_id)
+    [failed] = listed["data"]
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "charge_not_found")
+    assert (listed["refunded"], listed["refundable"], listed["donation_status"]) == (
+        0,
+        2500,
+        "succeeded",
+    )
+    assert totals(database_url, campaign) == before
+    announced = scalar(
+        database_url,
+        "select data from webhook_events where type = 'donation.refund_failed'"
+        " and (data->>'id')::bigint = %s",
+        donation_id,
+    )
+    assert announced["refund"]["failure_reason"] == "charge_not_found"
+
+
 # -- idempotency ---------------------------------------------------------------------------------
 
 
