@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 WIDTH = 640
 HEIGHT = 180
 #: Room for the axis labels: left of the plot and below it.
-LEFT = 56
+LEFT = 96
 BOTTOM = 22
 TOP = 8
 

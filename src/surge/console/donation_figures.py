@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from surge.console.charts import Axis, bars, line
 from surge.donations import reports
-from surge.donations.currencies import format_amount
+from surge.donations.currencies import MINOR_UNITS, format_amount
 
 SETTLE = timedelta(seconds=10)
 #: The most of the day one load folds in while catching up.
@@ -93,12 +93,15 @@ def day_figures(
             totals[currency] = (old[0] + count, old[1] + amount)
     ranked = sorted(totals, key=lambda c: -totals[c][1])
     main = ranked[0] if ranked else None
+    # x: the day so far (midnight to now); y: major units of the main currency.
+    elapsed = max((now - day).total_seconds(), 60.0)
+    scale = 10 ** MINOR_UNITS.get(main or "", 2)
     running, points = 0, [(0.0, 0.0)]
     for minute in sorted(minutes):
         running += minutes[minute].get(main, (0, 0))[1] if main else 0
-        offset = (minute - day).total_seconds() / 86400
-        points.append((offset + 1 / 1440, float(running)))
-    points.append(((now - day).total_seconds() / 86400, float(running)))
+        offset = min((minute - day).total_seconds() + 60, elapsed) / elapsed
+        points.append((offset, running / scale))
+    points.append((1.0, running / scale))
     this_minute = now.replace(second=0, microsecond=0)
     recent = [
         float(sum(c for c, _ in minutes.get(this_minute - timedelta(minutes=n), {}).values()))
@@ -111,7 +114,7 @@ def day_figures(
         f"Running total of donations that succeeded today (UTC), in {main or 'no currency yet'}:"
         f" {raised} by {now:%H:%M} UTC.",
         points,
-        Axis("00:00", "24:00 UTC"),
+        Axis("00:00", f"{now:%H:%M} UTC", f" {main}" if main else ""),
     )
     busiest = max(recent) if recent else 0
     per_minute = bars(

@@ -128,6 +128,11 @@ def figures_of(
             else " No measurement yet."
         )
     )
+    # The average since the first send means little for a send of a second or two.
+    average = None
+    if p is not None and message.started_at is not None:
+        lasted = ((message.finished_at or now) - message.started_at).total_seconds()
+        average = p.msg_per_s if lasted >= 2 else None
     variants = []
     if message.ab_test is not None:
         variants = [msgspec.to_builtins(v) for v in message.ab_test.variants]
@@ -143,6 +148,7 @@ def figures_of(
         else (100.0 if message.status in FINAL else 0.0),
         "progress": msgspec.to_builtins(p) if p is not None else None,
         "recent_rate": round(recent, 1) if recent is not None else None,
+        "average_rate": average,
         "eta_seconds": eta,
         "started_at": message.started_at,
         "finished_at": message.finished_at,
