@@ -39,6 +39,12 @@ def org(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def other(database_url: str) -> dict[str, str]:
+    """A second organisation, whose staff see none of the first one's gifts."""
+    return create_org(database_url, "Other gifts org")
+
+
+@pytest.fixture(scope="module")
 def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
     with client(api, org["secret_key"]) as c:
         yield c
@@ -205,10 +211,9 @@ def test_an_unreadable_fee_schedule_stops_the_api_naming_it(database_url: str) -
 
 
 def test_a_second_organisation_cannot_see_offline_gifts(
-    api: str, staff: httpx.Client, day: dict[str, Any], database_url: str
+    api: str, staff: httpx.Client, day: dict[str, Any], other: dict[str, str]
 ) -> None:
     made = offline(staff, day["id"], {"amount": 100, "currency": "USD", "method": "other"})
-    other = create_org(database_url, "Other offline")
     with client(api, other["secret_key"]) as stranger:
         assert stranger.get(f"/v1/donations/{made.json()['id']}").status_code == 404
         body = {"amount": 100, "currency": "USD", "method": "other"}
@@ -307,7 +312,7 @@ def test_a_monthly_gift_is_charged_each_period_once_and_the_donor_can_cancel_it(
 
 
 def test_staff_cancel_a_gift_and_another_organisation_cannot(
-    api: str, staff: httpx.Client, public: httpx.Client, database_url: str
+    api: str, staff: httpx.Client, public: httpx.Client, other: dict[str, str]
 ) -> None:
     day = campaign(staff, name="Weekly day")
     first = donated(public, day["id"], gift(amount=500, recurring="weekly"))
@@ -316,7 +321,6 @@ def test_staff_cancel_a_gift_and_another_organisation_cannot(
         lambda: staff.get("/v1/recurring-gifts", params={"campaign_id": day["id"]}).json()["data"],
         lambda gifts: len(gifts) == 1,
     )
-    other = create_org(database_url, "Other recurring")
     with client(api, other["secret_key"]) as stranger:
         assert stranger.post(f"/v1/recurring-gifts/{made['id']}/cancel").status_code == 404
     done = staff.post(f"/v1/recurring-gifts/{made['id']}/cancel").json()
