@@ -2,7 +2,7 @@
 
 Playwright's own downloaded browsers are not used (nor reachable): ``/usr/bin/chromium``
 (Debian's ``chromium`` package, installed by ``make test``) is launched with the flags a
-sandboxed CI machine needs. One browser per session; each test gets a fresh context (no
+sandboxed CI machine needs. One browser per test module; each test gets a fresh context (no
 cookies or storage shared between tests).
 """
 
@@ -30,7 +30,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: sync Playwright keeps an event loop running in the main thread
+# while it is started, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
@@ -38,7 +40,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
     yield browser
