@@ -22,7 +22,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
@@ -39,8 +39,14 @@ BATCH_ROWS = 50_000
 #: Stored chunks (1 MiB each) read ahead of the parser, so that it keeps parsing while the
 #: one connection merges a batch.
 READ_AHEAD = 4
-#: How many failed rows an import keeps, with their reasons (all are counted).
+#: How many failed rows an import shows with their reasons (all are counted).
 MAX_ERRORS = 100
+#: How many failed rows an import keeps with their records, for the bad-row report
+#: (``import_rejects``); of each record, at most ``MAX_REJECT_FIELDS`` fields of at most
+#: ``MAX_REJECT_FIELD`` characters.
+MAX_REJECTS = 10_000
+MAX_REJECT_FIELDS = 200
+MAX_REJECT_FIELD = 2_000
 KNOWN = ("email", "first_name", "last_name", "status")
 #: How an import is told that consent was collected again (API query and CLI flag).
 RESUBSCRIBE = "resubscribe=true (surge import contacts --resubscribe)"
@@ -66,6 +72,16 @@ class ImportFailed(Exception):
     """The file as a whole cannot be imported (no header, no email column...)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A refused row for the bad-row report: its number, why, and its fields (None when
+    the CSV could not be split into fields)."""
+
+    row: int
+    reason: str
+    record: list[str] | None
+
+
 @dataclass(slots=True)
 class Batch:
     """Up to BATCH_ROWS checked rows, as COPY text, and the rows that failed."""
@@ -78,6 +94,12 @@ class Batch:
     good: int = 0
     bad: int = 0
     errors: list[RowError] = field(default_factory=list)
+    #: The failed rows with their records (the parser keeps the first MAX_REJECTS).
+    rejects: list[Reject] = field(default_factory=list)
+    #: The header row's names, as written (every batch carries it).
+    header: list[str] = field(default_factory=list)
+    #: Bytes of the file read when the batch was sealed (the progress bar's figure).
+    bytes_read: int = 0
 
 
 # -- parsing (runs in a thread) -------------------------------------------------------------
@@ -172,11 +194,26 @@ class RowChecker:
         return self.json.encode(attributes).decode() if attributes else None
 
 
+class _Counted:
+    """The chunks, counting the bytes handed out (a chunk is counted once it is read)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.bytes += len(chunk)
+            yield chunk
+
+
 def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """Parse a CSV file given as byte chunks into batches of checked rows."""
-    reader = csv.reader(_lines(chunks), strict=False)
+    counted = _Counted(chunks)
+    reader = csv.reader(_lines(iter(counted)), strict=False)
     checker: RowChecker | None = None
-    batch, row = Batch(), 0
+    header: list[str] = []
+    batch, row, rejected = Batch(), 0, 0
     while True:
         row += 1
         try:
@@ -186,36 +223,50 @@ def parse_batches(chunks: Iterator[bytes], batch_rows: int = BATCH_ROWS) -> Iter
         except csv.Error as exc:
             if checker is None:  # skipping it would take the first record for the header
                 raise ImportFailed(f"malformed CSV in the header row: {exc}") from None
-            _fail(batch, row, f"malformed CSV: {exc}")
+            rejected += _fail(batch, row, f"malformed CSV: {exc}", None, rejected)
             continue
         if not fields:
             continue  # a blank line: counted as a row number, not as a record
         if checker is None:
             checker = RowChecker(fields)
+            header = batch.header = [storable(name) for name in fields]
             batch.with_status = checker.status is not None
             continue
         try:
             batch.lines.append(checker.check(row, fields))
             batch.good += 1
         except ValueError as exc:
-            _fail(batch, row, str(exc))
+            rejected += _fail(batch, row, str(exc), fields, rejected)
         if batch.good + batch.bad >= batch_rows:
-            yield _sealed(batch)
-            batch = Batch(with_status=checker.status is not None)
+            yield _sealed(batch, counted.bytes)
+            batch = Batch(with_status=checker.status is not None, header=header)
     if checker is None:
         raise ImportFailed("the file is empty: a header row with an 'email' column is needed")
-    yield _sealed(batch)
+    yield _sealed(batch, counted.bytes)
 
 
-def _sealed(batch: Batch) -> Batch:
+def _sealed(batch: Batch, bytes_read: int) -> Batch:
     batch.payload = "".join(batch.lines).encode()
     batch.lines = []
+    batch.bytes_read = bytes_read
     return batch
 
 
-def _fail(batch: Batch, row: int, reason: str) -> None:
+def storable(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it: NULs and undecodable bytes become U+FFFD."""
+    value = value[:MAX_REJECT_FIELD]
+    return _UNSTORABLE.sub("\ufffd", value) if _SUSPECT.search(value) else value
+
+
+def _fail(batch: Batch, row: int, reason: str, fields: list[str] | None, rejected: int) -> int:
+    """Count a failed row; keep its record if fewer than MAX_REJECTS were; 1 if kept."""
     batch.bad += 1
     batch.errors.append(RowError(row=row, reason=reason))
+    if rejected >= MAX_REJECTS:
+        return 0
+    record = None if fields is None else [storable(f) for f in fields[:MAX_REJECT_FIELDS]]
+    batch.rejects.append(Reject(row, reason, record))
+    return 1
 
 
 # -- running one import ---------------------------------------------------------------------
@@ -227,24 +278,54 @@ class Progress:
     imported: int = 0
     failed: int = 0
     status_kept: int = 0
+    bytes_read: int = 0
     errors: list[RowError] = field(default_factory=list)
+    #: Rejects kept so far, and those of the last batch, still to be stored.
+    rejects_kept: int = 0
+    new_rejects: list[Reject] = field(default_factory=list)
 
-    def add(self, batch: Batch, merged: store.StagedMerge | None = None) -> None:
+    def add(
+        self,
+        batch: Batch,
+        merged: store.StagedMerge | None = None,
+        blocked_records: dict[int, list[str]] | None = None,
+    ) -> None:
         """Count a merged batch; its blocked rows (addresses deleted, merged away or erased
-        before) fail with the reason."""
+        before) fail with the reason (``blocked_records``: their records, by row)."""
         blocked = merged.blocked if merged is not None else []
         self.processed += batch.good + batch.bad
         self.imported += batch.good - len(blocked)
         self.failed += batch.bad + len(blocked)
         self.status_kept += merged.kept if merged is not None else 0
-        errors = batch.errors
+        self.bytes_read = batch.bytes_read
+        errors, rejects = batch.errors, batch.rejects
         if blocked:
+            records = blocked_records or {}
             refused = [RowError(b.ord, service.blocked_reason(b, RESUBSCRIBE)) for b in blocked]
             errors = sorted([*errors, *refused], key=lambda e: e.row)
+            more = [Reject(e.row, e.reason, records.get(e.row)) for e in refused]
+            rejects = sorted([*rejects, *more], key=lambda r: r.row)
         self.errors.extend(errors[: MAX_ERRORS - len(self.errors)])
+        self.new_rejects = rejects[: max(MAX_REJECTS - self.rejects_kept, 0)]
+        self.rejects_kept += len(self.new_rejects)
 
     def errors_json(self) -> str:
         return msgspec.json.encode(self.errors).decode()
+
+
+def staged_record(header: list[str], staged: dict[str, Any]) -> list[str]:
+    """A merged row's fields in the file's column order, from what was staged (trimmed,
+    status lower-cased: as imported)."""
+    attributes = staged.get("attributes") or {}
+    fields = []
+    for name in header:
+        key = name.strip().lstrip("\ufeff").strip().lower()
+        if key in ("email", "first_name", "last_name", "status"):
+            value = staged.get(key)
+        else:
+            value = attributes.get(key)
+        fields.append("" if value is None else str(value))
+    return fields
 
 
 async def process_import(
@@ -276,18 +357,11 @@ async def process_import(
             ):
                 async for batch in batches:
                     async with turn:
-                        merged = await _merge(conn, org, started, batch)
-                        progress.add(batch, merged)
-                        await store.record_progress(
-                            conn,
-                            org,
-                            import_id,
-                            progress.processed,
-                            progress.imported,
-                            progress.failed,
-                            progress.errors_json(),
-                            progress.status_kept,
-                        )
+                        if progress.processed == 0:
+                            await store.set_header(conn, org, import_id, batch.header)
+                        merged, records = await _merge(conn, org, started, batch)
+                        progress.add(batch, merged, records)
+                        await _record(conn, org, import_id, progress)
         except ImportFailed as exc:
             await _finish(conn, org, import_id, "failed", None, str(exc), complete)
             return "failed"
@@ -301,19 +375,45 @@ async def mark_failed(pool: AsyncConnectionPool, org: int, import_id: int, reaso
         await _finish(conn, org, import_id, "failed", None, reason, None)
 
 
+async def _record(conn: store.Conn, org: int, import_id: int, progress: Progress) -> None:
+    """The progress after a batch and the rows it refused: one transaction."""
+    async with conn.transaction():
+        await store.record_progress(
+            conn,
+            org,
+            import_id,
+            progress.processed,
+            progress.imported,
+            progress.failed,
+            progress.errors_json(),
+            progress.status_kept,
+            progress.bytes_read,
+        )
+        if progress.new_rejects:
+            await store.insert_rejects(
+                conn, org, import_id, [(r.row, r.reason, r.record) for r in progress.new_rejects]
+            )
+
+
 async def _merge(
     conn: store.Conn, org: int, started: store.ImportToRun, batch: Batch
-) -> store.StagedMerge | None:
+) -> tuple[store.StagedMerge | None, dict[int, list[str]]]:
+    """Merge a batch; with the records of its rows blocked by a tombstone (rare)."""
     if not batch.payload:
-        return None
+        return None, {}
     async with conn.transaction():
         # A temporary table per transaction, not per session: safe behind PgBouncer.
         await conn.execute(store.STAGING_TABLE)
         async with conn.cursor().copy(store.STAGING_COPY) as copy:
             await copy.write(batch.payload)
-        return await store.merge_staged(
+        merged = await store.merge_staged(
             conn, org, started.list_id, batch.with_status, started.resubscribe
         )
+        records = {}
+        if merged.blocked:
+            staged = await store.staged_rows(conn, [b.ord for b in merged.blocked])
+            records = {row: staged_record(batch.header, s) for row, s in staged.items()}
+        return merged, records
 
 
 async def _finish(

@@ -129,6 +129,8 @@ class Import(msgspec.Struct):
     #: Imported rows whose "subscribed" was not applied to a contact who had unsubscribed,
     #: bounced or complained (strict mode); their other fields were.
     rows_status_kept: int = 0
+    #: Bytes of the file parsed so far (of ``bytes_total``): how far a running import got.
+    bytes_processed: int = 0
 
 
 # -- the contact's lifecycle ----------------------------------------------------------------

@@ -134,6 +134,19 @@ async def list_contacts(
     return _page(rows, limit)
 
 
+#: Contacts or members counted exactly up to this many; past it, the planner's estimate.
+EXACT_COUNT = 10_000
+
+
+async def contact_count(conn: Conn, org: int) -> tuple[int, bool]:
+    """How many contacts the organisation has, and whether that is exact: counted up to
+    ``EXACT_COUNT`` (a bounded index range), estimated past it (never a count(*))."""
+    counted = await store.count_contacts(conn, org, EXACT_COUNT)
+    if counted <= EXACT_COUNT:
+        return counted, True
+    return max(await store.estimate_contacts(conn, org), counted), False
+
+
 def _page(rows: list[store.Row], limit: int) -> Page:
     data = [Contact(**r) for r in rows]
     # A full page may be the last one; the next request then returns an empty page.
@@ -212,6 +225,48 @@ async def add_members(conn: Conn, org: int, list_id: int, body: MembersIn) -> Me
             ],
         ),
     )
+
+
+async def rename_list(conn: Conn, org: int, list_id: int, name: str) -> ContactList:
+    """Give a list another name; NotFound if it is not this organisation's."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise Invalid("name", "name must be 1 to 200 characters")
+    row = await store.rename_list(conn, org, list_id, name)
+    if row is None:
+        raise NotFound(f"list {list_id} not found")
+    return ContactList(**row)
+
+
+async def remove_members(
+    conn: Conn,
+    org: int,
+    list_id: int,
+    *,
+    contact_ids: Sequence[int] = (),
+    emails: Sequence[str] = (),
+) -> tuple[list[str], list[str]]:
+    """Take contacts off a list (staff removing them, not the person leaving: the rows go,
+    and an import or add-members may put them back). (addresses removed, given addresses
+    that were not on it)."""
+    if not 1 <= len(contact_ids) + len(emails) <= MAX_BATCH:
+        raise Invalid("emails", f"give 1 to {MAX_BATCH} addresses")
+    await get_list(conn, org, list_id)
+    lowered = [e.strip().lower() for e in emails]
+    removed = await store.remove_members(conn, org, list_id, contact_ids, lowered)
+    gone = {r["email"].lower() for r in removed}
+    missing = [raw for raw, low in zip(emails, lowered, strict=True) if low not in gone]
+    return [r["email"] for r in removed], missing
+
+
+async def member_count(conn: Conn, org: int, list_id: int) -> tuple[int, bool]:
+    """How many members a list has, and whether that is exact: counted exactly up to
+    ``EXACT_COUNT`` (a bounded index range), estimated past it (never a count(*) of a
+    million rows)."""
+    counted = await store.count_members(conn, org, list_id, EXACT_COUNT)
+    if counted <= EXACT_COUNT:
+        return counted, True
+    return max(await store.estimate_members(conn, org, list_id), counted), False
 
 
 async def confirm_member(conn: Conn, list_id: int, contact_id: int) -> bool | None:
@@ -322,3 +377,23 @@ async def get_import(conn: Conn, org: int, import_id: int) -> Import:
         raise NotFound(f"import {import_id} not found")
     row.pop("chunks_total")
     return msgspec.convert(row, Import)
+
+
+async def recent_imports(conn: Conn, org: int, *, before: str | None, limit: int) -> ImportPage:
+    """One page of imports, newest first, and the cursor of the next (older) page."""
+    rows = await store.imports_newest_first(
+        conn, org, decode_cursor(before, "before") or None, check_limit(limit)
+    )
+    data = [msgspec.convert(row, Import) for row in rows]
+    return ImportPage(data, next_cursor([i.id for i in data], limit))
+
+
+async def import_rejects(
+    conn: Conn, org: int, import_id: int, *, after_row: int = 0, limit: int = MAX_BATCH
+) -> tuple[list[str] | None, list[store.RejectRow]]:
+    """The file's header and a page of the rows an import refused, in row order (the
+    first ``imports.MAX_REJECTS`` refused rows are kept); NotFound for another's import."""
+    header = await store.import_header(conn, org, import_id)
+    if header is None and await store.get_import(conn, org, import_id) is None:
+        raise NotFound(f"import {import_id} not found")
+    return header, await store.rejects(conn, org, import_id, after_row, limit)

@@ -239,6 +239,26 @@ async def list_contacts(
     return await cur.fetchall()
 
 
+async def count_contacts(conn: Conn, org: int, cap: int) -> int:
+    """An organisation's contacts counted up to ``cap`` + 1 (a bounded primary-key range)."""
+    cur = await conn.execute(
+        "select count(*) from (select from contacts where organization_id = %s limit %s) c",
+        [org, cap + 1],
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def estimate_contacts(conn: Conn, org: int) -> int:
+    """The planner's estimate of an organisation's contacts (statistics kept by ANALYZE;
+    no row is read): what a page shows instead of a count(*) of a million rows."""
+    cur = await conn.execute(
+        "explain (format json) select from contacts where organization_id = %s", [org]
+    )
+    row = await cur.fetchone()
+    return int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
+
+
 LIST_COLUMNS = "id, name, created_at, double_opt_in, confirm_from"
 
 
@@ -324,6 +344,64 @@ async def add_members(
     return rows, added
 
 
+async def rename_list(conn: Conn, org: int, list_id: int, name: str) -> Row | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"update lists set name = %s where organization_id = %s and id = %s"
+        f" returning {LIST_COLUMNS}",
+        [name, org, list_id],
+    )
+    return await cur.fetchone()
+
+
+async def remove_members(
+    conn: Conn, org: int, list_id: int, ids: Sequence[int], emails: Sequence[str]
+) -> list[Row]:
+    """Take these contacts (by id or lower-cased address) off the list; (id, email) of each
+    one that was on it. Uses list_members' primary key, one probe per contact."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """
+        with found as (
+            select id, email from contacts
+            where organization_id = %(org)s and id = any(%(ids)s::bigint[])
+            union
+            select id, email from contacts
+            where organization_id = %(org)s and lower(email) = any(%(emails)s::text[])
+        )
+        delete from list_members m using found
+        where m.organization_id = %(org)s and m.list_id = %(list)s and m.contact_id = found.id
+        returning found.id, found.email
+        """,
+        {"org": org, "list": list_id, "ids": list(ids), "emails": list(emails)},
+    )
+    return await cur.fetchall()
+
+
+async def count_members(conn: Conn, org: int, list_id: int, cap: int) -> int:
+    """Members of a list who did not leave it, counted up to ``cap`` + 1 (a bounded range
+    of list_members' primary key)."""
+    cur = await conn.execute(
+        "select count(*) from (select from list_members where organization_id = %s"
+        " and list_id = %s and unsubscribed_at is null limit %s) as m",
+        [org, list_id, cap + 1],
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def estimate_members(conn: Conn, org: int, list_id: int) -> int:
+    """The planner's estimate of a list's memberships (from the table's statistics, kept
+    by autovacuum's ANALYZE): no row is read."""
+    cur = await conn.execute(
+        "explain (format json) select from list_members"
+        " where organization_id = %s and list_id = %s",
+        [org, list_id],
+    )
+    row = await cur.fetchone()
+    return int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Confirmation:
     """A pending member to send the confirmation mail to."""
@@ -397,7 +475,7 @@ async def organization_exists(conn: Conn, org: int) -> bool:
 IMPORT_COLUMNS = (
     "id, list_id, status, filename, bytes_total, rows_total, rows_processed, rows_imported,"
     " rows_failed, errors, error, created_at, started_at, finished_at, resubscribe,"
-    " rows_status_kept"
+    " rows_status_kept, bytes_processed"
 )
 
 
@@ -493,12 +571,87 @@ async def start_import(conn: Conn, org: int, import_id: int) -> ImportToRun | No
     await cur.execute(
         "update imports set status = 'running', started_at = now(), finished_at = null,"
         " attempts = attempts + 1, rows_total = null, rows_processed = 0, rows_imported = 0,"
-        " rows_failed = 0, rows_status_kept = 0, errors = '[]', error = null"
+        " rows_failed = 0, rows_status_kept = 0, errors = '[]', error = null,"
+        " bytes_processed = 0, header = null"
         " where organization_id = %s and id = %s and status in ('queued', 'running')"
         " returning list_id, chunks_total, resubscribe",
         [org, import_id],
     )
-    return await cur.fetchone()
+    started = await cur.fetchone()
+    if started is not None:
+        await conn.execute(
+            "delete from import_rejects where organization_id = %s and import_id = %s",
+            [org, import_id],
+        )
+    return started
+
+
+async def set_header(conn: Conn, org: int, import_id: int, header: list[str]) -> None:
+    await conn.execute(
+        "update imports set header = %s where organization_id = %s and id = %s",
+        [header, org, import_id],
+    )
+
+
+async def staged_rows(conn: Conn, ords: Sequence[int]) -> dict[int, Row]:
+    """Rows of ``import_rows`` (this transaction's staging table) by ``ord``."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "select ord, email, first_name, last_name, status, attributes from import_rows"
+        " where ord = any(%s::bigint[])",
+        [list(ords)],
+    )
+    return {int(r["ord"]): r for r in await cur.fetchall()}
+
+
+async def insert_rejects(
+    conn: Conn, org: int, import_id: int, rejects: Sequence[tuple[int, str, list[str] | None]]
+) -> None:
+    """The refused rows of one batch: (row, reason, record)."""
+    async with conn.cursor().copy(
+        "copy import_rejects (organization_id, import_id, row, reason, record) from stdin"
+    ) as copy:
+        for row, reason, record in rejects:
+            await copy.write_row((org, import_id, row, reason, record))
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRow:
+    row: int
+    reason: str
+    record: list[str] | None
+
+
+async def rejects(
+    conn: Conn, org: int, import_id: int, after_row: int, limit: int
+) -> list[RejectRow]:
+    """A page of an import's refused rows, in row order (the primary key)."""
+    cur = conn.cursor(row_factory=class_row(RejectRow))
+    await cur.execute(
+        "select row, reason, record from import_rejects"
+        " where organization_id = %s and import_id = %s and row > %s order by row limit %s",
+        [org, import_id, after_row, limit],
+    )
+    return await cur.fetchall()
+
+
+async def import_header(conn: Conn, org: int, import_id: int) -> list[str] | None:
+    cur = await conn.execute(
+        "select header from imports where organization_id = %s and id = %s", [org, import_id]
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def imports_newest_first(conn: Conn, org: int, before: int | None, limit: int) -> list[Row]:
+    """A keyset page of imports, newest first (the primary key, backwards)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"select {IMPORT_COLUMNS} from imports where organization_id = %(org)s"
+        " and (%(before)s::bigint is null or id < %(before)s) order by id desc limit %(limit)s",
+        {"org": org, "before": before, "limit": limit},
+    )
+    return await cur.fetchall()
 
 
 async def record_progress(
@@ -510,12 +663,14 @@ async def record_progress(
     failed: int,
     errors: str,
     status_kept: int = 0,
+    bytes_processed: int = 0,
 ) -> None:
     """Progress after one batch; ``errors`` is the JSON array of the first failed rows."""
     await conn.execute(
         "update imports set rows_processed = %s, rows_imported = %s, rows_failed = %s,"
-        " errors = %s::jsonb, rows_status_kept = %s where organization_id = %s and id = %s",
-        [processed, imported, failed, errors, status_kept, org, import_id],
+        " errors = %s::jsonb, rows_status_kept = %s, bytes_processed = %s"
+        " where organization_id = %s and id = %s",
+        [processed, imported, failed, errors, status_kept, bytes_processed, org, import_id],
     )
 
 
