@@ -98,9 +98,10 @@ def day_figures(
     scale = 10 ** MINOR_UNITS.get(main or "", 2)
     running, points = 0, [(0.0, 0.0)]
     for minute in sorted(minutes):
+        start = (minute - day).total_seconds()
+        points.append((start / elapsed, running / scale))  # flat until this minute
         running += minutes[minute].get(main, (0, 0))[1] if main else 0
-        offset = min((minute - day).total_seconds() + 60, elapsed) / elapsed
-        points.append((offset, running / scale))
+        points.append((min(start + 60, elapsed) / elapsed, running / scale))
     points.append((1.0, running / scale))
     this_minute = now.replace(second=0, microsecond=0)
     recent = [
