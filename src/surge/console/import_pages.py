@@ -47,7 +47,7 @@ from surge.fields import MAX_BIGINT
 from surge.users.service import allows
 
 PAGE = 20
-#: Refused rows shown on the import page (all of them kept are in the report).
+#: Refused rows shown on the import page (the report has all that were kept).
 SHOWN_REJECTS = 20
 #: Rows of the bad-row report read per query while it streams.
 REPORT_PAGE = 1000
@@ -201,25 +201,29 @@ def progress_view(imp: Import, now: datetime | None = None) -> dict[str, Any]:
 
 
 def progress_html(imp: Import) -> str:
-    return templates.get_template("imports/_progress.html").render(p=progress_view(imp))
+    return templates.get_template("imports/_progress.html").render(
+        p=progress_view(imp), shown=SHOWN_REJECTS, max_rejects=MAX_REJECTS
+    )
 
 
 async def import_page(request: Request) -> Response:
     user = require_user(request)
     org, import_id = user.organization_id, _id(request)
 
-    async def load(conn: contacts.Conn, org: int) -> tuple[Import, list[Any]]:
+    async def load(conn: contacts.Conn, org: int) -> tuple[Import, str | None]:
         imp = await contacts.get_import(conn, org, import_id)
-        _, shown = await contacts.import_rejects(conn, org, import_id, limit=SHOWN_REJECTS)
-        return imp, shown
+        if imp.list_id is None:
+            return imp, None
+        return imp, (await contacts.get_list(conn, org, imp.list_id)).name
 
-    imp, shown = await read(request, org, load)
+    imp, list_name = await read(request, org, load)
     return render(
         request,
         "imports/show.html",
         title=f"Import {imp.filename or imp.id}",
         p=progress_view(imp),
-        rejects=shown,
+        list_name=list_name,
+        shown=SHOWN_REJECTS,
         max_rejects=MAX_REJECTS,
     )
 
