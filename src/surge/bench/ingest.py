@@ -14,8 +14,8 @@ short warm-up:
 
 ``lost`` compares the events acknowledged (202) with the rows in ``events``: must be 0.
 
-``--tracing-sample R`` adds a second API with tracing on at ratio R and compares the two in
-the same run (``ingest_tracing.py``).
+``--tracing-sample R`` then compares two fresh APIs, one with tracing on at ratio R, in the
+same run (``ingest_tracing.py``).
 """
 
 from __future__ import annotations
@@ -287,14 +287,11 @@ def _run(url: str, opts: Options) -> dict[str, Any]:
         pids = (procs[0].pid, procs[1].pid)
         phases = asyncio.run(_phases(api_port, ceiling_port, key, opts, pids, rss))
         if traced is not None:
-            _wait_ready(f"http://127.0.0.1:{traced.api_port}", procs)
-            sides = {
-                "untraced": ingest_tracing.Side(api_port, procs[0].pid),
-                "traced": ingest_tracing.Side(traced.api_port, traced.procs[0].pid),
-            }
+            for port in traced.ports.values():
+                _wait_ready(f"http://127.0.0.1:{port}", procs)
             single, batch = requests(key, opts.batch)
             runs, extra = asyncio.run(
-                ingest_tracing.compare(sides, single, batch, opts.batch, opts)
+                ingest_tracing.compare(traced.sides(), single, batch, opts.batch, opts)
             )
             stop_all(traced.procs[:1])  # the traced API exports what it still holds as it exits
             spans = ingest_tracing.exported_spans(traced.sink_port)
@@ -371,7 +368,7 @@ def _per_request(phase: Phase) -> float:
     "--tracing-sample",
     type=click.FloatRange(0.0, 1.0),
     default=None,
-    help="Also run a second API with tracing at this ratio (e.g. 0.01) and compare the two.",
+    help="Then compare two fresh APIs, one tracing at this ratio (e.g. 0.01), in this run.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_command(

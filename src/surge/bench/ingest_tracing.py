@@ -3,13 +3,16 @@
 In the same run as the usual phases, a second ``surge api`` serves the same database with
 tracing on (``parentbased_traceidratio`` at R, OTLP/HTTP to a local sink in a process of
 its own, ``otlp_sink``). Then, ``ROUNDS`` times, single-event and batch phases drive both
-APIs at once, half the connections each: whatever else the machine is doing (other people's
-tests and benchmarks, here) weighs on both sides alike at every moment, where phases one
-after the other saw the load swing twofold between them. Two CPU-bound processes get equal
-shares of the CPU, so the traced side's throughput relative to the untraced one's is what
-tracing costs; each side's server CPU per request says the same from the other end.
-Reported: both throughputs and CPU per request, traced over untraced, and the spans the sink
-received (about R times the traced requests: proof that tracing was on).
+APIs at once, half the connections each, interleaved: whatever else the machine is doing
+(other people's tests and benchmarks, here) weighs on both sides alike at every moment,
+where phases one after the other saw the load swing twofold between them. Reported: both
+throughputs and server CPU per request, traced over untraced, per round and overall, and
+the spans the sink received (about R times the traced requests: proof that tracing was on).
+
+On a busy machine those ratios still wander by ±20 % from round to round, so the cost is
+also measured where load cannot hide it: the request plumbing (``RequestContext``) driven in
+this process, tracing off and on, its CPU time per request the least of several repeats
+(``middleware_cost``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,13 @@ import httpx
 from starlette.routing import Route
 
 from surge.api.middleware import RequestContext
-from surge.bench.common import surge_process
-from surge.bench.ingest import Phase, _cpu, closed_loop
+from surge.bench.common import (
+    HttpConnection,
+    close_connections,
+    open_connections,
+    surge_process,
+)
+from surge.bench.ingest import Phase, _cpu
 from surge.db.embedded import free_port
 from surge.observability import tracing
 
@@ -47,27 +55,44 @@ def traced_env(sample: float, sink_port: int) -> dict[str, str]:
 
 @dataclass
 class Traced:
-    """The traced API and its sink, started next to the scenario's own API."""
+    """Two fresh APIs on the scenario's database, one traced, and the traced one's sink.
+
+    Fresh, both: the scenario's own API has served a million events by then, and a process
+    with that history ran 10-20 % apart from a new one with the same code (measured with
+    tracing off on both sides)."""
 
     sample: float
-    api_port: int
     sink_port: int
+    ports: dict[str, int]
+    #: The traced API first: it is stopped first, so that it exports what it holds.
     procs: list[subprocess.Popen[bytes]]
 
-
-def start(bench_url: str, sample: float, env: dict[str, str]) -> Traced:
-    sink_port, api_port = free_port(), free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "surge.bench.otlp_sink", str(sink_port)])
-    api = surge_process(
-        bench_url, ["api", "--port", str(api_port)], {**env, **traced_env(sample, sink_port)}
-    )
-    return Traced(sample, api_port, sink_port, [api, sink])
+    def sides(self) -> dict[str, Side]:
+        pids = {"traced": self.procs[0].pid, "untraced": self.procs[1].pid}
+        return {name: Side(self.ports[name], pids[name]) for name in SIDES}
 
 
 @dataclass(frozen=True)
 class Side:
     port: int
     pid: int
+
+
+def start(bench_url: str, sample: float, env: dict[str, str]) -> Traced:
+    sink_port = free_port()
+    ports = {name: free_port() for name in SIDES}
+    sink = subprocess.Popen([sys.executable, "-m", "surge.bench.otlp_sink", str(sink_port)])
+    traced = {**env, **traced_env(sample, sink_port)}
+    return Traced(
+        sample,
+        sink_port,
+        ports,
+        [
+            surge_process(bench_url, ["api", "--port", str(ports["traced"])], traced),
+            surge_process(bench_url, ["api", "--port", str(ports["untraced"])], env),
+            sink,
+        ],
+    )
 
 
 async def compare(
@@ -90,15 +115,36 @@ async def compare(
 async def _together(
     sides: dict[str, Side], data: bytes, connections: int, seconds: float
 ) -> dict[str, Phase]:
-    """One closed-loop phase on every side at the same time, with each server's CPU."""
+    """One closed-loop phase on every side at the same time, with each server's CPU.
+
+    The sides' connections are interleaved in one event loop (u, t, u, t …): when the load
+    generator is itself short of CPU, which it is on a busy machine, it serves both sides in
+    turn rather than the one whose connections came first.
+    """
+    conns = {name: await open_connections(side.port, connections) for name, side in sides.items()}
+    phases = {name: Phase() for name in sides}
     before = {name: _cpu(side.pid) for name, side in sides.items()}
-    phases = await asyncio.gather(
-        *(closed_loop(side.port, data, connections, seconds) for side in sides.values())
-    )
-    found = dict(zip(sides, phases, strict=True))
+    start = time.perf_counter()
+    stop = start + seconds
+
+    async def drive(conn: HttpConnection, phase: Phase) -> None:
+        while (t0 := time.perf_counter()) < stop:
+            status = await conn.request(data)
+            phase.latencies.append(time.perf_counter() - t0)
+            phase.statuses[status] = phase.statuses.get(status, 0) + 1
+
+    per_side = [[(conn, phases[name]) for conn in conns[name]] for name in sides]
+    interleaved = [pair for pairs in zip(*per_side, strict=True) for pair in pairs]
+    try:
+        await asyncio.gather(*(drive(conn, phase) for conn, phase in interleaved))
+    finally:
+        for opened in conns.values():
+            close_connections(opened)
     for name, side in sides.items():
-        found[name].server_cpu = _cpu(side.pid) - before[name]
-    return found
+        phases[name].server_cpu = _cpu(side.pid) - before[name]
+        phases[name].seconds = time.perf_counter() - start
+        phases[name].requests = len(phases[name].latencies)
+    return phases
 
 
 def figures(
