@@ -172,6 +172,9 @@ def test_a_good_fresh_signature_verifies() -> None:
         (b'{"id": "evt_1"}', "garbage"),
         (b"\xff\xfe", "t=1,v1=00"),
     ],
+    # Stable ids: the signatures hold the time, and pytest-xdist's workers must collect the
+    # same names.
+    ids=["other-secret", "other-body", "too-old", "missing", "bad-time", "garbage", "not-utf8"],
 )
 def test_a_bad_old_or_missing_signature_is_invalid_naming_the_header(
     body: bytes, header: str | None
