@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/surge bench giving-day --json
 	$(BIN)/surge bench journeys --contacts 100000 --json
 	$(BIN)/surge bench segments --contacts 1000000 --events 10000000 --json
+	$(BIN)/surge bench console --contacts 1000000 --events 10000000 --json
 	$(BIN)/surge bench scale --json
 
 clean:

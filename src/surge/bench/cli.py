@@ -11,6 +11,7 @@ def bench_group() -> None:
 
 
 def _register() -> None:
+    from surge.bench.console import console_command
     from surge.bench.dispatch import dispatch_command
     from surge.bench.exports import export_command
     from surge.bench.giving_day import giving_day_command
@@ -21,6 +22,7 @@ def _register() -> None:
     from surge.bench.scale import scale_command
     from surge.bench.segments import segments_command
 
+    bench_group.add_command(console_command)
     bench_group.add_command(dispatch_command)
     bench_group.add_command(export_command)
     bench_group.add_command(giving_day_command)

@@ -65,7 +65,9 @@ async def index(request: Request) -> Response:
         else:
             page = await read(request, org, contacts.list_contacts, after=after, limit=PAGE)
     except Invalid as exc:
-        return await _index(request, status=400, errors=form_error(exc), values=values)
+        # A bad cursor is no field of the form: its message goes to the form's top.
+        errors = form_error(exc) if exc.field in ("q", "by") else {"_form": exc.message}
+        return await _index(request, status=400, errors=errors, values=values)
     return await _index(
         request, rows=page.data, next=page.next, values=values, searched=searched, after=after
     )

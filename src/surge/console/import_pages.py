@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from surge.api.reads import note_org, read
@@ -45,6 +46,8 @@ from surge.contacts.schemas import Import
 from surge.errors import Invalid, NotFound
 from surge.fields import MAX_BIGINT
 from surge.users.service import allows
+
+log = logging.getLogger(__name__)
 
 PAGE = 20
 #: Refused rows shown on the import page (the report has all that were kept).
@@ -130,6 +133,10 @@ async def upload(request: Request) -> Response:
             detail = {"filename": created.filename, "bytes": created.bytes_total}
             detail.update(list_id=list_id, resubscribe=resubscribe)
             await audit(conn, actor(request), "import.create", f"import:{created.id}", detail)
+    except ClientDisconnect:
+        # The browser went away mid-upload: the transaction rolled back, nothing was kept.
+        log.info("upload abandoned by the client", extra={"organization_id": org})
+        return Response(status_code=400, headers=SECURITY_HEADERS)
     except contacts.TooLarge as exc:
         return await _refused(request, 413, Invalid("file", str(exc)), fields)
     except Invalid as exc:

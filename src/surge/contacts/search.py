@@ -48,6 +48,8 @@ order by lower(email) limit %(limit)s
 # The two keys of a contact, in C collation, as the indexes hold them.
 _A = 'contact_name_key(first_name, last_name) collate "C"'
 _B = 'contact_name_key(last_name, first_name) collate "C"'
+# The indexes are partial (contacts with a name): the same predicate lets a query use them.
+_NAMED = "(first_name is not null or last_name is not null)"
 # A contact is listed under "first last" unless only "last first" matches, or both do and
 # "last first" is smaller: the same rule in the cursor and in each half, so no contact is
 # listed twice, nor skipped, across pages.
@@ -60,13 +62,13 @@ with cursor as (
 )
 select * from (
     (select {CONTACT_COLUMNS}, {_A} as search_key from contacts
-     where organization_id = %(org)s and {_A} like %(pattern)s
+     where organization_id = %(org)s and {_NAMED} and {_A} like %(pattern)s
         and ({_A}, id) > (greatest((select k from cursor), %(prefix)s), %(after)s)
         and not ({_B} like %(pattern)s and {_B} < {_A})
      order by {_A}, id limit %(limit)s)
     union all
     (select {CONTACT_COLUMNS}, {_B} from contacts
-     where organization_id = %(org)s and {_B} like %(pattern)s
+     where organization_id = %(org)s and {_NAMED} and {_B} like %(pattern)s
         and ({_B}, id) > (greatest((select k from cursor), %(prefix)s), %(after)s)
         and not ({_A} like %(pattern)s and {_A} <= {_B})
      order by {_B}, id limit %(limit)s)
