@@ -3,6 +3,7 @@ and SMTP sink; totals, lists, the CSV export and the receipts."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import email
 import email.message
@@ -17,6 +18,10 @@ import httpx
 import psycopg
 import pytest
 
+from surge.delivery.sink import count_received
+from surge.donations import store
+from surge.donations.intake import batch_jobs
+from surge.jobs.enqueue import enqueue_many
 from tests.conftest import Process, create_org, run_cli, surge_env
 from tests.donations_support import campaign, client, donated, eventually, final, gift
 
@@ -353,3 +358,78 @@ def test_erasing_a_donor_ends_their_recurring_gift(
         None,
     )
     assert "gone@example.org" not in after["email"]
+
+
+def test_a_batch_is_charged_and_receipted_each_once_and_its_undecided_retried_alone(
+    api: str, staff: httpx.Client, org: dict[str, str], database_url: str, sink: tuple[int, Path]
+) -> None:
+    """What the intake enqueues for a flush of several donations: one charge job for all."""
+    day = campaign(staff, name="Batch day")
+    tokens = ["tok_ok", "tok_ok", "tok_declined", "tok_error", "tok_ok"]
+
+    async def flush() -> list[int]:
+        conn = await psycopg.AsyncConnection.connect(database_url)
+        async with conn, conn.transaction():
+            rows = [
+                store.NewDonation(
+                    organization_id=int(org["id"]),
+                    campaign_id=day["id"],
+                    idempotency_key=str(uuid.uuid4()),
+                    request_hash=b"x" * 32,
+                    amount=1000 + i,
+                    fee=0,
+                    currency="USD",
+                    email=f"batch{i}@example.org",
+                    name=None,
+                    metadata={},
+                    token=token,
+                )
+                for i, token in enumerate(tokens)
+            ]
+            made = {m.idempotency_key: m.id for m in await store.insert_donations(conn, rows)}
+            ids = [made[r.idempotency_key] for r in rows]  # in the order of ``tokens``
+            jobs = batch_jobs("donations.charge", [(int(org["id"]), i) for i in ids], 3)
+            await enqueue_many(conn, jobs)
+        return ids
+
+    ids = asyncio.run(flush())
+    outcomes = [final(staff, i) for i in ids]
+    assert [o["status"] for o in outcomes] == [
+        "succeeded",
+        "succeeded",
+        "failed",
+        "failed",
+        "succeeded",
+    ]
+    assert outcomes[2]["failure_reason"] == "card_declined"
+    assert outcomes[3]["failure_reason"] == "gateway_unavailable"  # retried alone, then gave up
+    for donation_id in (ids[0], ids[1], ids[4]):
+        assert "Thank you for your gift" in receipt(sink[1], donation_id)
+        sent = count_received(sink[1])
+        assert sum(n for k, n in sent.items() if k.startswith(f"<receipt.{donation_id}@")) == 1
+    charges = scalar(
+        database_url,
+        "select count(*) from sandbox_charges c join donations d"
+        " on c.idempotency_key = 'surge:' || d.organization_id || ':' || d.idempotency_key"
+        " where d.id = any(%s)",
+        ids,
+    )
+    assert charges == 4  # tok_error never reaches the ledger; the others once each
+    batched = scalar(
+        database_url,
+        "select count(*) from job_history where kind = 'donations.receipt'"
+        " and args ? 'donation_ids'",
+    )
+    assert batched >= 1
+    retried = scalar(
+        database_url,
+        "select max(attempt) from job_history where kind = 'donations.charge'"
+        " and (args->>'donation_id')::bigint = %s",
+        ids[3],
+    )
+    assert retried == 2  # the batch made the first attempt of SURGE_DONATIONS_CHARGE_ATTEMPTS=3
+    totals = eventually(
+        lambda: httpx.get(f"{api}/v1/campaigns/{day['id']}/totals").json(),
+        lambda t: t["donations"] == 3,
+    )
+    assert totals["raised"] == 1000 + 1001 + 1004

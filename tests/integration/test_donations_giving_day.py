@@ -407,3 +407,89 @@ def test_a_refund_comes_back_out_of_every_rollup_it_was_counted_in(
         lambda t: t["raised"] == 2500,
     )
     assert page_totals["donations"] == 1
+
+
+def test_a_batch_counts_exactly_as_its_gifts_counted_one_by_one(
+    staff: httpx.Client, org: dict[str, str], database_url: str
+) -> None:
+    """counting.count_many (a charge batch) and counting.count (one charge) agree, row by row."""
+    days = [campaign(staff, name=f"Counting {i}") for i in range(2)]
+    pages = []
+    for day in days:
+        team = staff.post(f"/v1/campaigns/{day['id']}/teams", json={"name": "T"}).json()
+        fundraiser = staff.post(
+            f"/v1/campaigns/{day['id']}/fundraisers", json={"name": "F", "team_id": team["id"]}
+        ).json()
+        staff.post(
+            f"/v1/campaigns/{day['id']}/matches",
+            json={
+                "sponsor": "W",
+                "cap": 10**9,
+                "ends_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            },
+        )
+        pages.append((fundraiser["id"], team["id"]))
+    later = datetime.now(UTC) + timedelta(seconds=5)  # after the matches' windows opened
+    before = datetime.now(UTC) - timedelta(days=1)
+
+    def gifts(campaign_id: int, fundraiser_id: int, team_id: int) -> list[counting.Gift]:
+        return [
+            counting.Gift(
+                id=1_000_000 + i,
+                organization_id=int(org["id"]),
+                campaign_id=campaign_id,
+                amount=100 * (i + 1),
+                currency="USD",
+                email=None if i == 7 else f"donor{i % 4}@example.org",
+                created_at=before if i % 5 == 0 else later,
+                fundraiser_id=fundraiser_id if i % 3 else None,
+                team_id=team_id if i % 2 else None,
+            )
+            for i in range(14)
+        ]
+
+    one_by_one = gifts(days[0]["id"], *pages[0])
+    batch = gifts(days[1]["id"], *pages[1])
+
+    async def count_both() -> None:
+        conn = await psycopg.AsyncConnection.connect(database_url)
+        async with conn:
+            async with conn.transaction():
+                for gift_one in one_by_one:
+                    await counting.count(conn, gift_one)
+            async with conn.transaction():
+                await counting.count_many(conn, list(reversed(batch)))
+
+    asyncio.run(count_both())
+
+    def rows(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(database_url) as conn:
+            return [tuple(r) for r in conn.execute(sql, list(params)).fetchall()]
+
+    shape = [
+        (
+            "select shard, raised_minor, donations, donors from campaign_totals"
+            " where campaign_id = %s order by shard",
+            "campaign",
+        ),
+        (
+            "select shard, raised_minor, donations from fundraiser_totals"
+            " where fundraiser_id = %s order by shard",
+            "fundraiser",
+        ),
+        (
+            "select shard, raised_minor, donations from team_totals"
+            " where team_id = %s order by shard",
+            "team",
+        ),
+        (
+            "select t.shard, t.raised_minor, t.donations, t.donors from match_totals t"
+            " join campaign_matches m on m.id = t.match_id where m.campaign_id = %s"
+            " order by t.shard",
+            "campaign",
+        ),
+    ]
+    for query, key in shape:
+        first = {"campaign": days[0]["id"], "fundraiser": pages[0][0], "team": pages[0][1]}[key]
+        second = {"campaign": days[1]["id"], "fundraiser": pages[1][0], "team": pages[1][1]}[key]
+        assert rows(query, first) == rows(query, second) != [], query

@@ -192,23 +192,19 @@ class DonationIntake:
             entry.outcome, entry.gone = None, False  # a retried half starts afresh
             first.setdefault(_key(entry.donation), entry)
         inserted = await store.insert_donations(conn, [e.donation for e in first.values()])
-        jobs: list[NewJob] = []
+        charges: list[tuple[int, int]] = []
         for row in inserted:
             winner = first[(row.organization_id, row.idempotency_key)]
             winner.outcome = Outcome(
                 _accepted(winner.donation, row), winner.donation.request_hash, True
             )
-            jobs.append(
-                NewJob(
-                    "donations.charge",
-                    {"donation_id": row.id},
-                    queue=QUEUE,
-                    organization_id=row.organization_id,
-                    max_attempts=winner.charge_attempts,
-                    traceparent=winner.traceparent,
-                )
-            )
-        if jobs:
+            charges.append((row.organization_id, row.id))
+        if charges:
+            # One charge job per organisation for the flush's donations (jobs.charge_many);
+            # it continues the trace of the first request that made it.
+            attempts = max(e.charge_attempts for e in entries)
+            traced = next((e.traceparent for e in entries if e.traceparent), None)
+            jobs = batch_jobs("donations.charge", charges, attempts, traced)
             await enqueue_many(conn, jobs)
         taken = [key for key, entry in first.items() if entry.outcome is None]
         existing = {}
@@ -228,6 +224,31 @@ class DonationIntake:
                 entry.outcome = Outcome(accepted_of(found), bytes(found.request_hash), False)
             else:  # made and deleted meanwhile (its campaign was): nothing to replay
                 entry.gone = True
+
+
+def batch_jobs(
+    kind: str,
+    donations: Sequence[tuple[int, int]],
+    max_attempts: int | None = None,
+    traceparent: str | None = None,
+) -> list[NewJob]:
+    """One ``donations.charge`` or ``donations.receipt`` job per organisation for these
+    (organisation, donation id) pairs: ``{"donation_ids": […]}`` for several (the batch form,
+    ``jobs.charge_many`` / ``jobs.receipt_many``), ``{"donation_id"}`` for one."""
+    by_org: dict[int, list[int]] = {}
+    for org, donation_id in donations:
+        by_org.setdefault(org, []).append(donation_id)
+    return [
+        NewJob(
+            kind,
+            {"donation_id": ids[0]} if len(ids) == 1 else {"donation_ids": ids},
+            queue=QUEUE,
+            organization_id=org,
+            max_attempts=max_attempts,
+            traceparent=traceparent,
+        )
+        for org, ids in by_org.items()
+    ]
 
 
 def _key(donation: store.NewDonation) -> tuple[int, str]:

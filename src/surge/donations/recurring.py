@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from surge.donations import recurring_store as store
+from surge.donations.intake import batch_jobs
 from surge.donations.links import RecurringLinks
 from surge.donations.schemas import (
     DonorRecurringGift,
@@ -40,7 +41,7 @@ from surge.donations.schemas import (
 from surge.donations.store import FinishedDonation, NewDonation, insert_donations
 from surge.errors import NotFound
 from surge.fields import MAX_BIGINT, check_choice, decode_cursor, next_cursor
-from surge.jobs.enqueue import NewJob, enqueue_many
+from surge.jobs.enqueue import enqueue_many
 from surge.webhooks.service import emit
 
 Conn = store.Conn
@@ -138,18 +139,9 @@ async def charge_due(conn: Conn, *, charge_attempts: int, now: datetime | None =
     if donations:
         inserted = await insert_donations(conn, donations)
         # A period already inserted (a re-run) inserts nothing and gets no second charge.
-        jobs = [
-            NewJob(
-                "donations.charge",
-                {"donation_id": row.id},
-                queue="critical",
-                organization_id=row.organization_id,
-                max_attempts=charge_attempts,
-            )
-            for row in inserted
-        ]
-        if jobs:
-            await enqueue_many(conn, jobs)
+        charges = [(row.organization_id, row.id) for row in inserted]
+        if charges:
+            await enqueue_many(conn, batch_jobs("donations.charge", charges, charge_attempts))
     if moves:
         await store.advance(conn, moves)
     return len(due)

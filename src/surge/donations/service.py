@@ -203,7 +203,9 @@ def gateway_key(org: int, key: str) -> str:
     return f"surge:{org}:{key}"
 
 
-async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> Donation | None:
+async def finish_charge(
+    conn: Conn, donation_id: int, result: ChargeResult, *, receipt: bool = True
+) -> Donation | None:
     """Record the gateway's decision, inside the caller's transaction.
 
     A succeeded donation is added to every rollup it belongs to, makes the recurring gift it
@@ -221,11 +223,38 @@ async def finish_charge(conn: Conn, donation_id: int, result: ChargeResult) -> D
         await counting.count(conn, gift_of(row))
         # Before the receipt job: the receipt of a gift that repeats links to its page.
         await recurring.start_gift(conn, row)
-        receipt = {"donation_id": donation_id}
-        await enqueue(conn, "donations.receipt", receipt, queue=QUEUE, organization_id=org)
+        if receipt:  # else the caller receipts a batch of them with one job
+            job = {"donation_id": donation_id}
+            await enqueue(conn, "donations.receipt", job, queue=QUEUE, organization_id=org)
     await recurring.record_period(conn, row)
     await emit(conn, org, f"donation.{status}", event_data(donation))
     return donation
+
+
+async def finish_charges(conn: Conn, decisions: list[tuple[int, ChargeResult]]) -> list[Donation]:
+    """``finish_charge`` for a batch's decisions, inside the caller's transaction, without
+    receipt jobs (the caller enqueues one for the batch). The donations are made final in
+    id order and their rollups written by ``counting.count_many``, so that concurrent
+    batches take their row locks in one order. Returns the donations made final (not those
+    final already: duplicate runs)."""
+    finished: list[tuple[store.FinishedDonation, ChargeResult]] = []
+    for donation_id, result in sorted(decisions, key=lambda d: d[0]):
+        status = "succeeded" if result.succeeded else "failed"
+        row = await store.finish_donation(
+            conn, donation_id, status, result.reference, result.reason
+        )
+        if row is not None:
+            finished.append((row, result))
+    await counting.count_many(conn, [gift_of(r) for r, result in finished if result.succeeded])
+    done: list[Donation] = []
+    for row, result in finished:
+        if result.succeeded:
+            await recurring.start_gift(conn, row)
+        await recurring.record_period(conn, row)
+        donation = msgspec.convert(row, Donation, from_attributes=True)
+        await emit(conn, row.organization_id, f"donation.{donation.status}", event_data(donation))
+        done.append(donation)
+    return done
 
 
 def gift_of(row: store.FinishedDonation) -> counting.Gift:

@@ -333,6 +333,21 @@ async def insert_offline(conn: Conn, values: dict[str, Any]) -> OfflineDonation 
     )
 
 
+async def donations_to_charge(conn: Conn, ids: Sequence[int]) -> list[DonationToCharge]:
+    """``donation_to_charge`` of many donations in one query (a batch's charges)."""
+    cur = conn.cursor(row_factory=class_row(DonationToCharge))
+    await cur.execute(
+        "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor,"
+        " d.fee_minor, d.currency, d.token, d.idempotency_key, c.name as campaign_name,"
+        " g.status as gift_status"
+        " from donations d join campaigns c on c.id = d.campaign_id"
+        " left join recurring_gifts g on g.id = d.recurring_gift_id"
+        " where d.id = any(%s) order by d.id",
+        [list(ids)],
+    )
+    return await cur.fetchall()
+
+
 async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge | None:
     """What the charge job needs, with the campaign's name for the charge description."""
     return await _one(
@@ -441,6 +456,44 @@ async def recent_donations(
         {"campaign": campaign_id, "fundraiser": fundraiser_id, "limit": limit},
     )
     return await cur.fetchall()
+
+
+_TO_RECEIPT = (
+    "select d.id, d.organization_id, d.status, d.amount_minor as amount, d.currency,"
+    " d.email, d.name, d.gateway_reference, d.succeeded_at, d.receipt_sent_at, d.receipt_error,"
+    " c.name as campaign_name, o.name as organization_name, d.fee_minor as fee,"
+    " d.offline_method, coalesce(g.frequency, d.recurring) as frequency,"
+    " g.id as recurring_gift_id"
+    " from donations d join campaigns c on c.id = d.campaign_id"
+    " join organizations o on o.id = d.organization_id"
+    # The gift a period belongs to, or the one this first gift started (two index
+    # lookups: the primary key, the unique first_donation_id).
+    " left join lateral (select id, frequency from recurring_gifts"
+    "   where id = d.recurring_gift_id union all select id, frequency"
+    "   from recurring_gifts where first_donation_id = d.id limit 1) g on true"
+)
+
+
+async def donations_to_receipt(conn: Conn, ids: Sequence[int]) -> list[DonationToReceipt]:
+    """``donation_to_receipt`` of many donations in one query (a batch's receipts)."""
+    cur = conn.cursor(row_factory=class_row(DonationToReceipt))
+    await cur.execute(_TO_RECEIPT + " where d.id = any(%s) order by d.id", [list(ids)])
+    return await cur.fetchall()
+
+
+async def record_receipts(conn: Conn, sent: Sequence[int], refused: dict[int, str]) -> None:
+    """``record_receipt`` of many: ``sent`` went out, ``refused`` were refused for good."""
+    if sent:
+        await conn.execute(
+            "update donations set receipt_sent_at = now(), receipt_error = null where id = any(%s)",
+            [list(sent)],
+        )
+    if refused:
+        await conn.execute(
+            "update donations d set receipt_sent_at = null, receipt_error = r.error"
+            " from unnest(%s::bigint[], %s::text[]) as r(id, error) where d.id = r.id",
+            [list(refused), list(refused.values())],
+        )
 
 
 async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt | None:
