@@ -134,7 +134,14 @@ def event_stream(
                 if not done:
                     yield b": keep-alive\n\n"
                     continue
-                value, nxt = nxt.result(), None
+                try:
+                    value = nxt.result()
+                except (
+                    StopAsyncIteration
+                ):  # the figures ended (a session expired): so does the stream
+                    nxt = None
+                    return
+                nxt = None
                 text = render(value) if render else msgspec.json.encode(value).decode()
                 data = "".join(f"data: {line}\n" for line in text.splitlines() or [""])
                 yield f"event: {event}\n{data}\n".encode()

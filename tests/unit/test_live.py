@@ -86,3 +86,22 @@ async def test_viewers_past_the_limit_are_refused() -> None:
         await anext(live.subscribe("k", source.load))
     await first.aclose()
     await live.aclose()
+
+
+async def test_an_event_stream_ends_cleanly_when_its_figures_end() -> None:
+    from starlette.requests import Request
+
+    from surge.live import event_stream
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def two() -> Any:
+        yield {"n": 1}
+        yield {"n": 2}
+
+    request = Request({"type": "http", "method": "GET", "headers": []}, receive)
+    response = event_stream(request, two())
+    chunks = [chunk async for chunk in response.body_iterator]
+    assert chunks == [b'event: update\ndata: {"n":1}\n\n', b'event: update\ndata: {"n":2}\n\n']
