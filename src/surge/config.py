@@ -132,6 +132,9 @@ class Settings:
     #: Seconds a donation request waits at most for its group commit; then 503 with
     #: Retry-After (the donor's form retries with the same Idempotency-Key).
     donations_write_timeout: float = 5.0
+    #: Seconds a donation's group-commit flush waits for company: more donations per flush
+    #: means bigger charge and receipt batches for the workers (docs/donations.md).
+    donations_max_delay: float = 0.010
     #: The processing fee a donor may cover: "P%+F" (F in minor units), with per-currency
     #: entries "EUR:1.5%+25"; empty offers no fee cover (docs/donations.md, "Fees").
     donation_fee: str = "2.9%+30"
@@ -232,6 +235,8 @@ class Settings:
             raise ConfigError("SURGE_SUPPRESS_AFTER_SOFT_BOUNCES must be at least 1")
         if self.exports_retention_days < 1:
             raise ConfigError("SURGE_EXPORTS_RETENTION_DAYS must be at least 1")
+        if not 0 <= self.donations_max_delay <= 1:
+            raise ConfigError("SURGE_DONATIONS_MAX_DELAY must be 0 to 1 second")
         if self.donations_charge_attempts < 1:
             raise ConfigError("SURGE_DONATIONS_CHARGE_ATTEMPTS must be at least 1")
         if self.payment_gateway == "stripe" and not self.stripe_secret_key:

@@ -61,6 +61,7 @@ async def startup(app: Starlette) -> None:
         # Each request in flight holds one donation: the admission limit bounds the backlog.
         max_backlog=max(limit, 1),
         write_timeout=settings.donations_write_timeout,
+        max_delay=settings.donations_max_delay,
     )
     app.state.donation_intake.start()
 

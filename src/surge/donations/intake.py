@@ -46,8 +46,10 @@ from surge.errors import Invalid, NotFound, Overloaded
 from surge.jobs.enqueue import NewJob, enqueue_many
 from surge.observability import tracing
 
-#: Seconds a flush waits for more donations after the first (a donation may wait this long).
-MAX_DELAY = 0.004
+#: Seconds a flush waits for more donations after the first, unless the process says
+#: otherwise (``SURGE_DONATIONS_MAX_DELAY``): a donation may wait this long, and in return
+#: the flush's donations are charged and receipted by one job each.
+MAX_DELAY = 0.010
 #: Donations per flush at most.
 MAX_BATCH = 500
 #: Seconds a campaign, fundraiser or team looked up by the intake is reused.
@@ -93,13 +95,14 @@ class DonationIntake:
         *,
         max_backlog: int,
         write_timeout: float,
+        max_delay: float = MAX_DELAY,
     ) -> None:
         self.pool = pool
         self.fees = fees
         self.writer: GroupCommitWriter[_Submitted] = GroupCommitWriter(
             pool,
             self._flush,
-            max_delay=MAX_DELAY,
+            max_delay=max_delay,
             max_batch=MAX_BATCH,
             max_backlog=max_backlog,
             name="donations",
