@@ -100,6 +100,8 @@ def _supervise(settings: Settings, database_url: str) -> None:
         _wait_healthy(api_url, children)
         click.echo(
             f"Surge is up.\n"
+            f"  console    {api_url}/console/  (first user: surge user create --org ID"
+            f" --email ADDRESS --role owner)\n"
             f"  API        {api_url}  (OpenAPI {api_url}/openapi.json, metrics {api_url}/metrics)\n"
             f"  metrics    cluster {api_url}/metrics/cluster, workers"
             f" http://{settings.metrics_host}:{metrics}/metrics and :{metrics + 1}/metrics\n"
