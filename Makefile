@@ -35,8 +35,11 @@ system-packages:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
+# Two pytest workers, each with its own embedded PostgreSQL; a module's tests stay together on
+# one worker (its servers are started once per module). Most tests wait on servers and child
+# processes, so two workers finish in about two thirds of the serial time on 2 cores.
 test: $(STAMP) system-packages
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
