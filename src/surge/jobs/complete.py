@@ -95,9 +95,7 @@ async def fail_job(
     return next((o for o in ("discarded", "retried") if o in outcomes), None)
 
 
-async def discard_job(
-    conn: AsyncConnection[Any], job_id: int, worker_id: str, error: str
-) -> None:
+async def discard_job(conn: AsyncConnection[Any], job_id: int, worker_id: str, error: str) -> None:
     """Move a job still running on ``worker_id`` to ``discarded`` now, whatever its attempts."""
     await conn.execute(DISCARD, {"id": job_id, "worker": worker_id, "error": error})
 
