@@ -34,11 +34,11 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from surge.cache import FigureCache
 from surge.campaigns import service as campaigns
 from surge.campaigns.schemas import Campaign
 from surge.db.group_commit import Backlogged, GroupCommitWriter, Rejected, Unavailable
 from surge.donations import peer, store
-from surge.donations.cache import FigureCache
 from surge.donations.fees import FeeSchedule
 from surge.donations.peer_schemas import PublicFundraiser, Team
 from surge.donations.schemas import FREQUENCIES, DonationAccepted, Frequency

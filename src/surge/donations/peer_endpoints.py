@@ -17,8 +17,8 @@ from surge.api.auth import organization_id, principal
 from surge.api.decode import path_id, query_id, query_int, query_text, read_json
 from surge.api.openapi import AFTER, ApiRoute, Param, limit
 from surge.api.responses import json_response
+from surge.cache import FigureCache
 from surge.donations import peer, recent
-from surge.donations.cache import FigureCache
 from surge.donations.peer_schemas import (
     BoardKind,
     Fundraiser,

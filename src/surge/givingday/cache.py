@@ -16,14 +16,11 @@ with If-None-Match gets a 304 without a byte of body while nothing changed.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from surge.cache import FigureCache
 
 #: Seconds a rendered page is served before it is rendered again.
 TTL = 1.0
@@ -87,68 +84,12 @@ def _encode(headers: dict[str, str]) -> Headers:
 Loader = Callable[[], Awaitable[Rendered]]
 
 
-class PageCache:
-    """key → (born, Rendered), with single-flight loads."""
+class PageCache(FigureCache[Hashable, Rendered]):
+    """Rendered pages: a second fresh, and the last page served when a render fails (the
+    database blinked: a page rendered before is better than an error page)."""
 
     def __init__(self, ttl: float = TTL, max_entries: int = MAX_ENTRIES) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.renders = 0  # loads made (tests, metrics and the bench)
-        self._entries: dict[Hashable, tuple[float, Rendered]] = {}
-        self._loading: dict[Hashable, asyncio.Task[Rendered]] = {}
-
-    def fresh(self, key: Hashable) -> Rendered | None:
-        """The entry for ``key`` if it is young enough to serve, without loading."""
-        entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry[0] < self.ttl:
-            return entry[1]
-        return None
-
-    async def get(self, key: Hashable, load: Loader) -> Rendered:
-        entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry[0] < self.ttl:
-            return entry[1]
-        task = self._loading.get(key)
-        if task is None:
-            task = asyncio.create_task(self._load(key, load))
-            task.add_done_callback(_retrieve)
-            self._loading[key] = task
-        # Shielded: a viewer who goes away cancels only their own wait, not the render.
-        return await asyncio.shield(task)
-
-    async def _load(self, key: Hashable, load: Loader) -> Rendered:
-        born = time.monotonic()
-        try:
-            value = await load()
-        except Exception:
-            # The database blinked: a page rendered before is better than an error page.
-            # It is kept as old as it is, so the next viewer tries again.
-            previous = self._entries.get(key)
-            if previous is None:
-                raise
-            log.warning("serving a stale giving-day page", exc_info=True)
-            return previous[1]
-        else:
-            self._store(key, born, value)
-            return value
-        finally:
-            del self._loading[key]
-            self.renders += 1
-
-    def _store(self, key: Hashable, born: float, value: Rendered) -> None:
-        if len(self._entries) >= self.max_entries:
-            now = time.monotonic()
-            for old in [k for k, (b, _) in self._entries.items() if now - b >= self.ttl]:
-                del self._entries[old]
-            while len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]
-        self._entries.pop(key, None)
-        self._entries[key] = (born, value)
-
-
-def _retrieve(task: asyncio.Task[Rendered]) -> None:
-    if not task.cancelled():
-        task.exception()
+        super().__init__(ttl, max_entries, stale_if_error=True)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
