@@ -279,7 +279,7 @@ def _run(url: str, opts: Options) -> dict[str, Any]:
         from surge.bench import ingest_tracing
 
         traced = ingest_tracing.start(bench_url, opts.tracing_sample, _api_env())
-        procs += traced.procs
+        procs.append(traced.sink)
     try:
         _wait_ready(f"http://127.0.0.1:{api_port}", procs)
         _wait_ready(f"http://127.0.0.1:{ceiling_port}", procs, "/")
@@ -287,13 +287,8 @@ def _run(url: str, opts: Options) -> dict[str, Any]:
         pids = (procs[0].pid, procs[1].pid)
         phases = asyncio.run(_phases(api_port, ceiling_port, key, opts, pids, rss))
         if traced is not None:
-            for port in traced.ports.values():
-                _wait_ready(f"http://127.0.0.1:{port}", procs)
             single, batch = requests(key, opts.batch)
-            runs, extra = asyncio.run(
-                ingest_tracing.compare(traced.sides(), single, batch, opts.batch, opts)
-            )
-            stop_all(traced.procs[:1])  # the traced API exports what it still holds as it exits
+            runs, extra = ingest_tracing.compare(traced, single, batch, opts, _wait_ready)
             spans = ingest_tracing.exported_spans(traced.sink_port)
             cost = ingest_tracing.middleware_cost(traced.sample, traced.sink_port)
     finally:

@@ -1,9 +1,10 @@
 """``surge bench ingest --tracing-sample R``: what tracing at ratio R costs event intake.
 
-In the same run as the usual phases, a second ``surge api`` serves the same database with
-tracing on (``parentbased_traceidratio`` at R, OTLP/HTTP to a local sink in a process of
-its own, ``otlp_sink``). Then, ``ROUNDS`` times, single-event and batch phases drive both
-APIs at once, half the connections each, interleaved: whatever else the machine is doing
+In the same run as the usual phases, ``ROUNDS`` times, two fresh ``surge api`` processes
+serve the same database, one with tracing on (``parentbased_traceidratio`` at R, OTLP/HTTP
+to a local sink in a process of its own, ``otlp_sink``), the traced one in alternate process
+slots; single-event and batch phases drive both at once, half the connections each,
+interleaved: whatever else the machine is doing
 (other people's tests and benchmarks, here) weighs on both sides alike at every moment,
 where phases one after the other saw the load swing twofold between them. Reported: both
 throughputs and server CPU per request, traced over untraced, per round and overall, and
@@ -22,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +35,15 @@ from surge.bench.common import (
     HttpConnection,
     close_connections,
     open_connections,
+    stop_all,
     surge_process,
 )
 from surge.bench.ingest import Phase, _cpu
 from surge.db.embedded import free_port
 from surge.observability import tracing
 
-ROUNDS = 3
+#: Even: each of the two process slots is the traced one in half of the rounds.
+ROUNDS = 4
 SIDES = ("untraced", "traced")
 
 
@@ -55,21 +59,14 @@ def traced_env(sample: float, sink_port: int) -> dict[str, str]:
 
 @dataclass
 class Traced:
-    """Two fresh APIs on the scenario's database, one traced, and the traced one's sink.
-
-    Fresh, both: the scenario's own API has served a million events by then, and a process
-    with that history ran 10-20 % apart from a new one with the same code (measured with
-    tracing off on both sides)."""
+    """What the comparison runs on: the scenario's database and API environment, and the
+    traced APIs' sink, up for the whole comparison."""
 
     sample: float
+    bench_url: str
+    env: dict[str, str]
     sink_port: int
-    ports: dict[str, int]
-    #: The traced API first: it is stopped first, so that it exports what it holds.
-    procs: list[subprocess.Popen[bytes]]
-
-    def sides(self) -> dict[str, Side]:
-        pids = {"traced": self.procs[0].pid, "untraced": self.procs[1].pid}
-        return {name: Side(self.ports[name], pids[name]) for name in SIDES}
+    sink: subprocess.Popen[bytes]
 
 
 @dataclass(frozen=True)
@@ -80,36 +77,63 @@ class Side:
 
 def start(bench_url: str, sample: float, env: dict[str, str]) -> Traced:
     sink_port = free_port()
-    ports = {name: free_port() for name in SIDES}
     sink = subprocess.Popen([sys.executable, "-m", "surge.bench.otlp_sink", str(sink_port)])
-    traced = {**env, **traced_env(sample, sink_port)}
-    return Traced(
-        sample,
-        sink_port,
-        ports,
-        [
-            surge_process(bench_url, ["api", "--port", str(ports["traced"])], traced),
-            surge_process(bench_url, ["api", "--port", str(ports["untraced"])], env),
-            sink,
-        ],
-    )
+    return Traced(sample, bench_url, env, sink_port, sink)
 
 
-async def compare(
-    sides: dict[str, Side], single: bytes, batch: bytes, batch_size: int, opts: Any
+Ready = Callable[[str, list[subprocess.Popen[bytes]]], None]
+
+
+def compare(
+    traced: Traced, single: bytes, batch: bytes, opts: Any, ready: Ready
 ) -> tuple[dict[str, dict[str, list[Phase]]], int]:
-    """Drive both sides at once, ``ROUNDS`` times per kind; (phases by side and kind,
-    events accepted in them, for the scenario's lost count)."""
+    """``ROUNDS`` rounds, each on two fresh APIs, the traced one in alternate process slots
+    (started first or second, first or second in the interleaving): a slot's own advantage,
+    10 % in an A/A run, then cancels out. Returns the phases by side and kind, and the
+    events accepted in them (for the scenario's lost count)."""
+    runs: dict[str, dict[str, list[Phase]]] = {s: {"single": [], "batch": []} for s in SIDES}
+    accepted = 0
+    traced_env_ = {**traced.env, **traced_env(traced.sample, traced.sink_port)}
+    for round_ in range(ROUNDS):
+        names = ("traced", "untraced") if round_ % 2 == 0 else ("untraced", "traced")
+        ports = [free_port() for _ in names]
+        procs = [
+            surge_process(
+                traced.bench_url,
+                ["api", "--port", str(port)],
+                traced_env_ if name == "traced" else traced.env,
+            )
+            for name, port in zip(names, ports, strict=True)
+        ]
+        try:
+            for port in ports:
+                ready(f"http://127.0.0.1:{port}", procs)
+            sides = {
+                name: Side(port, proc.pid)
+                for name, port, proc in zip(names, ports, procs, strict=True)
+            }
+            phases, events = asyncio.run(_round(sides, single, batch, opts))
+        finally:
+            # The traced one first: it exports what it still holds as it exits.
+            stop_all(sorted(procs, key=lambda p: names[procs.index(p)] != "traced"))
+        accepted += events
+        for name in SIDES:
+            for kind in ("single", "batch"):
+                runs[name][kind].append(phases[kind][name])
+    return runs, accepted
+
+
+async def _round(
+    sides: dict[str, Side], single: bytes, batch: bytes, opts: Any
+) -> tuple[dict[str, dict[str, Phase]], int]:
     half = max(1, opts.connections // 2)
     warm = await _together(sides, single, half, opts.warmup)
     accepted = sum(p.statuses.get(202, 0) for p in warm.values())
-    runs: dict[str, dict[str, list[Phase]]] = {s: {"single": [], "batch": []} for s in SIDES}
-    for _ in range(ROUNDS):
-        for kind, data, events in (("single", single, 1), ("batch", batch, batch_size)):
-            for name, phase in (await _together(sides, data, half, opts.seconds)).items():
-                runs[name][kind].append(phase)
-                accepted += phase.statuses.get(202, 0) * events
-    return runs, accepted
+    phases = {}
+    for kind, data, events in (("single", single, 1), ("batch", batch, opts.batch)):
+        phases[kind] = await _together(sides, data, half, opts.seconds)
+        accepted += sum(p.statuses.get(202, 0) for p in phases[kind].values()) * events
+    return phases, accepted
 
 
 async def _together(
