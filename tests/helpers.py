@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -190,3 +191,40 @@ def contact_status(database_url: str, contact_id: int) -> str:
         row = conn.execute("select status from contacts where id = %s", [contact_id]).fetchone()
     assert row is not None
     return str(row[0])
+
+
+# -- the staff console, as a browser uses it -------------------------------------------------
+
+#: The password the console tests give every person they create.
+CONSOLE_PASSWORD = "correct horse battery staple"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(response: httpx.Response) -> str:
+    """The CSRF token a console page carries in its forms."""
+    found = CSRF.search(response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def console_browser(api: str) -> httpx.Client:
+    """A client that behaves like a browser on the console: same-origin, cookies kept."""
+    return httpx.Client(base_url=api, headers={"Origin": api}, timeout=30)
+
+
+def console_login(
+    client: httpx.Client, email: str, password: str = CONSOLE_PASSWORD
+) -> httpx.Response:
+    """Sign in through the real login form (its double-submit CSRF token included)."""
+    page = client.get("/console/login")
+    assert page.status_code == 200
+    form = {"email": email, "password": password, "csrf_token": csrf_token(page)}
+    return client.post("/console/login", data=form)
+
+
+def signed_in(api: str, email: str) -> httpx.Client:
+    """A console client signed in as ``email``."""
+    client = console_browser(api)
+    response = console_login(client, email)
+    assert response.status_code == 303, response.text
+    return client

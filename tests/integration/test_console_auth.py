@@ -19,9 +19,11 @@ from surge.db.pool import connect
 from surge.orgs import service as orgs
 from surge.users import service as users
 from tests.conftest import SURGE, start_api, surge_env
-
-PASSWORD = "correct horse battery staple"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.helpers import CONSOLE_PASSWORD as PASSWORD
+from tests.helpers import console_browser as browser
+from tests.helpers import console_login as login
+from tests.helpers import csrf_token as token_of
+from tests.helpers import signed_in
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +67,6 @@ def people(database_url: str, org: str) -> dict[str, int]:
         role: add_user(database_url, org, f"{role}@example.org", role)
         for role in ("owner", "admin", "editor", "viewer")
     }
-
-
-def browser(api: str) -> httpx.Client:
-    """A client that behaves like a browser on the console: same-origin, cookies kept."""
-    return httpx.Client(base_url=api, headers={"Origin": api}, timeout=30)
-
-
-def token_of(response: httpx.Response) -> str:
-    found = CSRF.search(response.text)
-    assert found, response.text
-    return found.group(1)
-
-
-def login(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
-    page = client.get("/console/login")
-    assert page.status_code == 200
-    form = {"email": email, "password": password, "csrf_token": token_of(page)}
-    return client.post("/console/login", data=form)
-
-
-def signed_in(api: str, email: str) -> httpx.Client:
-    client = browser(api)
-    response = login(client, email)
-    assert response.status_code == 303, response.text
-    return client
 
 
 def audit_actions(database_url: str, org: str) -> list[str]:

@@ -19,9 +19,10 @@ from surge.db.pool import connect
 from surge.orgs import service as orgs
 from surge.users import service as users
 from tests.conftest import Process, surge_env
+from tests.helpers import CONSOLE_PASSWORD as PASSWORD
+from tests.helpers import csrf_token
+from tests.helpers import signed_in as signed_in_as
 
-PASSWORD = "correct horse battery staple"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEXT = re.compile(r'href="(/console/[^"]*after=[^"]+)" rel="next"')
 
 
@@ -75,17 +76,12 @@ def signed_in(api: str, role: str) -> httpx.Client:
     """A client signed in through the login form as the person of ``role`` (one per role:
     each login costs an argon2 hash)."""
     if (api, role) not in _signed_in:
-        client = httpx.Client(base_url=api, headers={"Origin": api}, timeout=30)
-        page = client.get("/console/login")
-        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
-        form = {"email": f"{role}@contacts.example", "password": PASSWORD, "csrf_token": token}
-        assert client.post("/console/login", data=form).status_code == 303
-        _signed_in[api, role] = client
+        _signed_in[api, role] = signed_in_as(api, f"{role}@contacts.example")
     return _signed_in[api, role]
 
 
 def token(client: httpx.Client, path: str = "/console/contacts") -> str:
-    return CSRF.search(client.get(path).text).group(1)  # type: ignore[union-attr]
+    return csrf_token(client.get(path))
 
 
 def emails_in(html: str) -> list[str]:

@@ -20,8 +20,9 @@ from surge.audit import Actor
 from surge.db.pool import connect
 from surge.users import service as users
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import Receiver, webhook_receiver
-from tests.integration.test_console_pages import PASSWORD, signed_in, token_of
+from tests.helpers import CONSOLE_PASSWORD as PASSWORD
+from tests.helpers import Receiver, signed_in, webhook_receiver
+from tests.helpers import csrf_token as token_of
 
 
 @pytest.fixture(scope="module")

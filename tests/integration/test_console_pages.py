@@ -13,9 +13,9 @@ from surge.audit import Actor
 from surge.db.pool import connect
 from surge.orgs import service as orgs
 from surge.users import service as users
-
-PASSWORD = "correct horse battery staple"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.helpers import CONSOLE_PASSWORD as PASSWORD
+from tests.helpers import csrf_token as token_of
+from tests.helpers import signed_in
 
 
 def _run(database_url: str, make):  # type: ignore[no-untyped-def]
@@ -55,18 +55,6 @@ def orgs_ids(database_url: str) -> tuple[int, int]:
 
     result: tuple[int, int] = _run(database_url, make)
     return result
-
-
-def signed_in(api: str, email: str) -> httpx.Client:
-    client = httpx.Client(base_url=api, headers={"Origin": api}, timeout=30)
-    page = client.get("/console/login")
-    form = {"email": email, "password": PASSWORD, "csrf_token": CSRF.search(page.text).group(1)}  # type: ignore[union-attr]
-    assert client.post("/console/login", data=form).status_code == 303
-    return client
-
-
-def token_of(response: httpx.Response) -> str:
-    return CSRF.search(response.text).group(1)  # type: ignore[union-attr]
 
 
 def test_overview_streams_live_figures_from_the_rollups(
