@@ -2,10 +2,17 @@
 
 Every rollup a giving-day page reads is kept here, so that a charge, an offline gift, a
 recurring period and a refund all count the same way:
-- ``campaign_totals``: raised, donations and (distinct) donors, shard ``id % 16``;
-- ``fundraiser_totals`` and ``team_totals`` when the gift names them, shard ``id % 4``;
+- ``campaign_totals``: raised, donations and (distinct) donors, in 16 shards;
+- ``fundraiser_totals`` and ``team_totals`` when the gift names them, in 4 shards;
 - ``match_totals`` of each windowed match or challenge open when the gift was made
   (``created_at`` within its window), with its own distinct donors.
+
+A shard is a striped counter, not a partition: what a row holds means nothing alone, only
+the sum of a key's shards does, so any transaction may add (or take away) in any shard. A
+single gift uses shard ``id % 16`` (``id % 4``); a batch (``count_many``) puts all of its
+gifts in one shard drawn at random, so that concurrent batches each lock one row per key
+and seldom the same one. (Spread by gift id, every batch of consecutive ids locked most of
+the shards and the batches queued behind each other's commits.)
 
 A donor is ``sha256(organisation, lower(email))`` (``donor_key``): a row per campaign (and
 windowed match) and donor in ``campaign_donors`` (``match_donors``), whose insert finds out
@@ -18,6 +25,7 @@ counts. A gift without an address (cash) is its own donor.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -119,40 +127,58 @@ async def count(conn: Conn, gift: Gift) -> None:
     )
 
 
+# Upserts, not updates: the gift may have been counted in another shard (a batch's), whose
+# row this shard need not have.
 UNCOUNT = """
 with campaign as (
-    update campaign_totals set raised_minor = raised_minor - %(amount)s,
-        donations = donations - %(whole)s, updated_at = now()
-    where campaign_id = %(campaign)s and currency = %(currency)s and shard = %(shard)s
+    insert into campaign_totals (campaign_id, currency, shard, organization_id, raised_minor,
+        donations, donors)
+    values (%(campaign)s, %(currency)s, %(shard)s, %(org)s, %(less)s, %(fewer)s, 0)
+    on conflict (campaign_id, currency, shard) do update set
+        raised_minor = campaign_totals.raised_minor + excluded.raised_minor,
+        donations = campaign_totals.donations + excluded.donations, updated_at = now()
 ), fundraiser as (
-    update fundraiser_totals set raised_minor = raised_minor - %(amount)s,
-        donations = donations - %(whole)s, updated_at = now()
-    where fundraiser_id = %(fundraiser)s and currency = %(currency)s and shard = %(page_shard)s
+    insert into fundraiser_totals (fundraiser_id, currency, shard, organization_id,
+        campaign_id, raised_minor, donations)
+    select %(fundraiser)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(less)s,
+        %(fewer)s
+    where %(fundraiser)s::bigint is not null
+    on conflict (fundraiser_id, currency, shard) do update set
+        raised_minor = fundraiser_totals.raised_minor + excluded.raised_minor,
+        donations = fundraiser_totals.donations + excluded.donations, updated_at = now()
 ), team as (
-    update team_totals set raised_minor = raised_minor - %(amount)s,
-        donations = donations - %(whole)s, updated_at = now()
-    where team_id = %(team)s and currency = %(currency)s and shard = %(page_shard)s
+    insert into team_totals (team_id, currency, shard, organization_id, campaign_id,
+        raised_minor, donations)
+    select %(team)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(less)s,
+        %(fewer)s
+    where %(team)s::bigint is not null
+    on conflict (team_id, currency, shard) do update set
+        raised_minor = team_totals.raised_minor + excluded.raised_minor,
+        donations = team_totals.donations + excluded.donations, updated_at = now()
 )
-update match_totals t set raised_minor = t.raised_minor - %(amount)s,
-    donations = t.donations - %(whole)s
+insert into match_totals (match_id, shard, organization_id, raised_minor, donations, donors)
+select m.id, %(shard)s, m.organization_id, %(less)s, %(fewer)s, 0
 from campaign_matches m
 where m.campaign_id = %(campaign)s and m.starts_at is not null and m.starts_at <= %(at)s
     and (m.ends_at is null or %(at)s < m.ends_at)
-    and t.match_id = m.id and t.shard = %(shard)s
+on conflict (match_id, shard) do update set
+    raised_minor = match_totals.raised_minor + excluded.raised_minor,
+    donations = match_totals.donations + excluded.donations
 """
 
 
 async def uncount(conn: Conn, gift: Gift, amount: int, *, whole: bool) -> None:
-    """Take ``amount`` of a refunded gift back out of the rows ``count`` added it to (inside
+    """Take ``amount`` of a refunded gift back out of the sums ``count`` added it to (inside
     the caller's transaction); ``whole`` (a full refund) also takes the gift out of the
     donation counts. Donor counts stay: the donor gave."""
     await conn.execute(
         UNCOUNT,
         {
+            "org": gift.organization_id,
             "campaign": gift.campaign_id,
             "currency": gift.currency,
-            "amount": amount,
-            "whole": int(whole),
+            "less": -amount,
+            "fewer": -int(whole),
             "shard": gift.id % SHARDS,
             "page_shard": gift.id % PAGE_SHARDS,
             "fundraiser": gift.fundraiser_id,
@@ -178,11 +204,12 @@ async def uncount_donation(conn: Conn, donation_id: int, amount: int, *, whole: 
 
 
 # -- a batch of gifts --------------------------------------------------------------------------
-# A batch's transaction adds many gifts. Gift by gift, two batches would lock shard rows in
-# different orders and deadlock; so a batch sums its increments per row first and writes
-# each table once, its rows sorted by key, in the order a single gift writes them (donors,
-# campaign, fundraisers, teams, matches). Every transaction then takes its row locks in one
-# global order, and none waits in a cycle.
+# A batch's transaction adds many gifts, all in one shard drawn for the batch (see the module
+# docstring). Gift by gift, two batches would lock rows in different orders and deadlock; so
+# a batch sums its increments per row first and writes each table once, its rows sorted by
+# key, in the order a single gift writes them (donors, campaign, fundraisers, teams,
+# matches). Every transaction then takes its row locks in one global order, and none waits
+# in a cycle.
 
 _DONORS = """
 insert into campaign_donors (campaign_id, donor, first_donation_id)
@@ -238,6 +265,7 @@ async def count_many(conn: Conn, gifts: list[Gift]) -> None:
     if not gifts:
         return
     gifts = sorted(gifts, key=lambda g: g.id)
+    shard, page_shard = random.randrange(SHARDS), random.randrange(PAGE_SHARDS)
     donors = {g.id: donor_key(g.organization_id, g.email, g.id) for g in gifts}
     # The first gift of each (campaign, donor) in the batch is the one that may be new.
     first: dict[tuple[int, bytes], Gift] = {}
@@ -252,9 +280,7 @@ async def count_many(conn: Conn, gifts: list[Gift]) -> None:
 
     campaign: dict[tuple[int, str, int], list[int]] = {}
     for g in gifts:
-        row = campaign.setdefault(
-            (g.campaign_id, g.currency, g.id % SHARDS), [g.organization_id, 0, 0, 0]
-        )
+        row = campaign.setdefault((g.campaign_id, g.currency, shard), [g.organization_id, 0, 0, 0])
         row[1] += g.amount
         row[2] += 1
         row[3] += int(g.id in new_by_gift)
@@ -271,7 +297,7 @@ async def count_many(conn: Conn, gifts: list[Gift]) -> None:
             if page_id is None:
                 continue
             row = pages.setdefault(
-                (page_id, g.currency, g.id % PAGE_SHARDS), [g.organization_id, g.campaign_id, 0, 0]
+                (page_id, g.currency, page_shard), [g.organization_id, g.campaign_id, 0, 0]
             )
             row[2] += g.amount
             row[3] += 1
@@ -282,10 +308,12 @@ async def count_many(conn: Conn, gifts: list[Gift]) -> None:
             await conn.execute(
                 query, _columns([(*key, *values) for key, values in sorted(pages.items())])
             )
-    await _count_matches(conn, gifts, donors)
+    await _count_matches(conn, gifts, donors, shard)
 
 
-async def _count_matches(conn: Conn, gifts: list[Gift], donors: dict[int, bytes]) -> None:
+async def _count_matches(
+    conn: Conn, gifts: list[Gift], donors: dict[int, bytes], shard: int
+) -> None:
     cur = await conn.execute(_OPEN_MATCHES, [sorted({g.campaign_id for g in gifts})])
     matches = await cur.fetchall()
     if not matches:
@@ -310,7 +338,7 @@ async def _count_matches(conn: Conn, gifts: list[Gift], donors: dict[int, bytes]
     new_by = {(m, gift_id) for (m, d), gift_id in first.items() if (m, d) in new}
     totals: dict[tuple[int, int], list[int]] = {}
     for match_id, org, g in counted:
-        row = totals.setdefault((match_id, g.id % SHARDS), [org, 0, 0, 0])
+        row = totals.setdefault((match_id, shard), [org, 0, 0, 0])
         row[1] += g.amount
         row[2] += 1
         row[3] += int((match_id, g.id) in new_by)

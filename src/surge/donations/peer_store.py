@@ -19,7 +19,7 @@ from surge.fields import like_escape
 Conn = AsyncConnection[Any]
 Kind = Literal["team", "fundraiser"]
 
-#: Shards of a fundraiser's or team's totals; a gift adds to shard ``donation id % 4``.
+#: Shards of a fundraiser's or team's totals (striped counters: see ``counting``).
 SHARDS = 4
 
 _TABLE = {"team": "fundraising_teams", "fundraiser": "fundraisers"}
@@ -250,30 +250,3 @@ async def leaderboard(
     params = {"campaign": campaign_id, "currency": currency, "limit": limit, "team": team_id}
     await cur.execute(query, params)
     return await cur.fetchall()
-
-
-async def add_to_totals(
-    conn: Conn,
-    kind: Kind,
-    row_id: int,
-    *,
-    org: int,
-    campaign_id: int,
-    currency: str,
-    donation_id: int,
-    amount: int,
-    donations: int,
-) -> None:
-    """Add ``amount`` (negative for a refund) and ``donations`` (+1, 0 or -1) to the page's
-    shard ``donation_id % SHARDS``."""
-    table, key = _TOTALS[kind]
-    await conn.execute(
-        sql.SQL(
-            "insert into {totals} ({key}, currency, shard, organization_id, campaign_id,"
-            " raised_minor, donations) values (%s, %s, %s, %s, %s, %s, %s)"
-            " on conflict ({key}, currency, shard) do update set"
-            " raised_minor = {totals}.raised_minor + excluded.raised_minor,"
-            " donations = {totals}.donations + excluded.donations, updated_at = now()"
-        ).format(totals=sql.Identifier(table), key=sql.Identifier(key)),
-        [row_id, currency, donation_id % SHARDS, org, campaign_id, amount, donations],
-    )

@@ -16,7 +16,7 @@ from psycopg.rows import class_row
 Conn = AsyncConnection[Any]
 Row = TypeVar("Row")
 
-#: Shards of a campaign's totals; a donation adds to shard ``id % SHARDS``.
+#: Shards of a campaign's totals (striped counters: see ``counting``).
 SHARDS = 16
 
 ACCEPTED_COLUMNS = (
@@ -369,20 +369,40 @@ async def finish_donation(
 
     The token is dropped: it is single-use and the charge is done.
     """
-    return await _one(
-        conn,
-        FinishedDonation,
-        # The CTE reads the token before the update drops it (a recurring gift keeps it).
-        "with old as (select token from donations where id = %(id)s)"
-        " update donations set status = %(status)s, gateway_reference = %(reference)s,"
-        " failure_reason = %(reason)s, token = null,"
-        " succeeded_at = case when %(status)s = 'succeeded' then now() end,"
-        " failed_at = case when %(status)s = 'failed' then now() end"
-        " where id = %(id)s and status = 'pending'"
-        f" returning {DONATION_COLUMNS}, organization_id,"
-        " (select token from old) as payment_token",
-        {"id": donation_id, "status": status, "reference": reference, "reason": reason},
+    rows = await finish_donations(conn, [(donation_id, status, reference, reason)])
+    return rows[0] if rows else None
+
+
+async def finish_donations(
+    conn: Conn, decisions: Sequence[tuple[int, str, str | None, str | None]]
+) -> list[FinishedDonation]:
+    """``finish_donation`` of many in one statement: (id, status, reference, reason) each.
+    The rows are locked in id order (concurrent batches never wait in a cycle); those final
+    already are left out. Returned in id order."""
+    if not decisions:
+        return []
+    ids, statuses, references, reasons = (list(c) for c in zip(*decisions, strict=True))
+    cur = conn.cursor(row_factory=class_row(FinishedDonation))
+    await cur.execute(
+        # `locked` reads each token before the update drops it (a recurring gift keeps it).
+        "with locked as ("
+        "  select id as locked_id, token as old_token from donations"
+        "  where id = any(%(ids)s) and status = 'pending' order by id for update"
+        "), decided as ("
+        "  select * from unnest(%(ids)s::bigint[], %(statuses)s::text[],"
+        "    %(references)s::text[], %(reasons)s::text[]) as v(decided_id, new_status,"
+        "    new_reference, new_reason)"
+        ")"
+        " update donations set status = new_status, gateway_reference = new_reference,"
+        " failure_reason = new_reason, token = null,"
+        " succeeded_at = case when new_status = 'succeeded' then now() end,"
+        " failed_at = case when new_status = 'failed' then now() end"
+        " from decided join locked on locked_id = decided_id"
+        " where id = decided_id and status = 'pending'"
+        f" returning {DONATION_COLUMNS}, organization_id, old_token as payment_token",
+        {"ids": ids, "statuses": statuses, "references": references, "reasons": reasons},
     )
+    return sorted(await cur.fetchall(), key=lambda row: row.id)
 
 
 async def public_totals(conn: Conn, campaign_id: int) -> list[TotalsRow]:
