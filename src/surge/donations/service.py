@@ -33,7 +33,7 @@ from surge.donations.totals import TotalsCache, build_totals
 from surge.errors import Conflict, Invalid, NotFound
 from surge.fields import check_choice, check_email, decode_cursor, next_cursor
 from surge.jobs import enqueue
-from surge.webhooks.service import emit
+from surge.webhooks.service import emit, emit_many
 
 Conn = AsyncConnection[Any]
 
@@ -237,23 +237,27 @@ async def finish_charges(conn: Conn, decisions: list[tuple[int, ChargeResult]]) 
     id order and their rollups written by ``counting.count_many``, so that concurrent
     batches take their row locks in one order. Returns the donations made final (not those
     final already: duplicate runs)."""
-    finished: list[tuple[store.FinishedDonation, ChargeResult]] = []
-    for donation_id, result in sorted(decisions, key=lambda d: d[0]):
-        status = "succeeded" if result.succeeded else "failed"
-        row = await store.finish_donation(
-            conn, donation_id, status, result.reference, result.reason
-        )
-        if row is not None:
-            finished.append((row, result))
-    await counting.count_many(conn, [gift_of(r) for r, result in finished if result.succeeded])
+    rows = await store.finish_donations(
+        conn,
+        [
+            (donation_id, "succeeded" if r.succeeded else "failed", r.reference, r.reason)
+            for donation_id, r in decisions
+        ],
+    )
+    await counting.count_many(conn, [gift_of(r) for r in rows if r.status == "succeeded"])
     done: list[Donation] = []
-    for row, result in finished:
-        if result.succeeded:
+    for row in rows:
+        if row.status == "succeeded":
             await recurring.start_gift(conn, row)
         await recurring.record_period(conn, row)
-        donation = msgspec.convert(row, Donation, from_attributes=True)
-        await emit(conn, row.organization_id, f"donation.{donation.status}", event_data(donation))
-        done.append(donation)
+        done.append(msgspec.convert(row, Donation, from_attributes=True))
+    await emit_many(
+        conn,
+        [
+            (row.organization_id, f"donation.{d.status}", event_data(d))
+            for row, d in zip(rows, done, strict=True)
+        ],
+    )
     return done
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,6 +125,32 @@ async def insert_event(
     await conn.execute(
         EMIT,
         {"org": organization_id, "type": event_type, "data": data, "traceparent": traceparent},
+    )
+
+
+async def subscriptions(conn: Conn, orgs: Sequence[int]) -> dict[int, list[list[str]]]:
+    """The event types each enabled endpoint of these organisations subscribes to."""
+    cur = await conn.execute(
+        "select organization_id, event_types from webhook_endpoints"
+        " where organization_id = any(%s) and enabled",
+        [list(orgs)],
+    )
+    found: dict[int, list[list[str]]] = {}
+    for org, types in await cur.fetchall():
+        found.setdefault(org, []).append(types)
+    return found
+
+
+async def insert_events(
+    conn: Conn, events: Sequence[tuple[int, str, str]], traceparent: str | None
+) -> None:
+    """Outbox rows for many (organisation, type, data), in their order, in one INSERT."""
+    orgs, types, datas = (list(c) for c in zip(*events, strict=True))
+    await conn.execute(
+        "insert into webhook_events (organization_id, type, data, traceparent)"
+        " select org, type, data::jsonb, %s from unnest(%s::bigint[], %s::text[], %s::text[])"
+        " with ordinality as e(org, type, data, n) order by n",
+        [traceparent, orgs, types, datas],
     )
 
 
