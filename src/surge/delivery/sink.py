@@ -18,6 +18,7 @@ import logging
 import re
 import signal
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class SinkProtocol(asyncio.Protocol):
         self.message = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.write(b"220 surge-sink ESMTP development sink: nothing is delivered\r\n")
 

@@ -23,7 +23,7 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, cast
 
 # Longest reply line we keep buffering before calling the server broken (RFC 5321 says 512).
 MAX_LINE = 64 * 1024
@@ -140,7 +140,8 @@ class _ReplyReader(asyncio.Protocol):
         self.lost: SMTPError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:

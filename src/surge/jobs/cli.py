@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+import uvloop
 from psycopg import AsyncConnection
 
 from surge.config import ConfigError, Settings, get_settings
@@ -95,8 +96,10 @@ def worker_command(
     extra = tasks_in(m.strip() for value in tasks_modules for m in value.split(",") if m.strip())
     registry = tasks(extra)
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
-    with database(settings) as url:
-        asyncio.run(_serve(url, settings, served, concurrency, registry, port))
+    # uvloop, as uvicorn gives the API: a job is mostly waits on sockets (the database,
+    # SMTP, HTTP), and uvloop's are cheaper than asyncio's selector loop.
+    with database(settings) as url, asyncio.Runner(loop_factory=uvloop.new_event_loop) as run:
+        run.run(_serve(url, settings, served, concurrency, registry, port))
 
 
 async def _serve(
