@@ -150,6 +150,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain(
         "donations",
         donations_api.routes,
+        fast_routes=donations_api.fast_routes,
         startup=donations_api.startup,
         shutdown=donations_api.shutdown,
         tasks=(donations_jobs.charge, donations_jobs.receipt, donations_jobs.recurring_gifts),
