@@ -153,8 +153,7 @@ def compose(donation: DonationToReceipt, from_email: str, manage_url: str | None
     if not donation.email:
         raise Invalid("email", "the donation has no address")
     receipt = render(donation, manage_url)
-    composer = Composer(from_email, donation.organization_name)
-    return composer.compose(
+    return _composer(from_email, donation.organization_name).compose(
         donation.email,
         receipt.subject,
         text=receipt.text,
@@ -162,3 +161,9 @@ def compose(donation: DonationToReceipt, from_email: str, manage_url: str | None
         to_name=donation.name or "",
         message_id=message_id(donation.id, from_email),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _composer(from_email: str, organization_name: str) -> Composer:
+    """A receipt sender's Composer, reused: its From header is checked and encoded once."""
+    return Composer(from_email, organization_name)

@@ -251,13 +251,10 @@ async def finish_charges(conn: Conn, decisions: list[tuple[int, ChargeResult]]) 
             await recurring.start_gift(conn, row)
         await recurring.record_period(conn, row)
         done.append(msgspec.convert(row, Donation, from_attributes=True))
-    await emit_many(
-        conn,
-        [
-            (row.organization_id, f"donation.{d.status}", event_data(d))
-            for row, d in zip(rows, done, strict=True)
-        ],
-    )
+    events = [
+        (row.organization_id, f"donation.{d.status}", d) for row, d in zip(rows, done, strict=True)
+    ]
+    await emit_many(conn, events, event_data)
     return done
 
 

@@ -8,9 +8,10 @@ delivery jobs, which POST signed requests and retry on the schedule in ``deliver
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,6 +35,7 @@ from surge.webhooks.schemas import (
 )
 
 Conn = AsyncConnection[Any]
+T = TypeVar("T")
 
 EVENT_TYPE = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
 
@@ -56,11 +58,13 @@ async def emit(conn: Conn, organization_id: int, event_type: str, data: dict[str
     await store.insert_event(conn, organization_id, event_type, data_text, current_traceparent())
 
 
-async def emit_many(conn: Conn, events: list[tuple[int, str, dict[str, Any]]]) -> None:
-    """``emit`` of many (organisation, event type, data), in this order: one read of the
-    organisations' subscriptions, then one INSERT of the events someone subscribes to (a
-    giving day's charges are mostly of organisations without endpoints: nothing is
-    encoded or sent for them)."""
+async def emit_many(
+    conn: Conn, events: Sequence[tuple[int, str, T]], data: Callable[[T], dict[str, Any]]
+) -> None:
+    """``emit`` of many (organisation, event type, subject), in this order, each with
+    ``data(subject)`` as its data: one read of the organisations' subscriptions, then one
+    INSERT of the events someone subscribes to. ``data`` is called for those only (a giving
+    day's charges are mostly of organisations without endpoints: nothing is encoded)."""
     if not events:
         return
     for _, event_type, _ in events:
@@ -68,8 +72,8 @@ async def emit_many(conn: Conn, events: list[tuple[int, str, dict[str, Any]]]) -
             raise ValueError(f"webhook event type {event_type!r} must look like 'a.b'")
     subscribed = await store.subscriptions(conn, sorted({org for org, _, _ in events}))
     wanted = [
-        (org, event_type, _encode(data).decode())
-        for org, event_type, data in events
+        (org, event_type, _encode(data(subject)).decode())
+        for org, event_type, subject in events
         if any(event_type in types or "*" in types for types in subscribed.get(org, ()))
     ]
     if wanted:
