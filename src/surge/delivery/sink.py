@@ -58,13 +58,17 @@ class Mailbox:
         self.ids = (directory / "message-ids.log").open("ab", buffering=1 << 16)
         self.received = 0
 
-    def store(self, data: bytes, recipients: int) -> None:
+    def store(self, data: bytes, recipients: int) -> bool:
+        """Keep a message; False once the sink is stopping (the message is not kept)."""
+        if self.ids.closed:
+            return False
         message_id = _message_id(data).encode("ascii", "replace")
         if self.mbox is not None:
             mbox = b"From surge-sink\n" + data.replace(b"\nFrom ", b"\n>From ") + b"\n"
             self.mbox.write(mbox)
         self.ids.write((message_id + b"\n") * recipients)
         self.received += 1
+        return True
 
     def flush(self) -> None:
         if self.mbox is not None:
@@ -75,6 +79,10 @@ class Mailbox:
         if self.mbox is not None:
             self.mbox.close()
         self.ids.close()
+
+
+#: The answer to a message that ends after the sink began to stop: not kept, send it again.
+_CLOSING = b"421 4.3.2 the sink is stopping; try again later\r\n"
 
 
 class SinkProtocol(asyncio.Protocol):
@@ -130,9 +138,9 @@ class SinkProtocol(asyncio.Protocol):
                 if body.startswith(b".."):
                     body = body[1:]
                 del self.buffer[: end + 5]
-                self.mailbox.store(body, self.recipients)
-                stored = True
-                replies.append(b"250 2.0.0 queued\r\n")
+                kept = self.mailbox.store(body, self.recipients)
+                stored = stored or kept
+                replies.append(b"250 2.0.0 queued\r\n" if kept else _CLOSING)
                 self._reset()
                 continue
             end = self.buffer.find(b"\r\n")
@@ -180,9 +188,9 @@ class SinkProtocol(asyncio.Protocol):
             return b"503 5.5.1 no valid recipients\r\n"
         if not self.chunk_last:
             return b"250 2.0.0 chunk accepted\r\n"
-        self.mailbox.store(bytes(self.message), self.recipients)
+        stored = self.mailbox.store(bytes(self.message), self.recipients)
         self._reset()
-        return b"250 2.0.0 queued\r\n"
+        return b"250 2.0.0 queued\r\n" if stored else _CLOSING
 
     def _command(self, line: bytes) -> bytes:
         verb = line[:4].upper()
