@@ -10,6 +10,10 @@ cached page's throughput is measured against a bare ASGI app served the same way
 ceiling, ``giving_day_pages``). Figures: the donation rate reached, API
 latency, donation-to-receipt latency (created → receipt sent, from the database), how stale
 the totals ever were, and the checks that matter: errors, lost donations, double charges.
+
+A step is sustained when at least 90 % of the donations offered in it were accepted, with
+API p99 ≤ 2 s, their receipts went out with p99 ≤ 5 s, and the blast kept sending during
+it; ``max_sustained_donations_per_s`` is the highest sustained step (the goal: ≥ 1,000).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import click
 import httpx
+import uvloop
 
 from surge.bench import giving_day_pages as pages
 from surge.bench.common import (
@@ -87,7 +92,8 @@ class Totals:
 @click.command("giving-day")
 @click.option("--recipients", type=click.IntRange(min=0), default=100_000, show_default=True)
 @click.option("--step-seconds", type=float, default=8.0, show_default=True)
-@click.option("--start-rate", type=float, default=25.0, show_default=True)
+# Doubling from 125/s, the ramp has a step at 1,000/s: the rate the issue asks for.
+@click.option("--start-rate", type=float, default=125.0, show_default=True)
 @click.option("--max-rate", type=float, default=3200.0, show_default=True)
 @click.option(
     "--views-per-donation",
@@ -123,8 +129,12 @@ def giving_day_command(
 ) -> None:
     """Ramp donations up while a blast runs on bulk; check receipts, totals and money."""
     page = PageLoad(views_per_donation, live_viewers, ceiling_seconds)
-    with database(get_settings()) as url:
-        result = asyncio.run(_bench(url, recipients, step_seconds, start_rate, max_rate, page))
+    # The donors, viewers and pollers run on uvloop: the load generator shares the two
+    # cores with what it measures, so the less it takes of them the better.
+    loop = uvloop.new_event_loop
+    with database(get_settings()) as url, asyncio.Runner(loop_factory=loop) as runner:
+        bench = _bench(url, recipients, step_seconds, start_rate, max_rate, page)
+        result = runner.run(bench)
     report(result, as_json)
 
 
@@ -233,7 +243,8 @@ async def _bench(
         "page_ceiling": page.ceiling,
         "live_stream": page.live,
         "donations_accepted": len(load.accepted),
-        "max_sustained_donations_per_s": _max_sustained(load.steps),
+        # Goal: ≥ 1,000 (see _max_sustained for what a step must keep up with).
+        "max_sustained_donations_per_s": _max_sustained(load.steps, bool(recipients)),
         "steps": load.steps,
         "api_latency_ms": _percentiles(load.latencies, scale=1000),
         # Up to the highest rate the machine sustained; the overload step shows in "steps".
@@ -312,7 +323,7 @@ async def _drive(
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         stop = asyncio.Event()
         poller = asyncio.create_task(_poll_totals(client, campaign_id, totals, stop))
-        sent_before = await _blast_sent(conn, blast)
+        sent_before = sent_then = await _blast_sent(conn, blast)
         rate = start_rate
         while rate <= max_rate:
             views = rate * page.views_per_donation
@@ -323,6 +334,9 @@ async def _drive(
                 else asyncio.sleep(0, {}),
             )
             step.update(seen)
+            sent_now = await _blast_sent(conn, blast)
+            # Messages of the blast sent during the step: the donations ran beside it.
+            step["blast_sent"], sent_then = sent_now - sent_then, sent_now
             rss.sample()
             check_alive(list(procs.values()))
             load.steps.append(step)
@@ -380,17 +394,21 @@ async def _step(
             load.error(str(status))
 
     start = time.perf_counter()
-    for i in range(int(rate * seconds)):
+    offered = int(rate * seconds)
+    for i in range(offered):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(donate()))
     await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
     load.latencies.extend(latencies)
     return {
         "target_per_s": rate,
-        "achieved_per_s": round(len(latencies) / elapsed, 1),
+        # Accepted per second of offering: the rate itself when every donation offered was
+        # accepted (how long they took shows in the latencies, which a sustained step
+        # bounds too: see _max_sustained).
+        "achieved_per_s": round(len(latencies) / (offered / rate), 1),
+        "answered_within_s": round(time.perf_counter() - start, 2),
         "p50_ms": _pct(latencies, 50, 1000),
         "p99_ms": _pct(latencies, 99, 1000),
     }
@@ -545,6 +563,21 @@ def _percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | N
     }
 
 
-def _max_sustained(steps: list[dict[str, Any]]) -> float:
-    kept = [s["achieved_per_s"] for s in steps if s["achieved_per_s"] >= 0.9 * s["target_per_s"]]
+#: Seconds from a donation to its receipt that a sustained step keeps 99 % of its donations to.
+RECEIPT_GOAL_S = 5.0
+
+
+def _max_sustained(steps: list[dict[str, Any]], blast: bool) -> float:
+    """The highest rate of a step that kept up: ≥ 90 % of the offered donations accepted,
+    answered with p99 ≤ 2 s, their receipts' p99 within ``RECEIPT_GOAL_S``, and (with a
+    blast) the blast sending during the step."""
+    kept = [
+        s["achieved_per_s"]
+        for s in steps
+        if s["achieved_per_s"] >= 0.9 * s["target_per_s"]
+        and (s["p99_ms"] or 0) <= 2000
+        and s.get("receipt_p99_s") is not None
+        and s["receipt_p99_s"] <= RECEIPT_GOAL_S
+        and (not blast or s.get("blast_sent", 0) > 0)
+    ]
     return max(kept, default=0.0)
