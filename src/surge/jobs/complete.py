@@ -8,10 +8,21 @@ statement as the state change.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
+
+#: Shards of each (queue, outcome) counter: a statement adds to one drawn at random, so
+#: that the jobs of a queue do not commit one after another behind one row's lock
+#: (migration 0037); readers sum them.
+COUNTER_SHARDS = 16
+
+
+def counter_shard() -> int:
+    return random.randrange(COUNTER_SHARDS)
+
 
 # Delete from the hot table, append to history, count: one statement, one commit per batch.
 COMPLETE = """
@@ -27,9 +38,9 @@ with done as (
     from done
     returning queue
 )
-insert into job_counters (queue, outcome, n)
-select queue, 'completed', count(*) from moved group by queue
-on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
+insert into job_counters (queue, outcome, shard, n)
+select queue, 'completed', %(shard)s, count(*) from moved group by queue
+on conflict (queue, outcome, shard) do update set n = job_counters.n + excluded.n
 """
 
 # A failed attempt: retry after the delay, or discard once attempts are exhausted.
@@ -46,11 +57,11 @@ with failed as (
     where id = %(id)s and state = 'running' and attempted_by = %(worker)s
     returning queue, state
 )
-insert into job_counters (queue, outcome, n)
-select queue, outcome, 1 from failed
+insert into job_counters (queue, outcome, shard, n)
+select queue, outcome, %(shard)s, 1 from failed
 cross join lateral (values ('failed'),
     (case when state = 'discarded' then 'discarded' else 'retried' end)) o(outcome)
-on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
+on conflict (queue, outcome, shard) do update set n = job_counters.n + excluded.n
 returning outcome
 """
 
@@ -65,9 +76,10 @@ with discarded as (
     where id = %(id)s and state = 'running' and attempted_by = %(worker)s
     returning queue
 )
-insert into job_counters (queue, outcome, n)
-select queue, outcome, 1 from discarded cross join (values ('failed'), ('discarded')) o(outcome)
-on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
+insert into job_counters (queue, outcome, shard, n)
+select queue, outcome, %(shard)s, 1
+from discarded cross join (values ('failed'), ('discarded')) o(outcome)
+on conflict (queue, outcome, shard) do update set n = job_counters.n + excluded.n
 """
 
 # A stopping worker gives back what it could not finish: not a failure, so the attempt
@@ -81,7 +93,7 @@ where state = 'running' and attempted_by = %(worker)s
 
 async def complete_jobs(conn: AsyncConnection[Any], ids: Sequence[int], worker_id: str) -> None:
     """Move ``ids`` (still running on ``worker_id``) to history as completed."""
-    await conn.execute(COMPLETE, {"ids": list(ids), "worker": worker_id})
+    await conn.execute(COMPLETE, {"ids": list(ids), "worker": worker_id, "shard": counter_shard()})
 
 
 async def fail_job(
@@ -89,7 +101,14 @@ async def fail_job(
 ) -> str | None:
     """Record a failed attempt; returns 'retried', 'discarded', or None if no longer ours."""
     cur = await conn.execute(
-        FAIL, {"id": job_id, "worker": worker_id, "error": error, "delay": delay}
+        FAIL,
+        {
+            "id": job_id,
+            "worker": worker_id,
+            "error": error,
+            "delay": delay,
+            "shard": counter_shard(),
+        },
     )
     outcomes = {row[0] for row in await cur.fetchall()}
     return next((o for o in ("discarded", "retried") if o in outcomes), None)
@@ -97,7 +116,9 @@ async def fail_job(
 
 async def discard_job(conn: AsyncConnection[Any], job_id: int, worker_id: str, error: str) -> None:
     """Move a job still running on ``worker_id`` to ``discarded`` now, whatever its attempts."""
-    await conn.execute(DISCARD, {"id": job_id, "worker": worker_id, "error": error})
+    await conn.execute(
+        DISCARD, {"id": job_id, "worker": worker_id, "error": error, "shard": counter_shard()}
+    )
 
 
 async def hand_back(conn: AsyncConnection[Any], worker_id: str) -> int:

@@ -25,7 +25,7 @@ select queue,
 from jobs group by queue
 """
 
-COUNTERS = "select queue, outcome, n from job_counters"
+COUNTERS = "select queue, outcome, sum(n)::bigint from job_counters group by queue, outcome"
 
 # Due jobs not yet claimed: how long the oldest has waited (the same scan as DEPTHS).
 OLDEST_DUE = """

@@ -13,6 +13,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from surge.jobs.complete import counter_shard
+
 # An upsert, not an update: if the leader took this worker for dead and deleted its row
 # (a long pause), the worker re-appears; its rescued jobs are no longer its own anyway.
 HEARTBEAT = """
@@ -45,12 +47,12 @@ with dead as (
            or not exists (select 1 from job_workers w where w.id = j.attempted_by))
     returning j.queue, j.state
 ), counted as (
-    insert into job_counters (queue, outcome, n)
-    select queue, outcome, count(*) from rescued
+    insert into job_counters (queue, outcome, shard, n)
+    select queue, outcome, %(shard)s, count(*) from rescued
     cross join lateral (values ('failed'),
         (case when state = 'discarded' then 'discarded' else 'retried' end)) o(outcome)
     group by queue, outcome
-    on conflict (queue, outcome) do update set n = job_counters.n + excluded.n
+    on conflict (queue, outcome, shard) do update set n = job_counters.n + excluded.n
 )
 select (select count(*) from dead), (select count(*) from rescued)
 """
@@ -77,7 +79,7 @@ async def unregister(conn: AsyncConnection[Any], worker_id: str) -> None:
 
 async def rescue(conn: AsyncConnection[Any], silent_for: float) -> tuple[int, int]:
     """Delete workers silent for ``silent_for`` s and rescue their jobs: (workers, jobs)."""
-    cur = await conn.execute(RESCUE, {"timeout": silent_for})
+    cur = await conn.execute(RESCUE, {"timeout": silent_for, "shard": counter_shard()})
     row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
