@@ -134,7 +134,7 @@ class Settings:
     donations_write_timeout: float = 5.0
     #: Seconds a donation's group-commit flush waits for company: more donations per flush
     #: means bigger charge and receipt batches for the workers (docs/donations.md).
-    donations_max_delay: float = 0.010
+    donations_max_delay: float = 0.025
     #: The processing fee a donor may cover: "P%+F" (F in minor units), with per-currency
     #: entries "EUR:1.5%+25"; empty offers no fee cover (docs/donations.md, "Fees").
     donation_fee: str = "2.9%+30"
