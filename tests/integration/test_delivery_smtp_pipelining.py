@@ -40,9 +40,11 @@ class Kept(Mailbox):
         super().__init__(directory)
         self.messages: list[tuple[bytes, int]] = []
 
-    def store(self, data: bytes, recipients: int) -> None:
-        super().store(data, recipients)
-        self.messages.append((data, recipients))
+    def store(self, data: bytes, recipients: int) -> bool:
+        kept = super().store(data, recipients)
+        if kept:
+            self.messages.append((data, recipients))
+        return kept
 
 
 @dataclass
