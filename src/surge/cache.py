@@ -3,8 +3,9 @@ caller, while every concurrent caller awaits that same load (single flight).
 
 It holds the public reads of a giving day (leaderboards, recent donors, a fundraiser's or
 team's totals), the lookups the donation intake makes on every request (the campaign, the
-fundraiser) and the rendered giving-day pages (``givingday.cache.PageCache``), so that
-thousands of requests a second cost a few queries a second per process.
+fundraiser), the public campaign totals (``donations.totals``) and the rendered giving-day
+pages (``givingday.cache.PageCache``), so that thousands of requests a second cost a few
+queries a second per process.
 """
 
 from __future__ import annotations

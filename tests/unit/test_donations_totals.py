@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -30,7 +31,7 @@ def test_concurrent_misses_share_one_load() -> None:
             await asyncio.sleep(0.01)
             return sample(cid)
 
-        results = await asyncio.gather(*(cache.get(1, load) for _ in range(1000)))
+        results = await asyncio.gather(*(cache.get(1, lambda: load(1)) for _ in range(1000)))
         assert all(r is not None and r.campaign_id == 1 for r in results)
         return loads
 
@@ -46,10 +47,10 @@ def test_entries_expire_after_the_ttl_and_unknown_campaigns_are_cached_too() -> 
             calls.append(cid)
             return None
 
-        assert await cache.get(9, load) is None
-        assert await cache.get(9, load) is None
+        assert await cache.get(9, lambda: load(9)) is None
+        assert await cache.get(9, lambda: load(9)) is None
         await asyncio.sleep(0.06)
-        assert await cache.get(9, load) is None
+        assert await cache.get(9, lambda: load(9)) is None
         return calls
 
     assert asyncio.run(run()) == [9, 9]
@@ -67,11 +68,11 @@ def test_a_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
             raise ConnectionError("db down")
 
         outcomes = await asyncio.gather(
-            *(cache.get(1, load) for _ in range(10)), return_exceptions=True
+            *(cache.get(1, lambda: load(1)) for _ in range(10)), return_exceptions=True
         )
         assert all(isinstance(o, ConnectionError) for o in outcomes)
         with pytest.raises(ConnectionError):
-            await cache.get(1, load)
+            await cache.get(1, lambda: load(1))
         return calls
 
     assert asyncio.run(run()) == 2
@@ -85,9 +86,9 @@ def test_a_cancelled_caller_does_not_cancel_the_load_others_wait_for() -> None:
             await asyncio.sleep(0.05)
             return sample(cid)
 
-        first = asyncio.create_task(cache.get(1, load))
+        first = asyncio.create_task(cache.get(1, lambda: load(1)))
         await asyncio.sleep(0)
-        second = asyncio.create_task(cache.get(1, load))
+        second = asyncio.create_task(cache.get(1, lambda: load(1)))
         await asyncio.sleep(0.01)
         first.cancel()
         return await second
@@ -104,7 +105,7 @@ def test_the_cache_is_bounded() -> None:
             return sample(cid)
 
         for cid in range(100):
-            await cache.get(cid, load)
+            await cache.get(cid, functools.partial(load, cid))
         return len(cache._entries)
 
     assert asyncio.run(run()) <= 10

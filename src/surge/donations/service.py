@@ -287,9 +287,9 @@ async def public_totals(pool: AsyncConnectionPool, cache: TotalsCache, campaign_
     """A campaign's totals for anyone who knows its id, at most about a second old
     (``cache`` is the process's, shared by every request)."""
 
-    async def load(cid: int) -> Totals | None:
+    async def load() -> Totals | None:
         async with pool.connection() as conn:
-            return build_totals(await store.public_totals(conn, cid))
+            return build_totals(await store.public_totals(conn, campaign_id))
 
     found = await cache.get(campaign_id, load) if campaign_id <= MAX_ID else None
     if found is None:

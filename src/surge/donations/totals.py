@@ -10,12 +10,10 @@ same way, so polling ids that do not exist costs no more.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from surge.cache import FigureCache
 from surge.donations import matching
 from surge.donations.match_schemas import MatchShare
 from surge.donations.schemas import CurrencyTotal, Totals
@@ -26,57 +24,13 @@ TTL = 1.0
 #: Entries kept per process; past this, expired ones are dropped, then the oldest.
 MAX_ENTRIES = 10_000
 
-Loader = Callable[[int], Awaitable[Totals | None]]
 
-
-class TotalsCache:
-    """campaign id → (born, Totals or None for "no such campaign"), with single-flight loads."""
+class TotalsCache(FigureCache[int, Totals | None]):
+    """campaign id → Totals (None for "no such campaign"), at most ``TTL`` plus one load
+    old, loaded by one caller at a time (``surge.cache.FigureCache``)."""
 
     def __init__(self, ttl: float = TTL, max_entries: int = MAX_ENTRIES) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.loads = 0  # queries made (tests and metrics)
-        self._entries: dict[int, tuple[float, Totals | None]] = {}
-        self._loading: dict[int, asyncio.Task[Totals | None]] = {}
-
-    async def get(self, campaign_id: int, load: Loader) -> Totals | None:
-        entry = self._entries.get(campaign_id)
-        if entry is not None and time.monotonic() - entry[0] < self.ttl:
-            return entry[1]
-        task = self._loading.get(campaign_id)
-        if task is None:
-            task = asyncio.create_task(self._load(campaign_id, load))
-            task.add_done_callback(_retrieve)
-            self._loading[campaign_id] = task
-        # The load runs as its own task and is shielded: a caller that goes away (client
-        # disconnect) cancels only its own wait, never the load the others await.
-        return await asyncio.shield(task)
-
-    async def _load(self, campaign_id: int, load: Loader) -> Totals | None:
-        born = time.monotonic()
-        try:
-            value = await load(campaign_id)
-            self._store(campaign_id, born, value)
-            return value
-        finally:
-            del self._loading[campaign_id]
-            self.loads += 1
-
-    def _store(self, campaign_id: int, born: float, value: Totals | None) -> None:
-        if len(self._entries) >= self.max_entries:
-            now = time.monotonic()
-            for key in [k for k, (b, _) in self._entries.items() if now - b >= self.ttl]:
-                del self._entries[key]
-            while len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]  # dicts keep insertion order
-        self._entries.pop(campaign_id, None)  # re-insert: order stays oldest-first
-        self._entries[campaign_id] = (born, value)
-
-
-def _retrieve(task: asyncio.Task[Totals | None]) -> None:
-    # Mark a failed load's error as seen: every waiter re-raises it already.
-    if not task.cancelled():
-        task.exception()
+        super().__init__(ttl, max_entries)
 
 
 def build_totals(rows: list[TotalsRow]) -> Totals | None:
