@@ -59,7 +59,21 @@ def donor_key(org: int, email: str | None, donation_id: int) -> bytes:
     return hashlib.sha256(who.encode()).digest()
 
 
-COUNT = """
+def _add_to_page(page: str, amount: str, donations: str) -> str:
+    """A CTE's statement adding to the shard row of the fundraiser or team (``page``) that
+    the gift names, if it names one: ``amount`` and ``donations`` are SQL expressions."""
+    return f"""
+    insert into {page}_totals ({page}_id, currency, shard, organization_id, campaign_id,
+        raised_minor, donations)
+    select %({page})s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, {amount},
+        {donations}
+    where %({page})s::bigint is not null
+    on conflict ({page}_id, currency, shard) do update set
+        raised_minor = {page}_totals.raised_minor + excluded.raised_minor,
+        donations = {page}_totals.donations + excluded.donations, updated_at = now()"""
+
+
+COUNT = f"""
 with donor as (
     insert into campaign_donors (campaign_id, donor, first_donation_id)
     values (%(campaign)s, %(donor)s, %(id)s) on conflict do nothing returning 1
@@ -72,22 +86,8 @@ with donor as (
         raised_minor = campaign_totals.raised_minor + excluded.raised_minor,
         donations = campaign_totals.donations + 1,
         donors = campaign_totals.donors + excluded.donors, updated_at = now()
-), fundraiser as (
-    insert into fundraiser_totals (fundraiser_id, currency, shard, organization_id,
-        campaign_id, raised_minor, donations)
-    select %(fundraiser)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(amount)s, 1
-    where %(fundraiser)s::bigint is not null
-    on conflict (fundraiser_id, currency, shard) do update set
-        raised_minor = fundraiser_totals.raised_minor + excluded.raised_minor,
-        donations = fundraiser_totals.donations + 1, updated_at = now()
-), team as (
-    insert into team_totals (team_id, currency, shard, organization_id, campaign_id,
-        raised_minor, donations)
-    select %(team)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(amount)s, 1
-    where %(team)s::bigint is not null
-    on conflict (team_id, currency, shard) do update set
-        raised_minor = team_totals.raised_minor + excluded.raised_minor,
-        donations = team_totals.donations + 1, updated_at = now()
+), fundraiser as ({_add_to_page("fundraiser", "%(amount)s", "1")}
+), team as ({_add_to_page("team", "%(amount)s", "1")}
 ), open_matches as (
     -- campaign_matches_campaign_idx; a campaign has a handful of matches at most.
     select id, organization_id from campaign_matches
@@ -129,7 +129,7 @@ async def count(conn: Conn, gift: Gift) -> None:
 
 # Upserts, not updates: the gift may have been counted in another shard (a batch's), whose
 # row this shard need not have.
-UNCOUNT = """
+UNCOUNT = f"""
 with campaign as (
     insert into campaign_totals (campaign_id, currency, shard, organization_id, raised_minor,
         donations, donors)
@@ -137,24 +137,8 @@ with campaign as (
     on conflict (campaign_id, currency, shard) do update set
         raised_minor = campaign_totals.raised_minor + excluded.raised_minor,
         donations = campaign_totals.donations + excluded.donations, updated_at = now()
-), fundraiser as (
-    insert into fundraiser_totals (fundraiser_id, currency, shard, organization_id,
-        campaign_id, raised_minor, donations)
-    select %(fundraiser)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(less)s,
-        %(fewer)s
-    where %(fundraiser)s::bigint is not null
-    on conflict (fundraiser_id, currency, shard) do update set
-        raised_minor = fundraiser_totals.raised_minor + excluded.raised_minor,
-        donations = fundraiser_totals.donations + excluded.donations, updated_at = now()
-), team as (
-    insert into team_totals (team_id, currency, shard, organization_id, campaign_id,
-        raised_minor, donations)
-    select %(team)s, %(currency)s, %(page_shard)s, %(org)s, %(campaign)s, %(less)s,
-        %(fewer)s
-    where %(team)s::bigint is not null
-    on conflict (team_id, currency, shard) do update set
-        raised_minor = team_totals.raised_minor + excluded.raised_minor,
-        donations = team_totals.donations + excluded.donations, updated_at = now()
+), fundraiser as ({_add_to_page("fundraiser", "%(less)s", "%(fewer)s")}
+), team as ({_add_to_page("team", "%(less)s", "%(fewer)s")}
 )
 insert into match_totals (match_id, shard, organization_id, raised_minor, donations, donors)
 select m.id, %(shard)s, m.organization_id, %(less)s, %(fewer)s, 0
