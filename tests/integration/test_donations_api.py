@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from surge.delivery.sink import count_received
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import create_org, surge_env
 
 FINAL = ("succeeded", "failed")
 
@@ -43,13 +43,6 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, str]:
     return create_org(database_url, "Giving Day Org")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=api, headers=headers, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

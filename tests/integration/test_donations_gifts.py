@@ -10,7 +10,6 @@ import email.message
 import email.policy
 import io
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from surge.delivery.sink import count_received
 from surge.donations import store
 from surge.donations.intake import batch_jobs
 from surge.jobs.enqueue import enqueue_many
-from tests.conftest import Process, create_org, run_cli, surge_env
+from tests.conftest import create_org, run_cli, surge_env
 from tests.donations_support import campaign, client, donated, eventually, final, gift
 
 
@@ -47,23 +46,6 @@ def org(database_url: str) -> dict[str, str]:
 def other(database_url: str) -> dict[str, str]:
     """A second organisation, whose staff see none of the first one's gifts."""
     return create_org(database_url, "Other gifts org")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    with client(api, org["secret_key"]) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def public(api: str, org: dict[str, str]) -> Iterator[httpx.Client]:
-    with client(api, org["publishable_key"]) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def day(staff: httpx.Client) -> dict[str, Any]:
-    return campaign(staff)
 
 
 def offline(

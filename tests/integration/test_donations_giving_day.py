@@ -5,7 +5,6 @@ donors, sponsor matches and challenges, and how a refund comes back out of all o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from surge.donations import counting, peer
 from surge.errors import NotFound
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import create_org, surge_env
 from tests.donations_support import campaign, client, donate, donated, eventually, final, gift
 
 
@@ -40,23 +39,6 @@ def org(database_url: str) -> dict[str, str]:
 def other(database_url: str) -> dict[str, str]:
     """A second organisation: its key runs into the sign-up limit, its staff see nothing."""
     return create_org(database_url, "Other P2P Org")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    with client(api, org["secret_key"]) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def public(api: str, org: dict[str, str]) -> Iterator[httpx.Client]:
-    with client(api, org["publishable_key"]) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def day(staff: httpx.Client) -> dict[str, Any]:
-    return campaign(staff)
 
 
 def test_teams_get_unique_slugs_per_campaign(staff: httpx.Client, day: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from surge.orgs.service import NewOrganization, create_organization
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import create_org, surge_env
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +34,6 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, str]:
     return create_org(database_url, "Refunding Org")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=api, headers=headers, timeout=15) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from surge.config import Settings
 from surge.donations.links import links
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import create_org, surge_env
 
 #: The signing key of the module's processes: the test signs a recurring gift's link with it.
 SECRET = "giving-day-pages-test-key"
@@ -67,13 +67,6 @@ def env(database_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, str]:
     return create_org(database_url, "Harbour Food Bank")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=api, headers=headers, timeout=20) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 
 from surge.db.embedded import SYSTEM_USER, free_port
 from surge.delivery.sink import count_received
-from tests.conftest import Process, create_org, run_cli, surge_env
+from tests.conftest import create_org, run_cli, surge_env
 from tests.helpers import make_message, sink_process, wait_for
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -149,13 +149,6 @@ def env(database_url: str, sink: tuple[int, Path], api_port: int) -> dict[str, s
 @pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, str]:
     return create_org(database_url, "Bouncer Org")
-
-
-@pytest.fixture(scope="module")
-def staff(api: str, org: dict[str, str], worker: Process) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {org['secret_key']}"}
-    with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
-        yield client
 
 
 def until(check: Any, what: str, timeout: float = 60) -> Any:
