@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,6 +200,33 @@ def contact_status(database_url: str, contact_id: int) -> str:
 #: The password the console tests give every person they create.
 CONSOLE_PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def add_console_users(database_url: str, org: int, people: dict[str, str]) -> None:
+    """Console users of ``org`` (email → role, password ``CONSOLE_PASSWORD``), made
+    in-process as ``surge user create`` makes them (a subprocess each would cost seconds).
+    On a thread of its own: a module driving Playwright has a loop running in this one."""
+    from surge.audit import Actor
+    from surge.db.pool import connect
+    from surge.users import service as users
+
+    async def make() -> None:
+        conn = await connect(database_url)
+        try:
+            for email, role in people.items():
+                await users.create_user(
+                    conn,
+                    Actor.cli(org),
+                    email=email,
+                    name=role.title(),
+                    role=role,
+                    password=CONSOLE_PASSWORD,
+                )
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, make()).result()
 
 
 def csrf_token(response: httpx.Response) -> str:

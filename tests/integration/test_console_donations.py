@@ -4,7 +4,6 @@ endpoints with their secret shown once, and a delivery replayed to a real receiv
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -16,12 +15,8 @@ import httpx
 import psycopg
 import pytest
 
-from surge.audit import Actor
-from surge.db.pool import connect
-from surge.users import service as users
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import CONSOLE_PASSWORD as PASSWORD
-from tests.helpers import Receiver, signed_in, webhook_receiver
+from tests.helpers import Receiver, add_console_users, signed_in, webhook_receiver
 from tests.helpers import csrf_token as token_of
 
 
@@ -38,23 +33,11 @@ def env(database_url: str, sink: tuple[int, Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def org(database_url: str) -> dict[str, Any]:
     made: dict[str, Any] = create_org(database_url, "Giving Org")
-
-    async def people() -> None:
-        conn = await connect(database_url)
-        try:
-            for role in ("admin", "editor"):
-                await users.create_user(
-                    conn,
-                    Actor.cli(int(made["id"])),
-                    email=f"{role}@giving.example",
-                    name=role.title(),
-                    role=role,
-                    password=PASSWORD,
-                )
-        finally:
-            await conn.close()
-
-    asyncio.run(people())
+    add_console_users(
+        database_url,
+        int(made["id"]),
+        {"admin@giving.example": "admin", "editor@giving.example": "editor"},
+    )
     return made
 
 

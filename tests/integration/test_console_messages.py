@@ -4,7 +4,6 @@ view reaching "sent", pause/resume/cancel, and the role and CSRF refusals."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -15,13 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from surge.audit import Actor
-from surge.db.pool import connect
-from surge.users import service as users
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import CONSOLE_PASSWORD as PASSWORD
+from tests.helpers import add_console_users, make_audience, signed_in
 from tests.helpers import csrf_token as token_of
-from tests.helpers import make_audience, signed_in
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +33,11 @@ def env(database_url: str, sink: tuple[int, Path], api_port: int) -> dict[str, s
 def org(database_url: str) -> dict[str, Any]:
     """An organisation with an API key (to make contacts) and an editor, a viewer."""
     made: dict[str, Any] = create_org(database_url, "Composer Org")
-
-    async def people() -> None:
-        conn = await connect(database_url)
-        try:
-            for role in ("editor", "viewer"):
-                await users.create_user(
-                    conn,
-                    Actor.cli(int(made["id"])),
-                    email=f"{role}@composer.example",
-                    name=role.title(),
-                    role=role,
-                    password=PASSWORD,
-                )
-        finally:
-            await conn.close()
-
-    asyncio.run(people())
+    add_console_users(
+        database_url,
+        int(made["id"]),
+        {"editor@composer.example": "editor", "viewer@composer.example": "viewer"},
+    )
     return made
 
 
