@@ -53,7 +53,9 @@ bench: $(STAMP)
 	$(BIN)/surge bench export --rows 1000000 --json
 	$(BIN)/surge bench dispatch --recipients 1000000 --baseline-recipients 20000 --dkim-recipients 100000 --json
 	$(BIN)/surge bench ingest --json
+	$(BIN)/surge bench ingest --tracing-sample 0.01 --json
 	$(BIN)/surge bench giving-day --json
+	$(BIN)/surge bench giving-day --views-per-donation 0 --live-viewers 0 --json
 	$(BIN)/surge bench journeys --contacts 100000 --json
 	$(BIN)/surge bench segments --contacts 1000000 --events 10000000 --json
 	$(BIN)/surge bench console --contacts 1000000 --events 10000000 --json
