@@ -384,8 +384,9 @@ async def finish_donations(
     ids, statuses, references, reasons = (list(c) for c in zip(*decisions, strict=True))
     cur = conn.cursor(row_factory=class_row(FinishedDonation))
     await cur.execute(
-        # `locked` reads each token before the update drops it (a recurring gift keeps it).
-        "with locked as ("
+        # `locked` takes the row locks in id order and reads each token before the update
+        # drops it (a recurring gift keeps it); materialized, so no plan reorders the locks.
+        "with locked as materialized ("
         "  select id as locked_id, token as old_token from donations"
         "  where id = any(%(ids)s) and status = 'pending' order by id for update"
         "), decided as ("
