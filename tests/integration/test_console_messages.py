@@ -14,8 +14,9 @@ import httpx
 import psycopg
 import pytest
 
+from surge.campaigns.service import STATUS_SCAN
 from tests.conftest import Process, create_org, surge_env
-from tests.helpers import add_console_users, make_audience, signed_in
+from tests.helpers import add_console_users, make_audience, make_message, signed_in
 from tests.helpers import csrf_token as token_of
 
 
@@ -293,3 +294,47 @@ def test_pause_resume_and_cancel_from_the_message_view(
         f"/console/campaigns/{campaign}/messages", data={**form, "send_at": "2001-01-01T09:00"}
     )
     assert past.status_code == 400 and "that time has passed" in past.text
+
+
+def test_recipients_by_status_are_found_a_bounded_stretch_at_a_time(
+    api: str, org: dict[str, Any], audience: int, editor: httpx.Client, database_url: str
+) -> None:
+    """A rare status among more recipients than one filtered page reads (STATUS_SCAN): the
+    first page finds none yet and links further, the next finds it; the API pages alike."""
+    headers = {"Authorization": f"Bearer {org['secret_key']}"}
+    with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
+        later = "2100-01-01T00:00:00Z"  # scheduled, never sent: its deliveries are ours
+        message_id = make_message(client, audience, send_at=later)["id"]
+        total = STATUS_SCAN + 2_000
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "insert into deliveries (message_id, contact_id, organization_id, chunk, status)"
+                " select %s, 10000000 + i, %s, 0,"
+                " case when i = %s then 'failed' else 'sent' end"
+                " from generate_series(1, %s) i",
+                [message_id, int(org["id"]), STATUS_SCAN + 1_000, total],
+            )
+
+        first = editor.get(f"/console/messages/{message_id}/recipients?status=failed")
+        assert first.status_code == 200
+        assert "None failed among the next 10,000 recipients" in first.text
+        further = re.search(r'href="([^"]+)">Look further<', first.text)
+        assert further is not None
+        second = editor.get(further.group(1).replace("&amp;", "&"))
+        assert str(10_000_000 + STATUS_SCAN + 1_000) in second.text
+        assert "Look further" not in second.text and "Next recipients" not in second.text
+
+        pages, found, after = 0, [], ""
+        while True:
+            page = client.get(
+                f"/v1/messages/{message_id}/deliveries", params={"status": "failed", "after": after}
+            ).json()
+            pages += 1
+            found += [d["contact_id"] for d in page["data"]]
+            if page["next"] is None:
+                break
+            after = page["next"]
+        assert (found, pages) == ([10_000_000 + STATUS_SCAN + 1_000], 2)
+        assert (
+            editor.get(f"/console/messages/{message_id}/recipients?status=nope").status_code == 400
+        )

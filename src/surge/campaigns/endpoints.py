@@ -233,7 +233,13 @@ routes = [
         params=(
             limit(DEFAULT_LIMIT, MAX_PAGE),
             AFTER,
-            _choice("status", service.DELIVERY_STATUSES, "Only deliveries in this state"),
+            _choice(
+                "status",
+                service.DELIVERY_STATUSES,
+                "Only deliveries in this state. Such a page reads the next"
+                f" {service.STATUS_SCAN:,} deliveries at most, so it may come back short or"
+                " empty with a `next` cursor: follow `next` until it is null",
+            ),
         ),
     ),
     ApiRoute(

@@ -201,21 +201,57 @@ async def page_messages(
 
 
 async def page_deliveries(
-    conn: AsyncConnection[Any], message_id: int, after: int, limit: int, status: str | None
-) -> list[dict[str, Any]]:
+    conn: AsyncConnection[Any],
+    message_id: int,
+    after: int,
+    limit: int,
+    status: str | None,
+    scan: int | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
     """A keyset page of a message's deliveries by contact id (the primary key's order),
-    with each contact's address."""
+    with each contact's address. With ``status`` and ``scan``, the matches among the next
+    ``scan`` deliveries only, and the contact id that scan ended at if it read all ``scan``
+    (None: it reached the message's last delivery): a rare status on a million recipients
+    costs one bounded scan a page, not a walk through all of them."""
     cur = conn.cursor(row_factory=dict_row)
+    params = {"message": message_id, "after": after, "status": status, "limit": limit}
+    if status is None or scan is None:
+        await cur.execute(
+            f"select {_DELIVERY_COLUMNS} from deliveries d {_DELIVERY_CONTACT}"
+            " where d.message_id = %(message)s and d.contact_id > %(after)s"
+            " and (%(status)s::text is null or d.status = %(status)s)"
+            " order by d.contact_id limit %(limit)s",
+            params,
+        )
+        return await cur.fetchall(), None
     await cur.execute(
-        "select d.contact_id, c.email, d.status, d.attempts, d.last_error, d.sent_at,"
-        " d.opened_at, d.clicked_at from deliveries d"
-        " left join contacts c on c.organization_id = d.organization_id and c.id = d.contact_id"
-        " where d.message_id = %(message)s and d.contact_id > %(after)s"
-        " and (%(status)s::text is null or d.status = %(status)s)"
-        " order by d.contact_id limit %(limit)s",
-        {"message": message_id, "after": after, "status": status, "limit": limit},
+        "with scanned as materialized ("
+        "  select * from deliveries where message_id = %(message)s and contact_id > %(after)s"
+        "  order by contact_id limit %(scan)s"
+        f") select {_DELIVERY_COLUMNS} from scanned d {_DELIVERY_CONTACT}"
+        " where d.status = %(status)s order by d.contact_id limit %(limit)s",
+        {**params, "scan": scan},
     )
-    return await cur.fetchall()
+    rows = await cur.fetchall()
+    if len(rows) == limit:
+        return rows, None  # a full page: its last row is the cursor
+    ended = await conn.execute(
+        "select count(*), max(contact_id) from (select contact_id from deliveries"
+        " where message_id = %s and contact_id > %s order by contact_id limit %s) s",
+        [message_id, after, scan],
+    )
+    found = await ended.fetchone()
+    assert found is not None  # an aggregate always answers
+    return rows, (int(found[1]) if int(found[0]) == scan else None)
+
+
+_DELIVERY_COLUMNS = (
+    "d.contact_id, c.email, d.status, d.attempts, d.last_error, d.sent_at, d.opened_at,"
+    " d.clicked_at"
+)
+_DELIVERY_CONTACT = (
+    "left join contacts c on c.organization_id = d.organization_id and c.id = d.contact_id"
+)
 
 
 async def insert_message(

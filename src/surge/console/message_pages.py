@@ -174,6 +174,7 @@ async def recipients(request: Request) -> Response:
     user = signed_in(request)
     message_id = _message_id(request)
     after = cursor(request, "after")
+    status = request.query_params.get("status") or None
     page = await read(
         request,
         user.organization_id,
@@ -181,6 +182,7 @@ async def recipients(request: Request) -> Response:
         message_id,
         after=after,
         limit=RECIPIENTS,
+        status=status,
     )
     async with request.app.state.pool.connection() as conn:
         message = await campaigns.get_message(conn, user.organization_id, message_id)
@@ -192,6 +194,9 @@ async def recipients(request: Request) -> Response:
         deliveries=page.data,
         next=page.next,
         first_page=after is None,
+        status_filter=status or "",
+        statuses=campaigns.DELIVERY_STATUSES,
+        scan=campaigns.STATUS_SCAN,
     )
 
 
