@@ -51,8 +51,7 @@ async def emit(conn: Conn, organization_id: int, event_type: str, data: dict[str
     ``data`` must be JSON-encodable; a malformed type or data is a programming error
     (``ValueError`` / ``TypeError``), raised before anything touches the database.
     """
-    if not EVENT_TYPE.match(event_type):
-        raise ValueError(f"webhook event type {event_type!r} must look like 'donation.succeeded'")
+    _check_type(event_type)
     # Its deliveries continue the trace of the change that emitted it (none when untraced).
     data_text = _encode(data).decode()
     await store.insert_event(conn, organization_id, event_type, data_text, current_traceparent())
@@ -68,8 +67,7 @@ async def emit_many(
     if not events:
         return
     for _, event_type, _ in events:
-        if not EVENT_TYPE.match(event_type):
-            raise ValueError(f"webhook event type {event_type!r} must look like 'a.b'")
+        _check_type(event_type)
     subscribed = await store.subscriptions(conn, sorted({org for org, _, _ in events}))
     wanted = [
         (org, event_type, _encode(data(subject)).decode())
@@ -78,6 +76,11 @@ async def emit_many(
     ]
     if wanted:
         await store.insert_events(conn, wanted, current_traceparent())
+
+
+def _check_type(event_type: str) -> None:
+    if not EVENT_TYPE.match(event_type):
+        raise ValueError(f"webhook event type {event_type!r} must look like 'donation.succeeded'")
 
 
 # -- retry schedule and the disable rule ----------------------------------------------------
