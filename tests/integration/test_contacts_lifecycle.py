@@ -636,6 +636,54 @@ def test_export_then_erase_a_person(
     assert again["rows_failed"] == 1 and "erased" in again["errors"][0]["reason"]
 
 
+def test_export_and_erasure_find_what_is_filed_under_a_former_address(
+    staff: httpx.Client,
+    public: httpx.Client,
+    campaign: int,
+    database_url: str,
+    org: dict[str, str],
+) -> None:
+    """A PATCH moved Fay to a new address, and a contact merged into her had a third: the
+    donations, suppressions and events filed only under the old addresses are hers too."""
+    fay = new_contact(staff, "fay@old.example", first_name="Fay")
+    twin = new_contact(staff, "fay@twin.example")
+    gift = donate(public, campaign, "Fay@Old.example", amount=1100)
+    wait_donation(staff, gift)
+    suppress = [{"email": "fay@old.example"}, {"email": "fay@twin.example"}]
+    staff.post("/v1/suppressions", json={"suppressions": suppress})
+    send_event(public, type="app.visit", contact_email="fay@old.example")
+    wait_until(database_url, "select count(*) from events where contact_email = 'fay@old.example'")
+    assert staff.patch(f"/v1/contacts/{fay}", json={"email": "fay@new.example"}).status_code == 200
+    merged = staff.post(f"/v1/contacts/{fay}/merge", json={"from": twin})
+    assert merged.status_code == 200, merged.text
+
+    data = staff.get(f"/v1/contacts/{fay}/export").json()
+    assert [d["id"] for d in data["donations"]] == [gift]
+    assert sorted(s["email"] for s in data["suppressions"]) == [
+        "fay@old.example",
+        "fay@twin.example",
+    ]
+    assert "app.visit" in {e["type"] for e in data["events"]}
+    # A data request names the address the person gave then: the CLI finds them by it.
+    by_old = run_cli(
+        database_url, "contacts", "export", "--org", str(org["id"]), "--email", "fay@old.example"
+    )
+    assert json.loads(by_old.stdout)["contact"]["id"] == fay
+
+    erased = staff.post(f"/v1/contacts/{fay}/erase")
+    assert erased.status_code == 200, erased.text
+    assert (erased.json()["erased"]["donations"], erased.json()["erased"]["suppressions"]) == (1, 2)
+    assert sql(database_url, "select email from donations where id = %s", gift) == [
+        ("erased@erased.invalid",)
+    ]
+    left = (
+        "select (select count(*) from events where contact_email = 'fay@old.example')"
+        " + (select count(*) from suppressions where email like 'fay@%%')"
+        " + (select count(*) from contact_addresses where email like 'fay@%%')"
+    )
+    assert sql(database_url, left) == [(0,)]
+
+
 def test_cli_exports_and_erases_by_email(
     staff: httpx.Client, org: dict[str, str], database_url: str, tmp_path: Path
 ) -> None:

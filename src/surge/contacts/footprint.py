@@ -21,8 +21,11 @@ erasures are rare, staff-initiated operations: seconds, not a hot path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from psycopg.rows import class_row
 
+from surge.contacts.person_store import lowered
 from surge.contacts.schemas import (
     DeliveryRecord,
     DonationRecord,
@@ -218,13 +221,13 @@ async def move_enrolments(conn: Conn, org: int, source: int, target: int) -> int
 # -- donations (by the donor's address) -----------------------------------------------------
 
 
-async def donations(conn: Conn, org: int, email: str) -> list[DonationRecord]:
+async def donations(conn: Conn, org: int, emails: Sequence[str]) -> list[DonationRecord]:
     cur = conn.cursor(row_factory=class_row(DonationRecord))
     await cur.execute(
         "select id, campaign_id, status, amount_minor as amount, currency, email, name,"
         " metadata, gateway_reference, created_at, succeeded_at, failed_at from donations"
-        " where organization_id = %s and lower(email) = lower(%s) order by id",
-        [org, email],
+        " where organization_id = %s and lower(email) = any(%s::text[]) order by id",
+        [org, lowered(emails)],
     )
     return await cur.fetchall()
 
@@ -243,14 +246,14 @@ async def move_donations(conn: Conn, org: int, source_email: str, target_email: 
     return cur.rowcount
 
 
-async def erase_donations(conn: Conn, org: int, email: str) -> int:
+async def erase_donations(conn: Conn, org: int, emails: Sequence[str]) -> int:
     """Keep the donations (amounts, dates and gateway references are the accounts, which
     the law requires to be kept) without the donor: address, name, metadata and any
     receipt error text (SMTP replies quote the address) are removed."""
     cur = await conn.execute(
         "update donations set email = %s, name = null, metadata = '{}', receipt_error = null"
-        " where organization_id = %s and lower(email) = lower(%s)",
-        [ERASED_EMAIL, org, email],
+        " where organization_id = %s and lower(email) = any(%s::text[])",
+        [ERASED_EMAIL, org, lowered(emails)],
     )
     # An erased donor is never charged again: their recurring gifts end, without them.
     await conn.execute(
@@ -258,8 +261,8 @@ async def erase_donations(conn: Conn, org: int, email: str) -> int:
         " status = case when status = 'active' then 'cancelled' else status end,"
         " cancelled_at = case when status = 'active' then now() else cancelled_at end,"
         " ended_reason = case when status = 'active' then 'donor erased' else ended_reason end"
-        " where organization_id = %s and lower(email) = lower(%s)",
-        [ERASED_EMAIL, org, email],
+        " where organization_id = %s and lower(email) = any(%s::text[])",
+        [ERASED_EMAIL, org, lowered(emails)],
     )
     return cur.rowcount
 
@@ -267,34 +270,36 @@ async def erase_donations(conn: Conn, org: int, email: str) -> int:
 # -- suppressions and soft bounces (by address, lower-cased) --------------------------------
 
 
-async def suppressions(conn: Conn, org: int, email: str) -> list[SuppressionRecord]:
+async def suppressions(conn: Conn, org: int, emails: Sequence[str]) -> list[SuppressionRecord]:
     cur = conn.cursor(row_factory=class_row(SuppressionRecord))
     await cur.execute(
         "select email, reason, detail, created_at from suppressions"
-        " where organization_id = %s and email = lower(%s)",
-        [org, email],
+        " where organization_id = %s and email = any(%s::text[]) order by email",
+        [org, lowered(emails)],
     )
     return await cur.fetchall()
 
 
-async def soft_bounces(conn: Conn, org: int, email: str) -> list[SoftBounceRecord]:
+async def soft_bounces(conn: Conn, org: int, emails: Sequence[str]) -> list[SoftBounceRecord]:
     cur = conn.cursor(row_factory=class_row(SoftBounceRecord))
     await cur.execute(
         "select email, bounces, first_at, last_at from soft_bounces"
-        " where organization_id = %s and email = lower(%s)",
-        [org, email],
+        " where organization_id = %s and email = any(%s::text[]) order by email",
+        [org, lowered(emails)],
     )
     return await cur.fetchall()
 
 
-async def erase_suppressions(conn: Conn, org: int, email: str) -> int:
-    """Remove the address from the suppression list and the soft-bounce counts; the
-    contact's tombstone (a hash) keeps it from being imported again."""
+async def erase_suppressions(conn: Conn, org: int, emails: Sequence[str]) -> int:
+    """Remove the addresses from the suppression list and the soft-bounce counts; the
+    contact's tombstone (a hash) keeps its address from being imported again."""
     cur = await conn.execute(
-        "delete from suppressions where organization_id = %s and email = lower(%s)", [org, email]
+        "delete from suppressions where organization_id = %s and email = any(%s::text[])",
+        [org, lowered(emails)],
     )
     await conn.execute(
-        "delete from soft_bounces where organization_id = %s and email = lower(%s)", [org, email]
+        "delete from soft_bounces where organization_id = %s and email = any(%s::text[])",
+        [org, lowered(emails)],
     )
     return cur.rowcount
 
@@ -303,7 +308,7 @@ async def erase_suppressions(conn: Conn, org: int, email: str) -> int:
 
 
 async def scrub_webhook_events(
-    conn: Conn, org: int, contact_id: int, email: str, profile_ids: list[str]
+    conn: Conn, org: int, contact_id: int, emails: Sequence[str], profile_ids: list[str]
 ) -> int:
     """Remove the person from the webhook payloads that carried their data: an
     ``event.received`` payload (their event: address, properties) becomes
@@ -317,11 +322,11 @@ async def scrub_webhook_events(
             else jsonb_set(data, '{contact}', '{"erased": true}'::jsonb) end
         where organization_id = %(org)s and (
             (type = 'event.received' and (data ->> 'contact_id' = %(contact)s::text
-                or data ->> 'contact_email' = lower(%(email)s)
+                or data ->> 'contact_email' = any(%(emails)s::text[])
                 or data ->> 'user_id' = any(%(ids)s::text[])
                 or data ->> 'anonymous_id' = any(%(ids)s::text[])))
             or (type = 'journey.step' and data -> 'contact' ->> 'id' = %(contact)s::text))
         """,
-        {"org": org, "contact": contact_id, "email": email, "ids": profile_ids},
+        {"org": org, "contact": contact_id, "emails": lowered(emails), "ids": profile_ids},
     )
     return cur.rowcount

@@ -125,6 +125,9 @@ async def update_contact(conn: Conn, org: int, contact_id: int, patch: ContactPa
         if "email" in changed:
             # Staff gave this address to a contact on purpose: it is not a deleted one now.
             await person_store.forget_tombstone(conn, org, contact.email)
+            # What is filed under the old address stays the person's (privacy.py).
+            await person_store.remember_address(conn, org, contact_id, old["email"])
+            await person_store.forget_address(conn, org, contact_id, contact.email)
         await emit(
             conn,
             org,
@@ -177,6 +180,7 @@ async def merge_contacts(conn: Conn, org: int, target_id: int, source_id: int) -
         journeys = await footprint.move_enrolments(conn, org, source_id, target_id)
         profiles = await traces.move_profiles(conn, org, source["email"], target["email"])
         donations = await footprint.move_donations(conn, org, source["email"], target["email"])
+        await person_store.adopt_addresses(conn, org, source_id, target_id, source["email"])
         await person_store.delete_contact(conn, org, source_id, "merged", target_id)
         new = dict(target)
         new["first_name"] = target["first_name"] or source["first_name"]

@@ -82,6 +82,68 @@ async def forget_tombstone(conn: Conn, org: int, email: str) -> None:
     )
 
 
+def lowered(emails: Sequence[str]) -> list[str]:
+    """Addresses as events, suppressions and profiles file them: lower-cased, once each."""
+    if isinstance(emails, str):  # a str is a Sequence[str] too: one address, not letters
+        raise TypeError("lowered() takes a list of addresses, not one")
+    return sorted({email.lower() for email in emails})
+
+
+async def remember_address(conn: Conn, org: int, contact_id: int, email: str) -> None:
+    """The contact no longer has ``email``: keep it among its former addresses."""
+    await conn.execute(
+        "insert into contact_addresses (organization_id, contact_id, email)"
+        " values (%s, %s, lower(%s)) on conflict do nothing",
+        [org, contact_id, email],
+    )
+
+
+async def forget_address(conn: Conn, org: int, contact_id: int, email: str) -> None:
+    """``email`` is the contact's address again, not a former one."""
+    await conn.execute(
+        "delete from contact_addresses"
+        " where organization_id = %s and contact_id = %s and email = lower(%s)",
+        [org, contact_id, email],
+    )
+
+
+async def former_addresses(conn: Conn, org: int, contact_id: int) -> list[str]:
+    """The addresses the contact had before, lower-cased, oldest first."""
+    cur = await conn.execute(
+        "select email from contact_addresses where organization_id = %s and contact_id = %s"
+        " order by replaced_at, email",
+        [org, contact_id],
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def find_by_former_address(conn: Conn, org: int, email: str) -> int | None:
+    """The contact that had ``email`` last, if one had it before."""
+    cur = await conn.execute(
+        "select contact_id from contact_addresses where organization_id = %s"
+        " and email = lower(%s) order by replaced_at desc limit 1",
+        [org, email],
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def adopt_addresses(conn: Conn, org: int, source: int, target: int, email: str) -> None:
+    """Contact ``source`` (address ``email``) is merged into ``target``: its address and its
+    former ones become the target's former addresses (before the source is deleted)."""
+    await conn.execute(
+        "insert into contact_addresses (organization_id, contact_id, email)"
+        " select %(org)s, %(target)s, a from ("
+        "  select lower(%(email)s) as a union"
+        "  select email from contact_addresses"
+        "  where organization_id = %(org)s and contact_id = %(source)s"
+        " ) s where a <> (select lower(email) from contacts"
+        "  where organization_id = %(org)s and id = %(target)s)"
+        " on conflict do nothing",
+        {"org": org, "source": source, "target": target, "email": email},
+    )
+
+
 async def delete_contact(
     conn: Conn, org: int, contact_id: int, reason: str, merged_into: int | None = None
 ) -> bool:

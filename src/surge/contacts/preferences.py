@@ -60,7 +60,7 @@ async def load(conn: Conn, org: int, contact_id: int) -> Preferences:
     name = await person_store.organization_name(conn, org)
     if row is None or name is None:
         raise NotFound("not found")
-    suppressed = await footprint.suppressions(conn, org, row["email"])
+    suppressed = await footprint.suppressions(conn, org, [row["email"]])
     lists = await person_store.memberships(conn, org, contact_id)
     return Preferences(
         organization=name,

@@ -2,7 +2,9 @@
 
 Export (GDPR art. 15 and 20) reads the contact, its lists, its deliveries, its events (by
 contact id or address) and their per-day rollup, the donations made with its address, and
-the address's suppression and soft-bounce records, in one read-only snapshot.
+the address's suppression and soft-bounce records, in one read-only snapshot. "Its
+address" is every address the contact has had: the current one and the former ones kept in
+``contact_addresses`` (a PATCH that changed it, a merge that folded another contact in).
 
 Erasure (art. 17) deletes, in one transaction: the contact and its list memberships, its
 deliveries (one still queued is first counted as skipped, so ``message_stats`` stays
@@ -27,11 +29,20 @@ from surge.webhooks.service import emit
 
 
 async def find_contact(conn: Conn, org: int, email: str) -> int:
-    """The id of the organisation's contact with this address; NotFound otherwise."""
+    """The id of the organisation's contact with this address now, else of the contact that
+    had it last; NotFound otherwise."""
     contact_id = await person_store.find_by_email(conn, org, email.strip())
+    if contact_id is None:
+        contact_id = await person_store.find_by_former_address(conn, org, email.strip())
     if contact_id is None:
         raise NotFound(f"no contact with the address {email.strip()}", "email")
     return contact_id
+
+
+async def addresses(conn: Conn, org: int, contact_id: int, email: str) -> list[str]:
+    """The person's addresses: the contact's own and those it had before (a PATCH changed
+    it, or another contact was merged into it), for what is filed only under one of them."""
+    return [email, *await person_store.former_addresses(conn, org, contact_id)]
 
 
 async def export_contact(conn: Conn, org: int, contact_id: int) -> PersonalData:
@@ -46,21 +57,22 @@ async def export_contact(conn: Conn, org: int, contact_id: int) -> PersonalData:
         now = await cur.fetchone()
         assert now is not None
         lists = await person_store.memberships(conn, org, contact_id)
-        profiles = await traces.profiles(conn, org, contact.email)
+        emails = await addresses(conn, org, contact_id, contact.email)
+        profiles = await traces.profiles(conn, org, emails)
         ids = traces.profile_ids(profiles)
         return PersonalData(
             exported_at=now[0],
             contact=contact,
             lists=[membership(m) for m in lists],
             deliveries=await footprint.deliveries(conn, org, contact_id),
-            events=await traces.events(conn, org, contact_id, contact.email, ids),
+            events=await traces.events(conn, org, contact_id, emails, ids),
             activity=await traces.activity(conn, org, contact_id),
             last_activity=await traces.last_activity(conn, org, contact_id),
             profiles=profiles,
             journeys=await footprint.enrolments(conn, org, contact_id),
-            donations=await footprint.donations(conn, org, contact.email),
-            suppressions=await footprint.suppressions(conn, org, contact.email),
-            soft_bounces=await footprint.soft_bounces(conn, org, contact.email),
+            donations=await footprint.donations(conn, org, emails),
+            suppressions=await footprint.suppressions(conn, org, emails),
+            soft_bounces=await footprint.soft_bounces(conn, org, emails),
         )
 
 
@@ -71,20 +83,20 @@ async def erase_contact(conn: Conn, org: int, contact_id: int) -> Erasure:
         rows = await person_store.lock_contacts(conn, org, [contact_id])
         if not rows:
             raise NotFound(f"contact {contact_id} not found")
-        email = rows[0]["email"]
+        emails = await addresses(conn, org, contact_id, rows[0]["email"])
         lists = len(await person_store.memberships(conn, org, contact_id))
-        ids = traces.profile_ids(await traces.profiles(conn, org, email))
+        ids = traces.profile_ids(await traces.profiles(conn, org, emails))
         await footprint.skip_queued(conn, org, contact_id, "contact erased")
         erased = Erased(
             lists=lists,
             deliveries=await footprint.erase_deliveries(conn, org, contact_id),
-            events=await traces.erase_events(conn, org, contact_id, email, ids),
+            events=await traces.erase_events(conn, org, contact_id, emails, ids),
             activity=await traces.erase_activity(conn, org, contact_id),
-            profiles=await traces.erase_profiles(conn, org, email),
+            profiles=await traces.erase_profiles(conn, org, emails),
             journeys=await footprint.erase_enrolments(conn, org, contact_id),
-            donations=await footprint.erase_donations(conn, org, email),
-            suppressions=await footprint.erase_suppressions(conn, org, email),
-            webhook_events=await footprint.scrub_webhook_events(conn, org, contact_id, email, ids),
+            donations=await footprint.erase_donations(conn, org, emails),
+            suppressions=await footprint.erase_suppressions(conn, org, emails),
+            webhook_events=await footprint.scrub_webhook_events(conn, org, contact_id, emails, ids),
         )
         await person_store.delete_contact(conn, org, contact_id, "erased")
         await emit(

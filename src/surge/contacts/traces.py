@@ -10,8 +10,11 @@ rows: fine for a rare, deliberate merge, export or erasure, never a hot path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from psycopg.rows import class_row
 
+from surge.contacts.person_store import lowered
 from surge.contacts.schemas import (
     ActivityRecord,
     EventRecord,
@@ -24,19 +27,20 @@ from surge.contacts.store import Conn
 
 # The person's events: by contact id, by address, or by the Segment ids of their profiles.
 _PERSON_EVENTS = (
-    "organization_id = %(org)s and (contact_id = %(contact)s or contact_email = lower(%(email)s)"
+    "organization_id = %(org)s and (contact_id = %(contact)s"
+    " or contact_email = any(%(emails)s::text[])"
     " or user_id = any(%(ids)s::text[]) or anonymous_id = any(%(ids)s::text[]))"
 )
 
 
 async def events(
-    conn: Conn, org: int, contact_id: int, email: str, profile_ids: list[str]
+    conn: Conn, org: int, contact_id: int, emails: Sequence[str], profile_ids: list[str]
 ) -> list[EventRecord]:
     cur = conn.cursor(row_factory=class_row(EventRecord))
     await cur.execute(
         "select id, type, campaign_id, contact_email, payload, occurred_at, received_at"
         f" from events where {_PERSON_EVENTS} order by occurred_at, id",
-        {"org": org, "contact": contact_id, "email": email, "ids": profile_ids},
+        {"org": org, "contact": contact_id, "emails": lowered(emails), "ids": profile_ids},
     )
     return await cur.fetchall()
 
@@ -54,11 +58,11 @@ async def move_events(conn: Conn, org: int, source: int, email: str, target: int
 
 
 async def erase_events(
-    conn: Conn, org: int, contact_id: int, email: str, profile_ids: list[str]
+    conn: Conn, org: int, contact_id: int, emails: Sequence[str], profile_ids: list[str]
 ) -> int:
     cur = await conn.execute(
         f"delete from events where {_PERSON_EVENTS}",
-        {"org": org, "contact": contact_id, "email": email, "ids": profile_ids},
+        {"org": org, "contact": contact_id, "emails": lowered(emails), "ids": profile_ids},
     )
     return cur.rowcount
 
@@ -75,12 +79,12 @@ _PROFILE_COLUMNS = (
 )
 
 
-async def profiles(conn: Conn, org: int, email: str) -> list[ProfileRecord]:
+async def profiles(conn: Conn, org: int, emails: Sequence[str]) -> list[ProfileRecord]:
     cur = conn.cursor(row_factory=class_row(ProfileRecord))
     await cur.execute(
         f"select {_PROFILE_COLUMNS} from profiles p"
-        " where p.organization_id = %s and p.contact_email = lower(%s) order by p.id",
-        [org, email],
+        " where p.organization_id = %s and p.contact_email = any(%s::text[]) order by p.id",
+        [org, lowered(emails)],
     )
     return await cur.fetchall()
 
@@ -99,13 +103,13 @@ async def move_profiles(conn: Conn, org: int, source_email: str, target_email: s
     return cur.rowcount
 
 
-async def erase_profiles(conn: Conn, org: int, email: str) -> int:
-    """Delete the profiles that named the address, their aliases and group memberships."""
+async def erase_profiles(conn: Conn, org: int, emails: Sequence[str]) -> int:
+    """Delete the profiles that named the addresses, their aliases and group memberships."""
     cur = await conn.execute(
         """
         with gone as (
             delete from profiles where organization_id = %(org)s
-                and contact_email = lower(%(email)s)
+                and contact_email = any(%(emails)s::text[])
             returning id
         ), aliases as (
             delete from profile_aliases a using gone
@@ -116,7 +120,7 @@ async def erase_profiles(conn: Conn, org: int, email: str) -> int:
         )
         select count(*) from gone
         """,
-        {"org": org, "email": email},
+        {"org": org, "emails": lowered(emails)},
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
