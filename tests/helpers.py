@@ -257,3 +257,31 @@ def signed_in(api: str, email: str) -> httpx.Client:
     response = console_login(client, email)
     assert response.status_code == 303, response.text
     return client
+
+
+def kill_test_env(
+    database_url: str,
+    data_dir: Path,
+    sink_port: int,
+    rate: str = "rate=100000&burst=10000",
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a kill -9 test: mail to the sink on ``sink_port`` (at ``rate``),
+    and a worker counted dead 2 s after its last heartbeat, so that its jobs are rescued
+    within the test's patience."""
+    return surge_env(
+        database_url,
+        SURGE_DATA_DIR=str(data_dir),
+        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{sink_port}?tls=none&{rate}",
+        SURGE_SECRET_KEY="k",
+        SURGE_WORKER_HEARTBEAT_INTERVAL="0.5",
+        SURGE_WORKER_HEARTBEAT_TIMEOUT="2",
+        **extra,
+    )
+
+
+def scalar(database_url: str, query: str, *params: object) -> int:
+    """The one number ``query`` answers (0 for null)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(query, params).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0

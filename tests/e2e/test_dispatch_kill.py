@@ -11,8 +11,8 @@ import psycopg
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
 from surge.dispatch.sending import FLUSH_EVERY
-from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, make_message, start_api, wait_for
+from tests.conftest import Process, create_org
+from tests.helpers import kill_test_env, make_audience, make_message, start_api, wait_for
 
 RECIPIENTS = 400
 CHUNK = 50
@@ -24,15 +24,13 @@ def test_killed_worker_mid_chunk_loses_nobody_and_duplicates_within_the_bound(
     database_url: str, tmp_path: Path
 ) -> None:
     sink_port, api_port = free_port(), free_port()
-    env = surge_env(
+    env = kill_test_env(
         database_url,
-        SURGE_DATA_DIR=str(tmp_path),
-        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{sink_port}?tls=none&rate=150&burst=20",
-        SURGE_SECRET_KEY="k",
+        tmp_path,
+        sink_port,
+        "rate=150&burst=20",
         SURGE_DISPATCH_CHUNK_SIZE=str(CHUNK),
         SURGE_DISPATCH_CONCURRENCY=str(LANES),
-        SURGE_WORKER_HEARTBEAT_INTERVAL="0.5",
-        SURGE_WORKER_HEARTBEAT_TIMEOUT="2",
     )
     sink = Process(["smtp-sink", "--port", str(sink_port)], env)
     api = start_api(env, api_port)

@@ -9,38 +9,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
-
 from surge.db.embedded import free_port
 from surge.delivery.sink import count_received
-from tests.conftest import Process, create_org, surge_env
+from tests.conftest import Process, create_org
 from tests.donations_support import campaign, client
-from tests.helpers import start_api
+from tests.helpers import kill_test_env, scalar, start_api
 
 DONATIONS = 40
 AMOUNT = 2500
-
-
-def scalar(database_url: str, query: str, *params: object) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(query, params).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
 
 
 def test_killed_worker_mid_charge_batch_charges_counts_and_receipts_each_once(
     database_url: str, tmp_path: Path
 ) -> None:
     sink_port, api_port = free_port(), free_port()
-    env = surge_env(
-        database_url,
-        SURGE_DATA_DIR=str(tmp_path),
-        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{sink_port}?tls=none&rate=100000&burst=10000",
-        SURGE_SECRET_KEY="k",
-        SURGE_WORKER_HEARTBEAT_INTERVAL="0.5",
-        SURGE_WORKER_HEARTBEAT_TIMEOUT="2",
-        # One flush, so one charge batch, for donations sent within a quarter second.
-        SURGE_DONATIONS_MAX_DELAY="0.25",
-    )
+    # One flush, so one charge batch, for donations sent within a quarter second.
+    env = kill_test_env(database_url, tmp_path, sink_port, SURGE_DONATIONS_MAX_DELAY="0.25")
     sink = Process(["smtp-sink", "--port", str(sink_port)], env)
     api = start_api(env, api_port)
     worker_args = ["worker", "--queues", "critical,default", "--concurrency", "20"]

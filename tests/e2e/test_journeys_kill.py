@@ -9,30 +9,17 @@ import httpx
 import psycopg
 
 from surge.db.embedded import free_port
-from tests.conftest import Process, create_org, surge_env
-from tests.helpers import make_audience, start_api
+from tests.conftest import Process, create_org
+from tests.helpers import kill_test_env, make_audience, scalar, start_api
 
 CONTACTS = 10_000
-
-
-def scalar(database_url: str, query: str, *params: object) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(query, params).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
 
 
 def test_killed_worker_mid_batch_neither_loses_nor_doubles_a_step(
     database_url: str, tmp_path: Path
 ) -> None:
     sink_port, api_port = free_port(), free_port()
-    env = surge_env(
-        database_url,
-        SURGE_DATA_DIR=str(tmp_path),
-        SURGE_SMTP_SENDERS=f"smtp://127.0.0.1:{sink_port}?tls=none&rate=100000&burst=10000",
-        SURGE_SECRET_KEY="k",
-        SURGE_WORKER_HEARTBEAT_INTERVAL="0.5",
-        SURGE_WORKER_HEARTBEAT_TIMEOUT="2",
-    )
+    env = kill_test_env(database_url, tmp_path, sink_port)
     sink = Process(["smtp-sink", "--port", str(sink_port), "--ids-only"], env)
     api = start_api(env, api_port)
     worker_args = ["worker", "--queues", "default,bulk", "--concurrency", "8"]
