@@ -280,8 +280,9 @@ def kill_test_env(
     )
 
 
-def scalar(database_url: str, query: str, *params: object) -> int:
-    """The one number ``query`` answers (0 for null)."""
+def scalar(database_url: str, query: str, *params: Any) -> Any:
+    """The first column of the one row ``query`` answers."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(query, params).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        row = conn.execute(query, list(params)).fetchone()
+    assert row is not None, query
+    return row[0]

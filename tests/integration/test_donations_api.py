@@ -22,6 +22,7 @@ import pytest
 
 from surge.delivery.sink import count_received
 from tests.conftest import create_org, surge_env
+from tests.helpers import scalar
 
 FINAL = ("succeeded", "failed")
 
@@ -134,13 +135,6 @@ def wait_receipt_sent(staff: httpx.Client, donation_id: int, timeout: float = 20
     while staff.get(f"/v1/donations/{donation_id}").json()["receipt_sent_at"] is None:
         assert time.monotonic() < deadline, "no receipt"
         time.sleep(0.05)
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(sql, list(params)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def totals(api: str, campaign_id: int) -> httpx.Response:

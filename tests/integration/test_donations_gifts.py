@@ -23,6 +23,7 @@ from surge.donations.intake import batch_jobs
 from surge.jobs.enqueue import enqueue_many
 from tests.conftest import create_org, run_cli, surge_env
 from tests.donations_support import campaign, client, donated, eventually, final, gift
+from tests.helpers import scalar
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +206,6 @@ def test_a_second_organisation_cannot_see_offline_gifts(
         assert stranger.get(f"/v1/donations/{made.json()['id']}").status_code == 404
         body = {"amount": 100, "currency": "USD", "method": "other"}
         assert offline(stranger, day["id"], body).status_code == 404
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(sql, list(params)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def a_month_passes(database_url: str, gift_id: int) -> None:

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from surge.orgs.service import NewOrganization, create_organization
 from tests.conftest import create_org, surge_env
+from tests.helpers import scalar
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +102,6 @@ def totals(database_url: str, campaign: int) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(sql, list(params)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def refunded_events(database_url: str, donation_id: int) -> list[dict[str, Any]]:

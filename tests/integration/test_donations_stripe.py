@@ -34,6 +34,7 @@ from surge.donations.gateway import GatewayMisconfigured
 from surge.donations.stripe import StripeGateway
 from surge.jobs.admin import retry_jobs
 from tests.conftest import Process, create_org, surge_env
+from tests.helpers import scalar
 
 SECRET_KEY = "sk_test_surge"
 WEBHOOK_SECRET = "whsec_surge_test"
@@ -138,13 +139,6 @@ def settled(client: httpx.Client, donation_id: int) -> dict[str, Any]:
             return found
         assert time.monotonic() < deadline, found
         time.sleep(0.05)
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> Any:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(sql, list(params)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def totals(database_url: str, campaign: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import pytest
 from surge.db.embedded import SYSTEM_USER, free_port
 from surge.delivery.sink import count_received
 from tests.conftest import create_org, run_cli, surge_env
-from tests.helpers import make_message, sink_process, wait_for
+from tests.helpers import make_message, scalar, sink_process, wait_for
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 #: Server connections per database and user: far fewer than the clients' pools hold.
@@ -157,13 +157,6 @@ def until(check: Any, what: str, timeout: float = 60) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
     return found
-
-
-def scalar(url: str, query: str, *params: Any) -> Any:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def test_migrate_through_pgbouncer_applies_everything_and_takes_over_a_dead_claim(
