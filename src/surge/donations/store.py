@@ -350,16 +350,8 @@ async def donations_to_charge(conn: Conn, ids: Sequence[int]) -> list[DonationTo
 
 async def donation_to_charge(conn: Conn, donation_id: int) -> DonationToCharge | None:
     """What the charge job needs, with the campaign's name for the charge description."""
-    return await _one(
-        conn,
-        DonationToCharge,
-        "select d.id, d.organization_id, d.campaign_id, d.status, d.amount_minor,"
-        " d.fee_minor, d.currency, d.token, d.idempotency_key, c.name as campaign_name,"
-        " g.status as gift_status"
-        " from donations d join campaigns c on c.id = d.campaign_id"
-        " left join recurring_gifts g on g.id = d.recurring_gift_id where d.id = %s",
-        [donation_id],
-    )
+    found = await donations_to_charge(conn, [donation_id])
+    return found[0] if found else None
 
 
 async def finish_donation(
@@ -519,24 +511,8 @@ async def record_receipts(conn: Conn, sent: Sequence[int], refused: dict[int, st
 
 async def donation_to_receipt(conn: Conn, donation_id: int) -> DonationToReceipt | None:
     """A donation with what its receipt shows: the campaign's and organisation's names."""
-    return await _one(
-        conn,
-        DonationToReceipt,
-        "select d.id, d.organization_id, d.status, d.amount_minor as amount, d.currency,"
-        " d.email, d.name, d.gateway_reference, d.succeeded_at, d.receipt_sent_at, d.receipt_error,"
-        " c.name as campaign_name, o.name as organization_name, d.fee_minor as fee,"
-        " d.offline_method, coalesce(g.frequency, d.recurring) as frequency,"
-        " g.id as recurring_gift_id"
-        " from donations d join campaigns c on c.id = d.campaign_id"
-        " join organizations o on o.id = d.organization_id"
-        # The gift a period belongs to, or the one this first gift started (two index
-        # lookups: the primary key, the unique first_donation_id).
-        " left join lateral (select id, frequency from recurring_gifts"
-        "   where id = d.recurring_gift_id union all select id, frequency"
-        "   from recurring_gifts where first_donation_id = d.id limit 1) g on true"
-        " where d.id = %s",
-        [donation_id],
-    )
+    found = await donations_to_receipt(conn, [donation_id])
+    return found[0] if found else None
 
 
 async def record_receipt(conn: Conn, donation_id: int, error: str | None) -> None:
