@@ -13,6 +13,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+import httpx
 import psutil
 from psycopg import AsyncConnection, sql
 
@@ -64,6 +65,43 @@ def check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         if p.poll() is not None:
             raise click.ClickException(f"process {p.pid} exited early with {p.returncode}")
+
+
+async def roll_up_activity(conn: AsyncConnection[Any], org: int) -> None:
+    """Build the segments' rollups (``contact_activity``, ``contact_last_activity``) of
+    ``org``'s events in one go, as the consumer would have kept them."""
+    await conn.execute(
+        "insert into contact_activity (organization_id, type, day, contact_id, events)"
+        " select organization_id, type, (occurred_at at time zone 'UTC')::date, contact_id,"
+        " count(*) from events where organization_id = %s group by 1, 2, 3, 4",
+        [org],
+    )
+    await conn.execute(
+        "insert into contact_last_activity (organization_id, type, contact_id, last_day)"
+        " select organization_id, type, contact_id, max(day) from contact_activity"
+        " where organization_id = %s group by 1, 2, 3",
+        [org],
+    )
+
+
+async def wait_ready(
+    base: str,
+    procs: list[subprocess.Popen[bytes]],
+    path: str = "/healthz",
+    seconds: float = 60,
+) -> None:
+    """Return once ``surge api`` at ``base`` answers ``path`` with 200; fail if one of
+    ``procs`` exits meanwhile, or after ``seconds``."""
+    async with httpx.AsyncClient(base_url=base) as client:
+        for _ in range(int(seconds * 10)):
+            check_alive(procs)
+            try:
+                if (await client.get(path)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise click.ClickException(f"surge api did not answer {path} within {seconds:g} s")
 
 
 class PeakRss:

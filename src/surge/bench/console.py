@@ -34,7 +34,14 @@ import msgspec
 from psycopg import sql
 
 from surge.audit import Actor
-from surge.bench.common import check_alive, report, scalar, stop_all, surge_process
+from surge.bench.common import (
+    report,
+    roll_up_activity,
+    scalar,
+    stop_all,
+    surge_process,
+    wait_ready,
+)
 from surge.config import get_settings
 from surge.db.embedded import free_port
 from surge.db.migrate import migrate
@@ -163,7 +170,7 @@ async def _bench(url: str, contacts: int, events: int, repeat: int, reuse: bool)
     api = surge_process(bench_url, ["api", "--port", str(port)], env)
     try:
         base = f"http://127.0.0.1:{port}"
-        await _wait_ready(base, api)
+        await wait_ready(base, [api])
         pages, streams = await _time_pages(base, asdict(seeded), repeat)
     finally:
         stop_all([api])
@@ -318,18 +325,7 @@ async def _seed_events(conn: AsyncConn, org: int, first: int, n_contacts: int, n
         "  now() - i * interval '2 hours' from generate_series(1, 300) i",
         params,
     )
-    await conn.execute(
-        "insert into contact_activity (organization_id, type, day, contact_id, events)"
-        " select organization_id, type, (occurred_at at time zone 'UTC')::date, contact_id,"
-        " count(*) from events where organization_id = %s group by 1, 2, 3, 4",
-        [org],
-    )
-    await conn.execute(
-        "insert into contact_last_activity (organization_id, type, contact_id, last_day)"
-        " select organization_id, type, contact_id, max(day) from contact_activity"
-        " where organization_id = %s group by 1, 2, 3",
-        [org],
-    )
+    await roll_up_activity(conn, org)
     await conn.execute(
         "insert into event_counts (organization_id, type, minute, count)"
         " select %s, t, date_trunc('minute', now()) - m * interval '1 minute', 1000"
@@ -459,19 +455,6 @@ async def _seed_files(conn: AsyncConn, org: int) -> tuple[int, int]:
         )
     )
     return import_id, export_id
-
-
-async def _wait_ready(base: str, api: Any) -> None:
-    async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(600):
-            check_alive([api])
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise click.ClickException("surge api did not start")
 
 
 async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> None:

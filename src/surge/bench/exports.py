@@ -32,6 +32,7 @@ from surge.bench.common import (
     report,
     stop_all,
     surge_process,
+    wait_ready,
 )
 from surge.config import get_settings
 from surge.db.embedded import free_port
@@ -77,19 +78,6 @@ def bare_copy(url: str, org: int) -> tuple[float, int]:
         started = time.perf_counter()
         lines = sum(1 for _ in stream.copy_rows(conn, queries.copy(select)))
         return time.perf_counter() - started, lines - 1
-
-
-async def _wait_ready(base: str, procs: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(300):
-            check_alive(list(procs.values()))
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise click.ClickException("surge api did not start")
 
 
 async def _export(base: str, key: str, rss: PeakRss, procs: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +146,7 @@ async def _bench(url: str, rows: int, keep: bool) -> dict[str, Any]:
     rss = PeakRss({name: p.pid for name, p in procs.items()})
     try:
         base = f"http://127.0.0.1:{api_port}"
-        await _wait_ready(base, procs)
+        await wait_ready(base, list(procs.values()), seconds=30)
         done = await _export(base, key, rss, procs)
     finally:
         stop_all(list(procs.values()))

@@ -45,6 +45,7 @@ from surge.bench.common import (
     scalar,
     stop_all,
     surge_process,
+    wait_ready,
 )
 from surge.bench.dispatch import HTML, seed_contacts
 from surge.campaigns import service as campaigns
@@ -199,7 +200,7 @@ async def _bench(
             ),
         )
         base = f"http://127.0.0.1:{api_port}"
-        await _wait_ready(base, procs)
+        await wait_ready(base, list(procs.values()), path="/readyz")
         page.path = f"/g/{org.slug}/{campaign.slug}"
         page.ceiling = await pages.ceiling(
             bench_url,
@@ -265,21 +266,6 @@ async def _bench(
         "unfinished": outcome["unfinished"],
         "peak_rss_mb": rss.megabytes(),
     }
-
-
-async def _wait_ready(base: str, procs: dict[str, Any]) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient() as client:
-        while True:
-            check_alive(list(procs.values()))
-            try:
-                if (await client.get(base + "/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise click.ClickException("the API did not become ready")
-            await asyncio.sleep(0.1)
 
 
 async def _start_blast(conn: AsyncConn, org: int, campaign_id: int, recipients: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from surge.bench.common import fresh_database, report, scalar
+from surge.bench.common import fresh_database, report, roll_up_activity, scalar
 from surge.config import get_settings
 from surge.db.pool import connect, open_pool
 from surge.db.runtime import database
@@ -146,17 +146,7 @@ async def _seed(conn: Any, org: int, n_contacts: int, n_events: int) -> dict[str
     )
     events_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    await conn.execute(
-        "insert into contact_activity (organization_id, type, day, contact_id, events)"
-        " select organization_id, type, (occurred_at at time zone 'UTC')::date, contact_id,"
-        " count(*) from events where organization_id = %s group by 1, 2, 3, 4",
-        [org],
-    )
-    await conn.execute(
-        "insert into contact_last_activity (organization_id, type, contact_id, last_day)"
-        " select organization_id, type, contact_id, max(day) from contact_activity"
-        " group by 1, 2, 3"
-    )
+    await roll_up_activity(conn, org)
     rollup_rows = await scalar(conn, "select count(*) from contact_activity")
     await conn.execute(
         "insert into campaigns (organization_id, name, kind, currency)"
