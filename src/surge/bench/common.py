@@ -21,13 +21,16 @@ from surge.db.migrate import migrate
 from surge.db.pool import connect
 
 
-async def fresh_database(url: str, name: str) -> str:
-    """Drop and re-create database ``name`` on ``url``'s server, migrated; returns its URL."""
+async def fresh_database(url: str, name: str, *, keep: bool = False) -> str:
+    """Drop and re-create database ``name`` on ``url``'s server, migrated; returns its URL.
+    With ``keep``, a database of that name already there is kept (and migrated)."""
     admin = await connect(url)
     try:
-        ident = sql.Identifier(name)
-        await admin.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
-        await admin.execute(sql.SQL("create database {}").format(ident))
+        cur = await admin.execute("select 1 from pg_database where datname = %s", [name])
+        if not (keep and await cur.fetchone()):
+            ident = sql.Identifier(name)
+            await admin.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
+            await admin.execute(sql.SQL("create database {}").format(ident))
     finally:
         await admin.close()
     bench_url = urlunsplit(urlsplit(url)._replace(path="/" + name))

@@ -26,15 +26,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import httpx
 import msgspec
-from psycopg import sql
 
 from surge.audit import Actor
 from surge.bench.common import (
+    fresh_database,
     report,
     roll_up_activity,
     scalar,
@@ -44,7 +43,6 @@ from surge.bench.common import (
 )
 from surge.config import get_settings
 from surge.db.embedded import free_port
-from surge.db.migrate import migrate
 from surge.db.pool import AsyncConn, connect
 from surge.db.runtime import database
 from surge.fields import next_cursor
@@ -193,22 +191,10 @@ async def _database(
     url: str, contacts: int, events: int, reuse: bool
 ) -> tuple[str, Seeded, dict[str, float] | None]:
     """The bench database, seeded now or (``reuse``) by an earlier run of the same size."""
-    admin = await connect(url)
-    try:
-        exists = await scalar(
-            admin, "select 1 from pg_database where datname = %s", [BENCH_DATABASE]
-        )
-        if not (reuse and exists):
-            name = sql.Identifier(BENCH_DATABASE)
-            await admin.execute(sql.SQL("drop database if exists {} with (force)").format(name))
-            await admin.execute(sql.SQL("create database {}").format(name))
-    finally:
-        await admin.close()
-    bench_url = urlunsplit(urlsplit(url)._replace(path="/" + BENCH_DATABASE))
+    bench_url = await fresh_database(url, BENCH_DATABASE, keep=reuse)
     conn = await connect(bench_url)
     try:
         await conn.set_autocommit(True)
-        await migrate(conn)
         await conn.execute("create table if not exists bench_console_seed (data jsonb not null)")
         stored = await scalar(conn, "select data from bench_console_seed")
         if reuse and stored and stored["contacts"] == contacts and stored["events"] == events:
